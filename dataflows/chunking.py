@@ -1,0 +1,51 @@
+"""Document text → token windows for the per-chunk LLM calls.
+
+Inputs: document_text.
+Config: llm_model (picks the tokenizer), chunk_tokens, chunk_overlap_tokens, max_document_tokens.
+Outputs: token_counter, document_tokens, text_chunks.
+"""
+
+from __future__ import annotations
+
+from dataflows._text import token_windows
+from drivers.errors import ConfigError, InputError, LimitExceededError
+from drivers.llm.tokens import TokenCounter
+from drivers.llm.tokens import token_counter as counter_for_model
+
+
+def token_counter(llm_model: str) -> TokenCounter:
+    """The tokenizer of the configured model (or the bundled one, marked approximate)."""
+    return counter_for_model(llm_model)
+
+
+def document_tokens(document_text: str, token_counter: TokenCounter, max_document_tokens: int) -> int:
+    """How many tokens the document holds; over the cap is an error, not a truncation."""
+    if not document_text.strip():
+        raise InputError("the document has no text to summarize. Send a document with text in it.")
+    n = token_counter.count(document_text)
+    if n > max_document_tokens:
+        raise LimitExceededError(
+            "document length", f"{n} tokens", f"{max_document_tokens} tokens",
+            "Send a shorter document, or raise max_document_tokens in the config.",
+        )
+    return n
+
+
+def text_chunks(
+    document_text: str,
+    document_tokens: int,
+    token_counter: TokenCounter,
+    chunk_tokens: int,
+    chunk_overlap_tokens: int,
+) -> list[str]:
+    """The document cut into windows of about `chunk_tokens` tokens, overlapping by whole sentences."""
+    if chunk_tokens < 16 or not 0 <= chunk_overlap_tokens < chunk_tokens:
+        raise ConfigError(
+            [f"chunk_tokens={chunk_tokens}, chunk_overlap_tokens={chunk_overlap_tokens}: need "
+             "chunk_tokens >= 16 and 0 <= chunk_overlap_tokens < chunk_tokens."]
+        )
+    enc = token_counter.encoding
+    return token_windows(
+        document_text, window=chunk_tokens, overlap=chunk_overlap_tokens,
+        count=token_counter.count, encode=token_counter.encode, decode=enc.decode,
+    )

@@ -1,0 +1,145 @@
+"""Every error promptdag raises on purpose. Each says what failed, the bad value, the valid
+options and what to do next; each carries its data as attributes and an exit code for the CLI.
+
+    PromptdagError                    exit 1 unless noted
+    ├── ProjectError                  no promptdag project (dataflows/ + prompts/) found     exit 2
+    ├── ConfigError                   build-time config is invalid (problems listed)        exit 2
+    │   └── VariantError              unknown variant, or a broken variants file            exit 2
+    ├── InputError                    a per-request input is wrong                          exit 3
+    │   ├── ForbiddenInputError       a request tried to set a prompt node or config value
+    │   ├── PdfError                  the PDF cannot be turned into text
+    │   │   ├── PdfEncryptedError     encrypted, no or wrong password
+    │   │   └── PdfNoTextError        no extractable text (scanned?)
+    │   └── LimitExceededError        a cap on bytes, pages, tokens or time was hit
+    ├── LLMError                      the model could not answer                            exit 4
+    │   ├── LLMRequestError           rejected at once (400/401/404/422): fix config or key
+    │   ├── LLMUnavailableError       retries exhausted (429/5xx/timeouts)
+    │   ├── DeadlineExceededError     the whole-run deadline passed
+    │   └── CacheMissError            cache mode replay-only and the request is not cached
+    ├── RenderError                   a diagram could not be rendered                       exit 5
+    └── DirtyTreeError                --require-clean and the tree has uncommitted changes  exit 6
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "CacheMissError",
+    "ConfigError",
+    "DeadlineExceededError",
+    "DirtyTreeError",
+    "ForbiddenInputError",
+    "InputError",
+    "LLMError",
+    "LLMRequestError",
+    "LLMUnavailableError",
+    "LimitExceededError",
+    "PdfEncryptedError",
+    "PdfError",
+    "PdfNoTextError",
+    "ProjectError",
+    "PromptdagError",
+    "RenderError",
+    "VariantError",
+]
+
+
+class PromptdagError(Exception):
+    """Base class: a message a user can act on, and the CLI exit code."""
+
+    exit_code = 1
+
+
+class ProjectError(PromptdagError):
+    exit_code = 2
+
+
+class ConfigError(PromptdagError):
+    """All build-time problems at once, one per line."""
+
+    exit_code = 2
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        if len(self.problems) == 1:
+            message = self.problems[0]
+        else:
+            message = f"{len(self.problems)} config problems:\n" + "\n".join(
+                f"  - {p}" for p in self.problems
+            )
+        super().__init__(message)
+
+
+class VariantError(ConfigError):
+    pass
+
+
+class InputError(PromptdagError):
+    exit_code = 3
+
+
+class ForbiddenInputError(InputError):
+    def __init__(self, names: Sequence[str], allowed: Sequence[str]):
+        self.names = sorted(names)
+        self.allowed = sorted(allowed)
+        super().__init__(
+            f"request inputs may not set {', '.join(self.names)}: prompts and config are chosen "
+            f"when the Driver is built. Allowed inputs: {', '.join(self.allowed)}."
+        )
+
+
+class PdfError(InputError):
+    def __init__(self, message: str, *, source: str = ""):
+        self.source = source
+        super().__init__(f"{source}: {message}" if source else message)
+
+
+class PdfEncryptedError(PdfError):
+    pass
+
+
+class PdfNoTextError(PdfError):
+    pass
+
+
+class LimitExceededError(InputError):
+    def __init__(self, limit: str, value: object, cap: object, hint: str):
+        self.limit = limit
+        self.value = value
+        self.cap = cap
+        super().__init__(f"{limit} is {value}, over the cap of {cap}. {hint}")
+
+
+class LLMError(PromptdagError):
+    exit_code = 4
+
+    def __init__(self, message: str, *, backend: str = "", model: str = "", step: str = ""):
+        self.backend = backend
+        self.model = model
+        self.step = step
+        super().__init__(message)
+
+
+class LLMRequestError(LLMError):
+    pass
+
+
+class LLMUnavailableError(LLMError):
+    pass
+
+
+class DeadlineExceededError(LLMError):
+    pass
+
+
+class CacheMissError(LLMError):
+    pass
+
+
+class RenderError(PromptdagError):
+    exit_code = 5
+
+
+class DirtyTreeError(PromptdagError):
+    exit_code = 6

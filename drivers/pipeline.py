@@ -1,0 +1,178 @@
+"""A built, validated Driver and the one way to run it: request inputs are checked against
+REQUEST_INPUTS (never a prompt node or a config key), the run gets a whole-run deadline, and the
+result carries its provenance fingerprint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hamilton.async_driver import AsyncDriver
+from hamilton.graph_types import HamiltonGraph
+
+from drivers.catalog import PromptVersion, version_key
+from drivers.config import REQUEST_INPUTS, canonical_config
+from drivers.errors import DeadlineExceededError, ForbiddenInputError, InputError
+from drivers.llm.client import LLM, run_scope
+from drivers.llm.tokens import token_counter
+from drivers.project import Project
+from drivers.provenance import fingerprint_id, library_versions, sha256_text
+
+__all__ = ["SUMMARY_OUTPUTS", "Pipeline", "RunResult"]
+
+SUMMARY_OUTPUTS = (
+    "summary", "usage", "llm_calls", "document_tokens", "text_chunks",
+    "chunk_summary_prompt", "final_summary_prompt",
+)
+_MAX_QUERY_CHARS = 2_000
+_MAX_CONTENT_TYPE_CHARS = 100
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run produced, with what produced it."""
+
+    summary: str
+    outputs: dict[str, Any]
+    fingerprint: dict[str, Any]
+    latency_s: float
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = self.outputs
+        return {
+            "summary": self.summary,
+            "model": out["llm_calls"][-1]["model"] if out.get("llm_calls") else None,
+            "usage": out.get("usage"),
+            "latency_s": self.latency_s,
+            "document": {
+                "tokens": out.get("document_tokens"),
+                "chunks": len(out.get("text_chunks") or []),
+                **({"pages": len(out["pdf_document"].pages)} if "pdf_document" in out else {}),
+            },
+            "prompts": {n: {"rendered": out.get(n)} for n in self.fingerprint["prompts"]},
+            "llm_calls": out.get("llm_calls"),
+            "notes": self.notes,
+            "provenance": self.fingerprint,
+        }
+
+
+def _check_request(inputs: Mapping[str, Any]) -> None:
+    bad = sorted(k for k in inputs if k not in REQUEST_INPUTS)
+    if bad:
+        raise ForbiddenInputError(bad, REQUEST_INPUTS)
+    query = inputs.get("user_query", "")
+    if not isinstance(query, str) or len(query) > _MAX_QUERY_CHARS:
+        raise InputError(f"user_query must be text of at most {_MAX_QUERY_CHARS} characters.")
+    ctype = inputs.get("content_type")
+    if ctype is not None and (
+        not isinstance(ctype, str) or not ctype.strip() or len(ctype) > _MAX_CONTENT_TYPE_CHARS
+        or any(c in ctype for c in "$\n\r{}<>")
+    ):
+        raise InputError(
+            f"content_type={ctype!r} is not allowed: a short label such as 'a news article' "
+            f"(at most {_MAX_CONTENT_TYPE_CHARS} characters, no $ {{ }} < > or line breaks)."
+        )
+    if ("pdf_bytes" in inputs) == ("text" in inputs):
+        raise InputError("send exactly one document: pdf_bytes (a PDF) or text (plain text).")
+
+
+@dataclass
+class Pipeline:
+    """One variant's Driver, its LLM client, its selected prompts and its build-time provenance."""
+
+    project: Project
+    variant: str
+    config: dict[str, Any]
+    driver: AsyncDriver
+    llm: LLM
+    prompts: dict[str, PromptVersion]
+    git: dict[str, Any]
+    _ready: bool = False
+
+    @property
+    def graph(self) -> HamiltonGraph:
+        return HamiltonGraph.from_graph(self.driver.graph)
+
+    def build_info(self) -> dict[str, Any]:
+        """Everything fixed when the Driver was built (no per-request data)."""
+        graph = self.graph
+        return {
+            "variant": self.variant,
+            "git": self.git,
+            "config": self.config,
+            "config_sha256": sha256_text(canonical_config(self.config)),
+            "graph_version": graph.version,
+            "prompt_versions": {
+                n: {"version": p.version, "pack": p.pack, "source_sha256": graph[n].version,
+                    "defined_at": f"{self.project.relpath(p.file)}:{p.line}"}
+                for n, p in sorted(self.prompts.items())
+            },
+            "libraries": library_versions(),
+        }
+
+    def fingerprint(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Build info plus the hash of each prompt as rendered in this run, and an id over all."""
+        info = self.build_info()
+        prompts = {
+            n: {**meta, "rendered_sha256": sha256_text(str(outputs[n])) if n in outputs else None}
+            for n, meta in info.pop("prompt_versions").items()
+        }
+        info["prompts"] = prompts
+        info["id"] = fingerprint_id(info)
+        return info
+
+    async def execute(
+        self, outputs: list[str], inputs: Mapping[str, Any], *, document_text: str | None = None
+    ) -> dict[str, Any]:
+        """Run the DAG for `outputs`. Only REQUEST_INPUTS are accepted from callers."""
+        _check_request({**inputs, **({"text": document_text} if document_text is not None else {})})
+        if not self._ready:
+            await self.driver.ainit()
+            self._ready = True
+        hamilton_inputs = {k: v for k, v in inputs.items() if k != "text"}
+        hamilton_inputs["llm"] = self.llm
+        overrides = {"document_text": document_text} if document_text is not None else None
+        deadline = float(self.config["llm_deadline_s"])
+        with run_scope(deadline) as state:
+            try:
+                async with asyncio.timeout(deadline):
+                    return await self.driver.execute(outputs, inputs=hamilton_inputs, overrides=overrides)
+            except TimeoutError as exc:
+                raise DeadlineExceededError(
+                    f"the run passed its deadline of {deadline:g} s during step "
+                    f"{state.step or 'document_text'}. Raise llm_deadline_s, or send a shorter document.",
+                    backend=self.llm.settings.backend, model=self.llm.settings.model,
+                    step=state.step or "document_text",
+                ) from exc
+
+    async def summarize(self, *, text: str | None = None, **inputs: Any) -> RunResult:
+        """Summarize one document (PDF bytes or text) and return the result with provenance."""
+        started = time.perf_counter()
+        wanted = list(SUMMARY_OUTPUTS) + ([] if text is not None else ["pdf_document"])
+        out = await self.execute(wanted, inputs, document_text=text)
+        notes = [self.llm_token_note()] if self.llm_token_note() else []
+        doc = out.get("pdf_document")
+        if doc is not None:
+            if doc.pypdf_warnings:
+                notes.append(f"pypdf reported {doc.pypdf_warnings} warning(s) while reading the PDF "
+                             f"(first: {doc.first_warning!r}); the text may be incomplete.")
+            notes.extend(doc.notes)
+        return RunResult(
+            summary=out["summary"], outputs=out, fingerprint=self.fingerprint(out),
+            latency_s=round(time.perf_counter() - started, 4), notes=notes,
+        )
+
+    def llm_token_note(self) -> str:
+        return token_counter(self.config["llm_model"]).note
+
+    def selected_versions(self) -> dict[str, str]:
+        return {n: self.config[version_key(n)] for n in sorted(self.prompts)}
+
+    async def aclose(self) -> None:
+        await self.llm.aclose()
+        if self.llm.cache is not None:
+            self.llm.cache.close()
