@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -13,9 +14,10 @@ from types import ModuleType
 from hamilton.function_modifiers.base import NodeResolver
 from hamilton.function_modifiers.configuration import config as config_decorator
 
+from drivers.errors import ConfigError
 from drivers.project import Project
 
-__all__ = ["PromptCatalog", "PromptVersion", "discover_prompts", "version_key"]
+__all__ = ["PromptCatalog", "PromptVersion", "discover_prompts", "load_fixtures", "version_key"]
 
 _VERSIONED = re.compile(r"^(?P<node>[a-z][a-z0-9_]*?)__v(?P<n>[0-9]+)$")
 
@@ -109,3 +111,18 @@ def discover_prompts(project: Project) -> PromptCatalog:
     problems: list[str] = []
     packs = {name: _pack_prompts(name, mod, problems) for name, mod in sorted(project.packs.items())}
     return PromptCatalog(packs=packs, problems=tuple(problems))
+
+
+def load_fixtures(project: Project) -> dict[str, dict[str, object]]:
+    """The fixture input sets in prompts/fixtures.toml, by name (empty when there is none)."""
+    path = project.root / "prompts" / "fixtures.toml"
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path} is not valid TOML: {exc}"]) from exc
+    fixtures = data.get("fixtures") or {}
+    if not isinstance(fixtures, dict) or not all(isinstance(v, dict) for v in fixtures.values()):
+        raise ConfigError([f"{path}: expected [fixtures.NAME] tables."])
+    return {name: dict(values) for name, values in sorted(fixtures.items())}

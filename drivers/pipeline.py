@@ -5,6 +5,8 @@ result carries its provenance fingerprint."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,9 @@ __all__ = ["SUMMARY_OUTPUTS", "Pipeline", "RunResult"]
 SUMMARY_OUTPUTS = (
     "summary", "usage", "llm_calls", "document_tokens", "text_chunks",
     "chunk_summary_prompt", "final_summary_prompt",
+)
+_RUN_TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
+    "promptdag_run_tasks", default=None
 )
 _MAX_QUERY_CHARS = 2_000
 _MAX_CONTENT_TYPE_CHARS = 100
@@ -58,6 +63,46 @@ class RunResult:
             "notes": self.notes,
             "provenance": self.fingerprint,
         }
+
+
+class _DropHamiltonErrorLogs(logging.Filter):
+    """Hamilton logs a failing node's inputs (document text, passwords) and a chat invitation;
+    promptdag raises a typed error instead, so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+def _quiet_hamilton() -> None:
+    for name in ("hamilton.async_driver", "hamilton.driver", "hamilton.execution.graph_functions"):
+        log = logging.getLogger(name)
+        if not any(isinstance(f, _DropHamiltonErrorLogs) for f in log.filters):
+            log.addFilter(_DropHamiltonErrorLogs())
+
+
+def _track_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    """Record the tasks Hamilton creates for a run (it makes one per node and abandons them on
+    failure), so a failed or timed-out run can cancel and reap its own tasks, and no others."""
+    previous = loop.get_task_factory()
+    if getattr(previous, "_promptdag", False):
+        return
+
+    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+        task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+        sink = _RUN_TASKS.get()
+        if sink is not None:
+            sink.append(task)
+        return task  # type: ignore[return-value]
+
+    factory._promptdag = True  # type: ignore[attr-defined]
+    loop.set_task_factory(factory)  # type: ignore[arg-type]
+
+
+async def _reap(tasks: list[asyncio.Task[Any]]) -> None:
+    for task in tasks:
+        if not task.done():
+            task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _check_request(inputs: Mapping[str, Any]) -> None:
@@ -137,17 +182,27 @@ class Pipeline:
         hamilton_inputs["llm"] = self.llm
         overrides = {"document_text": document_text} if document_text is not None else None
         deadline = float(self.config["llm_deadline_s"])
+        _quiet_hamilton()
+        _track_tasks(asyncio.get_running_loop())
+        tasks: list[asyncio.Task[Any]] = []
+        token = _RUN_TASKS.set(tasks)
         with run_scope(deadline) as state:
             try:
                 async with asyncio.timeout(deadline):
                     return await self.driver.execute(outputs, inputs=hamilton_inputs, overrides=overrides)
             except TimeoutError as exc:
+                await _reap(tasks)
                 raise DeadlineExceededError(
                     f"the run passed its deadline of {deadline:g} s during step "
                     f"{state.step or 'document_text'}. Raise llm_deadline_s, or send a shorter document.",
                     backend=self.llm.settings.backend, model=self.llm.settings.model,
                     step=state.step or "document_text",
                 ) from exc
+            except BaseException:
+                await _reap(tasks)
+                raise
+            finally:
+                _RUN_TASKS.reset(token)
 
     async def summarize(self, *, text: str | None = None, **inputs: Any) -> RunResult:
         """Summarize one document (PDF bytes or text) and return the result with provenance."""
@@ -176,3 +231,22 @@ class Pipeline:
         await self.llm.aclose()
         if self.llm.cache is not None:
             self.llm.cache.close()
+
+
+async def render_prompts(pipeline: Pipeline, fixture: Mapping[str, Any]) -> dict[str, str]:
+    """Each selected prompt rendered on `fixture` through the real DAG: the prompt node's text,
+    plus `<task>_requests` (the per-item rendering) where the dataflow has one. Upstream nodes
+    named in the fixture (text_chunks, chunk_summaries) are set directly; no LLM is called."""
+    graph_nodes = {n.name for n in pipeline.graph.nodes}
+    prompts = sorted(pipeline.prompts)
+    per_item = [f"{p.removesuffix('_prompt')}_requests" for p in prompts]
+    wanted = prompts + [r for r in per_item if r in graph_nodes]
+    overrides = {k: v for k, v in fixture.items() if k in graph_nodes and k not in REQUEST_INPUTS}
+    inputs = {k: v for k, v in fixture.items() if k in REQUEST_INPUTS}
+    _check_request({**inputs, "text": ""})
+    out = await pipeline.driver.execute(wanted, inputs=inputs, overrides=overrides)
+    rendered = {p: str(out[p]) for p in prompts}
+    for prompt, requests in zip(prompts, per_item, strict=True):
+        if requests in out and out[requests]:
+            rendered[prompt] = str(out[requests][0])
+    return rendered

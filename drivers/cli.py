@@ -1,0 +1,280 @@
+"""`promptdag`: the command line. Thin: every command builds through the driver factory, and
+every library error becomes one line on stderr plus the exit code documented in errors.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import traceback
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from drivers.catalog import discover_prompts, load_fixtures
+from drivers.config import parse_assignments
+from drivers.errors import ConfigError, InputError, PromptdagError
+from drivers.factory import build_pipeline
+from drivers.pipeline import Pipeline, RunResult, render_prompts
+from drivers.project import load_project
+from drivers.variants import load_variants
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="promptdag",
+    help="Prompts as code on a Hamilton DAG: summarize documents, inspect prompt versions, render the DAG.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+prompts_app = typer.Typer(help="Inspect prompt nodes and their versions.", no_args_is_help=True)
+variants_app = typer.Typer(help="Inspect the named variants in prompts/variants.toml.", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(variants_app, name="variants")
+
+ConfigOpt = Annotated[
+    list[str] | None,
+    typer.Option("--config", "-c", help="Build-time config KEY=VALUE (repeatable); overrides the variant."),
+]
+VariantOpt = Annotated[
+    str | None, typer.Option("--variant", "-V", help="A named variant from prompts/variants.toml.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Library errors → one line and their exit code; never a traceback."""
+    try:
+        yield
+    except PromptdagError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(exc.exit_code) from None
+    except ValueError as exc:  # bad --config syntax and the like, raised before any build
+        _err(f"error: {exc}")
+        raise typer.Exit(2) from None
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    return parse_assignments(pairs or [])
+
+
+def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipeline:
+    return build_pipeline(variant=variant, overrides=_overrides(config), **kwargs)
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file. Check the path.")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file.")
+    data = path.read_bytes()
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        try:
+            return {"text": data.decode("utf-8")}
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
+    return {"pdf_bytes": data, "source_name": path.name}
+
+
+def _footer(result: RunResult, pipeline: Pipeline) -> str:
+    usage = result.outputs["usage"]
+    fp = result.fingerprint
+    git = fp["git"]
+    where = (f"git {git['sha'][:10]}{' (dirty)' if git['dirty'] else ''}"
+             if git.get("available") else f"git: {git.get('reason')}")
+    versions = " ".join(f"{n}@{p['version']}" for n, p in fp["prompts"].items())
+    cost = "n/a" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+    model = result.outputs["llm_calls"][-1]["model"]
+    return (f"— {model} · variant {pipeline.variant} · {versions} · {usage['calls']} calls "
+            f"({usage['cached_calls']} cached) · {usage['input_tokens']}→{usage['output_tokens']} tokens · "
+            f"{cost} · {result.latency_s:.2f} s · {where} · fingerprint {fp['id']}")
+
+
+async def _summarize(pipeline: Pipeline, inputs: dict[str, Any]) -> RunResult:
+    try:
+        return await pipeline.summarize(**inputs)
+    finally:
+        await pipeline.aclose()
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  promptdag summarize examples/the-man-without-a-body.pdf\n\n"
+    "  promptdag summarize paper.pdf --json\n\n"
+    "  promptdag summarize paper.pdf --config chunk_summary_prompt_version=v1\n\n"
+    "  promptdag summarize paper.pdf --variant concise --query 'What is the main result?'\n\n"
+    "  OPENAI_API_KEY=... promptdag summarize paper.pdf -c llm_backend=openai -c llm_model=gpt-4o-mini"
+)
+def summarize(
+    path: Annotated[Path, typer.Argument(help="A PDF (or a .txt/.md text file) to summarize.")],
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    query: Annotated[str, typer.Option("--query", "-q", help="A question the summary should answer.")] = "",
+    content_type: Annotated[
+        str | None, typer.Option("--content-type", help="What the document is, e.g. 'a news article'.")
+    ] = None,
+    password: Annotated[str, typer.Option("--password", help="Password of an encrypted PDF.")] = "",
+    require_clean: Annotated[
+        bool, typer.Option("--require-clean", help="Refuse to run from a tree with uncommitted changes.")
+    ] = False,
+) -> None:
+    """Summarize a document; the summary goes to stdout, a provenance line to stderr."""
+    with _user_errors():
+        inputs = _read_document(path)
+        if query:
+            inputs["user_query"] = query
+        if content_type is not None:
+            inputs["content_type"] = content_type
+        if password:
+            inputs["pdf_password"] = password
+        pipeline = _build(variant, config, require_clean_tree=require_clean)
+        result = asyncio.run(_summarize(pipeline, inputs))
+    if json_out:
+        typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
+        return
+    typer.echo(result.summary)
+    for note in result.notes:
+        _err(f"note: {note}")
+    if pipeline.llm.settings.backend == "offline":
+        _err("note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text.")
+    _err(_footer(result, pipeline))
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  promptdag render -o dag.svg\n\n"
+    "  promptdag render --format mermaid --variant concise\n\n"
+    "  promptdag render -o dag.png -c chunk_summary_prompt_version=v1"
+)
+def render(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", "-f", help="svg, png, dot or mermaid (default: from -o, else mermaid).")
+    ] = None,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+) -> None:
+    """Render the DAG of a variant: prompt nodes highlighted with their versions."""
+    from drivers.render import render as render_dag
+
+    suffixes = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "mermaid"}
+    chosen = fmt or (suffixes.get(output.suffix.lower()) if output else None) or "mermaid"
+    with _user_errors():
+        pipeline = _build(variant, config)
+        data = render_dag(pipeline, chosen)
+        if output is None and chosen in ("svg", "png"):
+            raise InputError(f"--format {chosen} is binary: write it to a file with -o dag.{chosen}.")
+    if output is None:
+        sys.stdout.write(data.decode("utf-8"))
+        return
+    output.write_bytes(data)
+    _err(f"wrote {output} ({chosen}, variant {pipeline.variant})")
+
+
+@prompts_app.command(
+    "list", epilog="Examples:\n\n  promptdag prompts list\n\n  promptdag prompts list --json"
+)
+def prompts_list(json_out: JsonOpt = False) -> None:
+    """Every prompt node of every pack: versions, where each is defined, which variants use it."""
+    with _user_errors():
+        project = load_project()
+        catalog = discover_prompts(project)
+        variants = load_variants(project.variants_path)
+        if catalog.problems:
+            raise ConfigError(list(catalog.problems))
+    rows = []
+    for pack, nodes in catalog.packs.items():
+        for node in sorted(nodes):
+            for version in catalog.versions(pack, node):
+                pv = nodes[node][version]
+                used_by = sorted(
+                    v.name for v in variants.variants.values()
+                    if v.config.get("prompt_pack", "default") == pack and v.config.get(f"{node}_version") == version
+                )
+                rows.append({
+                    "pack": pack, "node": node, "version": version,
+                    "defined_at": f"{project.relpath(pv.file)}:{pv.line}", "inputs": list(pv.inputs),
+                    "description": pv.description, "variants": used_by,
+                    "default": variants.default in used_by,
+                })
+    if json_out:
+        typer.echo(json.dumps({"default_variant": variants.default, "prompts": rows}, indent=2))
+        return
+    for r in rows:
+        star = "*" if r["default"] else " "
+        typer.echo(f"{star} {r['pack']:<8} {r['node']}@{r['version']:<4} {r['defined_at']:<28} "
+                   f"variants: {', '.join(r['variants']) or '-'}")
+        typer.echo(f"    {r['description']}")
+    _err(f"* = used by the default variant ({variants.default})")
+
+
+@prompts_app.command(
+    "show",
+    epilog="Examples:\n\n  promptdag prompts show chunk_summary_prompt --version v2\n\n"
+    "  promptdag prompts show final_summary_prompt --version v1 --fixture story_with_query\n\n"
+    "  promptdag prompts show final_summary_prompt --variant german",
+)
+def prompts_show(
+    node: Annotated[str, typer.Argument(help="A prompt node, e.g. chunk_summary_prompt.")],
+    version: Annotated[str | None, typer.Option("--version", help="The version, e.g. v2 (default: the variant's).")] = None,
+    fixture: Annotated[str | None, typer.Option("--fixture", help="A fixture set from prompts/fixtures.toml.")] = None,
+    variant: VariantOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Print a prompt version rendered on a fixture input, exactly as the model would get it."""
+    with _user_errors():
+        overrides = _overrides(config)
+        if version:
+            overrides[f"{node}_version"] = version
+        pipeline = build_pipeline(variant=variant, overrides=overrides)
+        if node not in pipeline.prompts:
+            raise ConfigError([f"{node!r} is not a prompt node of pack {pipeline.config['prompt_pack']!r}. "
+                               f"Prompt nodes: {', '.join(sorted(pipeline.prompts))}."])
+        fixtures = load_fixtures(pipeline.project)
+        name = fixture or next(iter(fixtures), None)
+        if name is None or name not in fixtures:
+            raise ConfigError([f"fixture {name!r} is not in prompts/fixtures.toml. Defined: {', '.join(fixtures) or 'none'}."])
+        rendered = asyncio.run(render_prompts(pipeline, fixtures[name]))
+    pv = pipeline.prompts[node]
+    _err(f"# {node}@{pv.version} (pack {pv.pack}, {pipeline.project.relpath(pv.file)}:{pv.line}) on fixture {name}")
+    typer.echo(rendered[node])
+
+
+@variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")
+def variants_list(json_out: JsonOpt = False) -> None:
+    """Every named variant, its weight and its config."""
+    with _user_errors():
+        variants = load_variants(load_project().variants_path)
+    rows = [{"name": v.name, "weight": v.weight, "default": v.name == variants.default,
+             "description": v.description, "config": v.config} for v in variants.variants.values()]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(f"{'*' if r['default'] else ' '} {r['name']:<12} weight {r['weight']:<5g} {r['description']}")
+
+
+def main() -> None:
+    """Console entry point: unexpected errors are one line too (PROMPTDAG_DEBUG=1 shows the traceback)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: say what broke, in one line
+        if os.environ.get("PROMPTDAG_DEBUG"):
+            traceback.print_exc()
+        _err(f"internal error: {type(exc).__name__}: {exc}. Re-run with PROMPTDAG_DEBUG=1 and report it.")
+        sys.exit(70)
