@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import io
 import logging
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 from pypdf import PdfReader
@@ -25,11 +28,18 @@ _PARSE_ERRORS = (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, Attr
                  IndexError, RecursionError, AssertionError, OSError)
 
 
+# Below this many pages a worker process costs more than it saves.
+PARALLEL_MIN_PAGES = 40
+_pool: ProcessPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
 @dataclass(frozen=True)
 class PdfLimits:
     max_bytes: int
     max_pages: int
     max_seconds: float
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -125,15 +135,15 @@ def _page_count(reader: PdfReader, source: str, limits: PdfLimits) -> int:
     return count
 
 
-def _page_texts(reader: PdfReader, count: int, limits: PdfLimits) -> tuple[list[str], list[str]]:
-    deadline = time.monotonic() + limits.max_seconds
+def _page_texts(reader: PdfReader, start: int, stop: int, count: int, max_seconds: float) -> tuple[list[str], list[str]]:
+    deadline = time.monotonic() + max_seconds
     texts: list[str] = []
     notes: list[str] = []
-    for i in range(count):
+    for i in range(start, stop):
         if time.monotonic() > deadline:
             raise LimitExceededError(
-                "text extraction time", f"over {limits.max_seconds:g} s at page {i + 1} of {count}",
-                f"{limits.max_seconds:g} s", "Split the document, or raise pdf_max_seconds.",
+                "text extraction time", f"over {max_seconds:g} s at page {i + 1} of {count}",
+                f"{max_seconds:g} s", "Split the document, or raise pdf_max_seconds.",
             )
         try:
             texts.append(reader.pages[i].extract_text() or "")
@@ -141,6 +151,56 @@ def _page_texts(reader: PdfReader, count: int, limits: PdfLimits) -> tuple[list[
             texts.append("")
             notes.append(f"page {i + 1}: text could not be extracted ({type(exc).__name__}: {exc})")
     return texts, notes
+
+
+def _extract_range(
+    data: bytes, password: str, start: int, stop: int, count: int, max_seconds: float
+) -> tuple[list[str], list[str], list[str]]:
+    """Pages [start, stop) in a worker process: texts, notes and pypdf's log records."""
+    _fold_pypdf_logs()
+    _collector.records = []
+    try:
+        reader = _open(data, password, "")
+        texts, notes = _page_texts(reader, start, stop, count, max_seconds)
+        return texts, notes, list(_collector.records)
+    finally:
+        _collector.records = None
+
+
+def _worker_pool(workers: int) -> ProcessPoolExecutor:
+    """One process pool per process, made on first use (forkserver: safe beside threads).
+    As with any multiprocessing, a script that sets pdf_workers > 1 needs the
+    `if __name__ == "__main__":` guard; the promptdag CLI and service have it."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool._max_workers != workers:  # type: ignore[attr-defined]
+            methods = multiprocessing.get_all_start_methods()
+            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+            _pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        return _pool
+
+
+def _parallel_texts(
+    data: bytes, password: str, count: int, limits: PdfLimits
+) -> tuple[list[str], list[str], list[str]] | None:
+    """Contiguous page ranges across worker processes; None if the pool broke (then the caller
+    extracts in-process, so a crashed worker never loses the request)."""
+    global _pool
+    step = -(-count // limits.workers)
+    ranges = [(a, min(a + step, count)) for a in range(0, count, step)]
+    try:
+        pool = _worker_pool(limits.workers)
+        futures = [pool.submit(_extract_range, data, password, a, b, count, limits.max_seconds)
+                   for a, b in ranges]
+        parts = [f.result() for f in futures]
+    except BrokenProcessPool:
+        with _pool_lock:
+            _pool = None
+        return None
+    texts = [t for part in parts for t in part[0]]
+    notes = [n for part in parts for n in part[1]]
+    records = [r for part in parts for r in part[2]]
+    return texts, notes, records
 
 
 def _looks_scanned(reader: PdfReader, texts: list[str]) -> bool:
@@ -161,7 +221,14 @@ def extract_pdf(data: bytes, *, password: str = "", source: str = "", limits: Pd
     try:
         reader = _open(data, password, source)
         count = _page_count(reader, source, limits)
-        texts, notes = _page_texts(reader, count, limits)
+        parallel = None
+        if limits.workers > 1 and count >= PARALLEL_MIN_PAGES:
+            parallel = _parallel_texts(data, password, count, limits)
+        if parallel is None:
+            texts, notes = _page_texts(reader, 0, count, count, limits.max_seconds)
+        else:
+            texts, notes, extra = parallel
+            _collector.records.extend(extra)
         if not any(t.strip() for t in texts) or _looks_scanned(reader, texts):
             raise PdfNoTextError(
                 f"no extractable text in {count} page(s): the PDF may be scanned images. "

@@ -1,7 +1,7 @@
 """Document in → clean text out.
 
 Inputs: pdf_bytes (the upload), pdf_password (optional), source_name (optional, for messages).
-Config: pdf_max_bytes, pdf_max_pages, pdf_max_seconds.
+Config: pdf_max_bytes, pdf_max_pages, pdf_max_seconds, pdf_workers (processes for long PDFs).
 Outputs: pdf_document (pages, pypdf warnings, notes), document_text.
 A plain-text request sets `document_text` through the driver factory's runner instead.
 """
@@ -19,11 +19,12 @@ async def pdf_document(
     pdf_max_bytes: int,
     pdf_max_pages: int,
     pdf_max_seconds: float,
+    pdf_workers: int,
     pdf_password: str = "",
     source_name: str = "",
 ) -> PdfDocument:
     """The PDF's text per page, extracted by pypdf in a worker thread under the caps."""
-    limits = PdfLimits(max_bytes=pdf_max_bytes, max_pages=pdf_max_pages, max_seconds=pdf_max_seconds)
+    limits = PdfLimits(pdf_max_bytes, pdf_max_pages, pdf_max_seconds, workers=pdf_workers)
     return await asyncio.to_thread(
         extract_pdf, pdf_bytes, password=pdf_password, source=source_name, limits=limits
     )

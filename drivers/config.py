@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "pdf_max_bytes": 50 * 1024 * 1024,
     "pdf_max_pages": 1_000,
     "pdf_max_seconds": 60.0,
+    "pdf_workers": 1,
 }
 
 # What a single request may set. Never a prompt node, never a config key.
@@ -60,6 +61,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "pdf_max_bytes": (1, 2**31),
     "pdf_max_pages": (1, 100_000),
     "pdf_max_seconds": (0.1, 3_600.0),
+    "pdf_workers": (1, 64),
 }
 
 

@@ -45,10 +45,21 @@ __all__ = [
 ]
 
 
+def _rebuild(cls: type[PromptdagError], message: str, state: dict[str, object]) -> PromptdagError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
+
 class PromptdagError(Exception):
     """Base class: a message a user can act on, and the CLI exit code."""
 
     exit_code = 1
+
+    def __reduce__(self) -> tuple[object, ...]:
+        """Pickle by message and attributes (errors cross process boundaries from workers)."""
+        return (_rebuild, (type(self), str(self), dict(self.__dict__)))
 
 
 class ProjectError(PromptdagError):
