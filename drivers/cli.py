@@ -194,7 +194,7 @@ def prompts_list(json_out: JsonOpt = False) -> None:
         variants = load_variants(project.variants_path)
         if catalog.problems:
             raise ConfigError(list(catalog.problems))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for pack, nodes in catalog.packs.items():
         for node in sorted(nodes):
             for version in catalog.versions(pack, node):

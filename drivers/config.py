@@ -69,7 +69,7 @@ def coerce(key: str, value: Any) -> tuple[Any, str | None]:
     """`value` as the type of DEFAULTS[key] (strings from the command line are parsed); a
     problem message instead when it does not fit."""
     default = DEFAULTS.get(key)
-    if default is None or isinstance(value, type(default)) and not isinstance(value, bool):
+    if default is None or (isinstance(value, type(default)) and not isinstance(value, bool)):
         out = value
     else:
         try:

@@ -15,6 +15,7 @@ from typing import Any
 
 from hamilton import async_driver, lifecycle
 from hamilton.graph_types import HamiltonGraph
+from hamilton.lifecycle.base import ValidationException
 
 from drivers.catalog import PromptCatalog, discover_prompts, version_key
 from drivers.config import DEFAULTS, LLM_BACKENDS, coerce, data_dir
@@ -76,9 +77,11 @@ def resolve_config(
             if key not in known:
                 problems.append(f"unknown config key {key!r} ({source}). Known: {', '.join(sorted(known))}.")
                 continue
-            config[key], problem = coerce(key, value)
+            coerced, problem = coerce(key, value)
             if problem:
                 problems.append(problem)
+            else:
+                config[key] = coerced
     if config["llm_backend"] not in LLM_BACKENDS:
         problems.append(f"llm_backend={config['llm_backend']!r} is not a backend. Use one of: {', '.join(LLM_BACKENDS)}.")
     if config["llm_cache"] not in CACHE_MODES:
@@ -135,7 +138,7 @@ def build_pipeline(
             .with_adapters(PromptGuard(list(prompts)), *adapters)
             .build_without_init()
         )
-    except ValueError as exc:  # Hamilton reports graph and validation failures as ValueError
+    except (ValueError, ValidationException) as exc:  # Hamilton's graph and validator failures
         raise ConfigError([f"the dataflow does not build with prompt pack {pack!r}: {exc}"]) from exc
     return Pipeline(
         project=proj, variant=chosen.name, config=config, driver=driver,

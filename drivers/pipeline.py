@@ -26,7 +26,7 @@ from drivers.provenance import fingerprint_id, library_versions, sha256_text
 __all__ = ["SUMMARY_OUTPUTS", "Pipeline", "RunResult"]
 
 SUMMARY_OUTPUTS = (
-    "summary", "usage", "llm_calls", "document_tokens", "text_chunks",
+    "summary", "chunk_summaries", "usage", "llm_calls", "document_tokens", "text_chunks",
     "chunk_summary_prompt", "final_summary_prompt",
 )
 _RUN_TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
@@ -58,6 +58,7 @@ class RunResult:
                 "chunks": len(out.get("text_chunks") or []),
                 **({"pages": len(out["pdf_document"].pages)} if "pdf_document" in out else {}),
             },
+            "chunk_summaries": out.get("chunk_summaries"),
             "prompts": {n: {"rendered": out.get(n)} for n in self.fingerprint["prompts"]},
             "llm_calls": out.get("llm_calls"),
             "notes": self.notes,
@@ -88,11 +89,13 @@ def _track_tasks(loop: asyncio.AbstractEventLoop) -> None:
         return
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        task = previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)
+        task: asyncio.Task[Any] = (
+            previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[assignment]
+        )
         sink = _RUN_TASKS.get()
         if sink is not None:
             sink.append(task)
-        return task  # type: ignore[return-value]
+        return task
 
     factory._promptdag = True  # type: ignore[attr-defined]
     loop.set_task_factory(factory)  # type: ignore[arg-type]
@@ -247,6 +250,6 @@ async def render_prompts(pipeline: Pipeline, fixture: Mapping[str, Any]) -> dict
     out = await pipeline.driver.execute(wanted, inputs=inputs, overrides=overrides)
     rendered = {p: str(out[p]) for p in prompts}
     for prompt, requests in zip(prompts, per_item, strict=True):
-        if requests in out and out[requests]:
+        if out.get(requests):
             rendered[prompt] = str(out[requests][0])
     return rendered

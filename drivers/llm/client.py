@@ -159,6 +159,7 @@ class LLM:
     def _request(self, prompt: str) -> dict[str, Any]:
         return {
             "backend": self.settings.backend,
+            "base_url": self.settings.base_url,
             "model": self.settings.model,
             "messages": [{"role": "user", "content": prompt}],
             "temperature": self.settings.temperature,
@@ -202,17 +203,26 @@ class LLM:
 
     async def _send(self, request: dict[str, Any], step: str, index: int | None) -> tuple[dict[str, Any], int]:
         timeout = self._remaining(step)
+        run = _RUN.get()
+        deadline = None if run is None else run.deadline
         attempts = [0]
         token = _ATTEMPTS.set(attempts)
         try:
-            completion = await self.client.chat.completions.create(
-                model=request["model"], messages=request["messages"],
-                temperature=request["temperature"], max_tokens=request["max_tokens"],
-                timeout=timeout,
-            )
+            # The SDK retries (and sleeps for retry-after) inside this call: the run's deadline
+            # bounds all of it, not only each attempt.
+            async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+                completion = await self.client.chat.completions.create(
+                    model=request["model"], messages=request["messages"],
+                    temperature=request["temperature"], max_tokens=request["max_tokens"],
+                    timeout=timeout,
+                )
+        except TimeoutError as exc:
+            raise self._deadline_passed(step, index, attempts[0]) from exc
         except openai.APIStatusError as exc:
             raise self._status_error(exc, step, index, attempts[0]) from exc
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise self._deadline_passed(step, index, attempts[0]) from exc
             raise self._unavailable(f"{type(exc).__name__}: {exc}", step, index, attempts[0]) from exc
         finally:
             _ATTEMPTS.reset(token)
@@ -226,6 +236,18 @@ class LLM:
             "output_tokens": usage.completion_tokens if usage else 0,
         }, attempts[0]
 
+    def _redact(self, text: str) -> str:
+        """Servers and proxies may echo the key back in an error: never pass it on."""
+        key = self.client.api_key
+        return text.replace(key, "<OPENAI_API_KEY>") if isinstance(key, str) and key else text
+
+    def _deadline_passed(self, step: str, index: int | None, attempts: int) -> LLMError:
+        return DeadlineExceededError(
+            f"{self._where(step, index)}: the run's deadline passed after {max(attempts, 1)} "
+            "attempt(s). Raise llm_deadline_s, or send a shorter document.",
+            backend=self.settings.backend, model=self.settings.model, step=step,
+        )
+
     def _where(self, step: str, index: int | None) -> str:
         chunk = "" if index is None else f" (chunk {index})"
         return f"{step}{chunk}: {self.settings.backend} backend, model {self.settings.model}"
@@ -234,11 +256,11 @@ class LLM:
         status = exc.status_code
         if status in _REJECTED_HINTS:
             return LLMRequestError(
-                f"{self._where(step, index)} rejected the request ({status}): {exc.message} "
+                f"{self._where(step, index)} rejected the request ({status}): {self._redact(exc.message)} "
                 f"{_REJECTED_HINTS[status]}",
                 backend=self.settings.backend, model=self.settings.model, step=step,
             )
-        return self._unavailable(f"HTTP {status}: {exc.message}", step, index, attempts)
+        return self._unavailable(f"HTTP {status}: {self._redact(exc.message)}", step, index, attempts)
 
     def _unavailable(self, what: str, step: str, index: int | None, attempts: int) -> LLMError:
         return LLMUnavailableError(

@@ -37,8 +37,13 @@ def cli(tmp_path: Path):
         base = {k: v for k, v in os.environ.items() if not k.startswith("OPENAI_")}
         full_env = {**base, "PROMPTDAG_DATA_DIR": str(tmp_path / "data"), **(env or {})}
         return subprocess.run(
-            [*promptdag_bin(), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
-            timeout=timeout, check=False,
+            [*promptdag_bin(), *args],
+            cwd=cwd,
+            env=full_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
 
     return run

@@ -63,18 +63,27 @@ def test_summarize_real_pdf_gives_an_extractive_summary(cli, shared_pdfs: Path, 
 
 
 @pytest.mark.parametrize(("name", "expected"), sorted(FAILING.items()))
-def test_unsummarizable_real_pdf_gives_one_clear_error(cli, shared_pdfs: Path, name: str, expected: str) -> None:
+def test_unsummarizable_real_pdf_gives_one_clear_error(
+    cli, shared_pdfs: Path, name: str, expected: str
+) -> None:
     assert_clean_failure(cli("summarize", str(shared_pdfs / name)), expected)
 
 
 def test_encrypted_pdf_with_password_is_summarized(cli, shared_pdfs: Path) -> None:
-    proc = cli("summarize", str(shared_pdfs / "libreoffice-writer-password.pdf"), "--password", "openpassword")
+    proc = cli(
+        "summarize",
+        str(shared_pdfs / "libreoffice-writer-password.pdf"),
+        "--password",
+        "openpassword",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Lorem" in proc.stdout or "ipsum" in proc.stdout
 
 
 def test_encrypted_pdf_with_wrong_password_says_so(cli, shared_pdfs: Path) -> None:
-    proc = cli("summarize", str(shared_pdfs / "libreoffice-writer-password.pdf"), "--password", "nope")
+    proc = cli(
+        "summarize", str(shared_pdfs / "libreoffice-writer-password.pdf"), "--password", "nope"
+    )
     assert_clean_failure(proc, "password is wrong")
 
 
@@ -118,3 +127,15 @@ def test_handmade_pdf_is_summarized(cli, tmp_path: Path) -> None:
     proc = cli("summarize", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "small test document" in proc.stdout
+
+
+def test_pypdf_warnings_become_one_note_line(cli, tmp_path: Path) -> None:
+    from tests.pdfs import misaligned_xref_pdf
+
+    path = tmp_path / "warns.pdf"
+    path.write_bytes(misaligned_xref_pdf())
+    proc = cli("summarize", str(path))
+    assert proc.returncode == 0, proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "pypdf reported" in line]
+    assert len(notes) == 1 and "wrong pointing object" in notes[0]
+    assert "Ignoring wrong pointing object" not in proc.stderr.replace(notes[0], "")
