@@ -24,8 +24,18 @@ _PYPDF_LOGGER = logging.getLogger("pypdf")
 _collector = threading.local()
 # Fewer words than this per page, on pages that carry images, reads as a scan.
 _SCAN_WORDS_PER_PAGE = 30
-_PARSE_ERRORS = (PdfReadError, PyPdfError, ValueError, KeyError, TypeError, AttributeError,
-                 IndexError, RecursionError, AssertionError, OSError)
+_PARSE_ERRORS = (
+    PdfReadError,
+    PyPdfError,
+    ValueError,
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    RecursionError,
+    AssertionError,
+    OSError,
+)
 
 
 # Below this many pages a worker process costs more than it saves.
@@ -79,7 +89,9 @@ def _check_header(data: bytes, source: str, limits: PdfLimits) -> None:
         raise PdfError("the file is empty (0 bytes). Upload the PDF itself.", source=source)
     if len(data) > limits.max_bytes:
         raise LimitExceededError(
-            "PDF size", f"{len(data)} bytes", f"{limits.max_bytes} bytes",
+            "PDF size",
+            f"{len(data)} bytes",
+            f"{limits.max_bytes} bytes",
             "Split the document, or raise pdf_max_bytes in the config.",
         )
     if b"%PDF-" not in data[:1024]:
@@ -129,21 +141,27 @@ def _page_count(reader: PdfReader, source: str, limits: PdfLimits) -> int:
         raise PdfError("the PDF has no pages.", source=source)
     if count > limits.max_pages:
         raise LimitExceededError(
-            "page count", count, limits.max_pages,
+            "page count",
+            count,
+            limits.max_pages,
             "Split the document, or raise pdf_max_pages in the config.",
         )
     return count
 
 
-def _page_texts(reader: PdfReader, start: int, stop: int, count: int, max_seconds: float) -> tuple[list[str], list[str]]:
+def _page_texts(
+    reader: PdfReader, start: int, stop: int, count: int, max_seconds: float
+) -> tuple[list[str], list[str]]:
     deadline = time.monotonic() + max_seconds
     texts: list[str] = []
     notes: list[str] = []
     for i in range(start, stop):
         if time.monotonic() > deadline:
             raise LimitExceededError(
-                "text extraction time", f"over {max_seconds:g} s at page {i + 1} of {count}",
-                f"{max_seconds:g} s", "Split the document, or raise pdf_max_seconds.",
+                "text extraction time",
+                f"over {max_seconds:g} s at page {i + 1} of {count}",
+                f"{max_seconds:g} s",
+                "Split the document, or raise pdf_max_seconds.",
             )
         try:
             texts.append(reader.pages[i].extract_text() or "")
@@ -190,8 +208,10 @@ def _parallel_texts(
     ranges = [(a, min(a + step, count)) for a in range(0, count, step)]
     try:
         pool = _worker_pool(limits.workers)
-        futures = [pool.submit(_extract_range, data, password, a, b, count, limits.max_seconds)
-                   for a, b in ranges]
+        futures = [
+            pool.submit(_extract_range, data, password, a, b, count, limits.max_seconds)
+            for a, b in ranges
+        ]
         parts = [f.result() for f in futures]
     except BrokenProcessPool:
         with _pool_lock:
@@ -213,7 +233,9 @@ def _looks_scanned(reader: PdfReader, texts: list[str]) -> bool:
         return False
 
 
-def extract_pdf(data: bytes, *, password: str = "", source: str = "", limits: PdfLimits) -> PdfDocument:
+def extract_pdf(
+    data: bytes, *, password: str = "", source: str = "", limits: PdfLimits
+) -> PdfDocument:
     """Extract the text of every page, or raise a typed error saying what is wrong."""
     _check_header(data, source, limits)
     _fold_pypdf_logs()

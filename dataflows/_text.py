@@ -41,8 +41,11 @@ class _Segment:
 
 
 def _segments(
-    text: str, count: Callable[[str], int], encode: Callable[[str], list[int]],
-    decode: Callable[[list[int]], str], window: int,
+    text: str,
+    count: Callable[[str], int],
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
+    window: int,
 ) -> list[_Segment]:
     out: list[_Segment] = []
     for paragraph in text.split("\n\n"):
@@ -72,8 +75,13 @@ def _join(segments: list[_Segment]) -> str:
 
 
 def token_windows(
-    text: str, *, window: int, overlap: int, count: Callable[[str], int],
-    encode: Callable[[str], list[int]], decode: Callable[[list[int]], str],
+    text: str,
+    *,
+    window: int,
+    overlap: int,
+    count: Callable[[str], int],
+    encode: Callable[[str], list[int]],
+    decode: Callable[[list[int]], str],
 ) -> list[str]:
     """Windows of at most ~`window` tokens that end on sentence or paragraph boundaries where
     possible, each starting with up to `overlap` tokens of whole sentences from the one before.

@@ -18,14 +18,18 @@ def token_counter(llm_model: str) -> TokenCounter:
     return counter_for_model(llm_model)
 
 
-def document_tokens(document_text: str, token_counter: TokenCounter, max_document_tokens: int) -> int:
+def document_tokens(
+    document_text: str, token_counter: TokenCounter, max_document_tokens: int
+) -> int:
     """How many tokens the document holds; over the cap is an error, not a truncation."""
     if not document_text.strip():
         raise InputError("the document has no text to summarize. Send a document with text in it.")
     n = token_counter.count(document_text)
     if n > max_document_tokens:
         raise LimitExceededError(
-            "document length", f"{n} tokens", f"{max_document_tokens} tokens",
+            "document length",
+            f"{n} tokens",
+            f"{max_document_tokens} tokens",
             "Send a shorter document, or raise max_document_tokens in the config.",
         )
     return n
@@ -41,11 +45,17 @@ def text_chunks(
     """The document cut into windows of about `chunk_tokens` tokens, overlapping by whole sentences."""
     if chunk_tokens < 16 or not 0 <= chunk_overlap_tokens < chunk_tokens:
         raise ConfigError(
-            [f"chunk_tokens={chunk_tokens}, chunk_overlap_tokens={chunk_overlap_tokens}: need "
-             "chunk_tokens >= 16 and 0 <= chunk_overlap_tokens < chunk_tokens."]
+            [
+                f"chunk_tokens={chunk_tokens}, chunk_overlap_tokens={chunk_overlap_tokens}: need "
+                "chunk_tokens >= 16 and 0 <= chunk_overlap_tokens < chunk_tokens."
+            ]
         )
     enc = token_counter.encoding
     return token_windows(
-        document_text, window=chunk_tokens, overlap=chunk_overlap_tokens,
-        count=token_counter.count, encode=token_counter.encode, decode=enc.decode,
+        document_text,
+        window=chunk_tokens,
+        overlap=chunk_overlap_tokens,
+        count=token_counter.count,
+        encode=token_counter.encode,
+        decode=enc.decode,
     )

@@ -20,7 +20,9 @@ from drivers.llm.client import LLM, LLMCall
 def chunk_summary_requests(text_chunks: list[str], chunk_summary_prompt: str) -> list[str]:
     """Each chunk's rendered prompt: the template with the chunk, delimited as untrusted, in `$chunk`."""
     if "$chunk" not in chunk_summary_prompt and "${chunk}" not in chunk_summary_prompt:
-        raise ConfigError(["chunk_summary_prompt has no $chunk placeholder: add one where the text goes."])
+        raise ConfigError(
+            ["chunk_summary_prompt has no $chunk placeholder: add one where the text goes."]
+        )
     template = Template(chunk_summary_prompt)
     return [template.substitute(chunk=delimit(chunk, "document")) for chunk in text_chunks]
 

@@ -69,16 +69,20 @@ def _check(fn: Callable[..., object], node: str, version: str, where: str) -> st
     key = version_key(node)
     configs = [d for d in _decorators(fn) if isinstance(d, config_decorator)]
     if not configs:
-        return (f"{where}: {fn.__name__} is not decorated: add @config.when({key}=\"{version}\") "
-                "(undecorated, Hamilton would make it a separate node).")
+        return (
+            f'{where}: {fn.__name__} is not decorated: add @config.when({key}="{version}") '
+            "(undecorated, Hamilton would make it a separate node)."
+        )
     for dec in configs:
         used = list(getattr(dec, "_config_used", None) or [])
         if used == [key] and dec.does_resolve({key: version}):
             return None
-    return f"{where}: {fn.__name__} must be decorated exactly @config.when({key}=\"{version}\")."
+    return f'{where}: {fn.__name__} must be decorated exactly @config.when({key}="{version}").'
 
 
-def _pack_prompts(pack: str, module: ModuleType, problems: list[str]) -> dict[str, dict[str, PromptVersion]]:
+def _pack_prompts(
+    pack: str, module: ModuleType, problems: list[str]
+) -> dict[str, dict[str, PromptVersion]]:
     nodes: dict[str, dict[str, PromptVersion]] = {}
     for name, fn in inspect.getmembers(module, inspect.isfunction):
         if fn.__module__ != module.__name__ or name.startswith("_"):
@@ -90,8 +94,10 @@ def _pack_prompts(pack: str, module: ModuleType, problems: list[str]) -> dict[st
         if m is None:
             if _decorators(fn):
                 continue
-            problems.append(f"{where}: {name} in a prompt pack is not a versioned prompt "
-                            "(<node>__vN); move helpers to a _-prefixed module.")
+            problems.append(
+                f"{where}: {name} in a prompt pack is not a versioned prompt "
+                "(<node>__vN); move helpers to a _-prefixed module."
+            )
             continue
         node, version = m["node"], f"v{m['n']}"
         problem = _check(fn, node, version, where)
@@ -100,8 +106,14 @@ def _pack_prompts(pack: str, module: ModuleType, problems: list[str]) -> dict[st
             continue
         doc = (inspect.getdoc(fn) or "").splitlines()
         nodes.setdefault(node, {})[version] = PromptVersion(
-            node=node, version=version, pack=pack, function=fn, file=file, line=line,
-            inputs=tuple(inspect.signature(fn).parameters), description=doc[0] if doc else "",
+            node=node,
+            version=version,
+            pack=pack,
+            function=fn,
+            file=file,
+            line=line,
+            inputs=tuple(inspect.signature(fn).parameters),
+            description=doc[0] if doc else "",
         )
     return nodes
 
@@ -109,7 +121,9 @@ def _pack_prompts(pack: str, module: ModuleType, problems: list[str]) -> dict[st
 def discover_prompts(project: Project) -> PromptCatalog:
     """Every pack's prompt versions, and every convention problem, in one pass."""
     problems: list[str] = []
-    packs = {name: _pack_prompts(name, mod, problems) for name, mod in sorted(project.packs.items())}
+    packs = {
+        name: _pack_prompts(name, mod, problems) for name, mod in sorted(project.packs.items())
+    }
     return PromptCatalog(packs=packs, problems=tuple(problems))
 
 

@@ -33,13 +33,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 prompts_app = typer.Typer(help="Inspect prompt nodes and their versions.", no_args_is_help=True)
-variants_app = typer.Typer(help="Inspect the named variants in prompts/variants.toml.", no_args_is_help=True)
+variants_app = typer.Typer(
+    help="Inspect the named variants in prompts/variants.toml.", no_args_is_help=True
+)
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(variants_app, name="variants")
 
 ConfigOpt = Annotated[
     list[str] | None,
-    typer.Option("--config", "-c", help="Build-time config KEY=VALUE (repeatable); overrides the variant."),
+    typer.Option(
+        "--config", "-c", help="Build-time config KEY=VALUE (repeatable); overrides the variant."
+    ),
 ]
 VariantOpt = Annotated[
     str | None, typer.Option("--variant", "-V", help="A named variant from prompts/variants.toml.")
@@ -91,14 +95,19 @@ def _footer(result: RunResult, pipeline: Pipeline) -> str:
     usage = result.outputs["usage"]
     fp = result.fingerprint
     git = fp["git"]
-    where = (f"git {git['sha'][:10]}{' (dirty)' if git['dirty'] else ''}"
-             if git.get("available") else f"git: {git.get('reason')}")
+    where = (
+        f"git {git['sha'][:10]}{' (dirty)' if git['dirty'] else ''}"
+        if git.get("available")
+        else f"git: {git.get('reason')}"
+    )
     versions = " ".join(f"{n}@{p['version']}" for n, p in fp["prompts"].items())
     cost = "n/a" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
     model = result.outputs["llm_calls"][-1]["model"]
-    return (f"— {model} · variant {pipeline.variant} · {versions} · {usage['calls']} calls "
-            f"({usage['cached_calls']} cached) · {usage['input_tokens']}→{usage['output_tokens']} tokens · "
-            f"{cost} · {result.latency_s:.2f} s · {where} · fingerprint {fp['id']}")
+    return (
+        f"— {model} · variant {pipeline.variant} · {versions} · {usage['calls']} calls "
+        f"({usage['cached_calls']} cached) · {usage['input_tokens']}→{usage['output_tokens']} tokens · "
+        f"{cost} · {result.latency_s:.2f} s · {where} · fingerprint {fp['id']}"
+    )
 
 
 async def _summarize(pipeline: Pipeline, inputs: dict[str, Any]) -> RunResult:
@@ -121,13 +130,17 @@ def summarize(
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
-    query: Annotated[str, typer.Option("--query", "-q", help="A question the summary should answer.")] = "",
+    query: Annotated[
+        str, typer.Option("--query", "-q", help="A question the summary should answer.")
+    ] = "",
     content_type: Annotated[
-        str | None, typer.Option("--content-type", help="What the document is, e.g. 'a news article'.")
+        str | None,
+        typer.Option("--content-type", help="What the document is, e.g. 'a news article'."),
     ] = None,
     password: Annotated[str, typer.Option("--password", help="Password of an encrypted PDF.")] = "",
     require_clean: Annotated[
-        bool, typer.Option("--require-clean", help="Refuse to run from a tree with uncommitted changes.")
+        bool,
+        typer.Option("--require-clean", help="Refuse to run from a tree with uncommitted changes."),
     ] = False,
 ) -> None:
     """Summarize a document; the summary goes to stdout, a provenance line to stderr."""
@@ -148,7 +161,9 @@ def summarize(
     for note in result.notes:
         _err(f"note: {note}")
     if pipeline.llm.settings.backend == "offline":
-        _err("note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text.")
+        _err(
+            "note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text."
+        )
     _err(_footer(result, pipeline))
 
 
@@ -159,9 +174,14 @@ def summarize(
     "  promptdag render -o dag.png -c chunk_summary_prompt_version=v1"
 )
 def render(
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
     fmt: Annotated[
-        str | None, typer.Option("--format", "-f", help="svg, png, dot or mermaid (default: from -o, else mermaid).")
+        str | None,
+        typer.Option(
+            "--format", "-f", help="svg, png, dot or mermaid (default: from -o, else mermaid)."
+        ),
     ] = None,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
@@ -169,13 +189,22 @@ def render(
     """Render the DAG of a variant: prompt nodes highlighted with their versions."""
     from drivers.render import render as render_dag
 
-    suffixes = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot", ".mmd": "mermaid", ".md": "mermaid"}
+    suffixes = {
+        ".svg": "svg",
+        ".png": "png",
+        ".dot": "dot",
+        ".gv": "dot",
+        ".mmd": "mermaid",
+        ".md": "mermaid",
+    }
     chosen = fmt or (suffixes.get(output.suffix.lower()) if output else None) or "mermaid"
     with _user_errors():
         pipeline = _build(variant, config)
         data = render_dag(pipeline, chosen)
         if output is None and chosen in ("svg", "png"):
-            raise InputError(f"--format {chosen} is binary: write it to a file with -o dag.{chosen}.")
+            raise InputError(
+                f"--format {chosen} is binary: write it to a file with -o dag.{chosen}."
+            )
     if output is None:
         sys.stdout.write(data.decode("utf-8"))
         return
@@ -200,22 +229,32 @@ def prompts_list(json_out: JsonOpt = False) -> None:
             for version in catalog.versions(pack, node):
                 pv = nodes[node][version]
                 used_by = sorted(
-                    v.name for v in variants.variants.values()
-                    if v.config.get("prompt_pack", "default") == pack and v.config.get(f"{node}_version") == version
+                    v.name
+                    for v in variants.variants.values()
+                    if v.config.get("prompt_pack", "default") == pack
+                    and v.config.get(f"{node}_version") == version
                 )
-                rows.append({
-                    "pack": pack, "node": node, "version": version,
-                    "defined_at": f"{project.relpath(pv.file)}:{pv.line}", "inputs": list(pv.inputs),
-                    "description": pv.description, "variants": used_by,
-                    "default": variants.default in used_by,
-                })
+                rows.append(
+                    {
+                        "pack": pack,
+                        "node": node,
+                        "version": version,
+                        "defined_at": f"{project.relpath(pv.file)}:{pv.line}",
+                        "inputs": list(pv.inputs),
+                        "description": pv.description,
+                        "variants": used_by,
+                        "default": variants.default in used_by,
+                    }
+                )
     if json_out:
         typer.echo(json.dumps({"default_variant": variants.default, "prompts": rows}, indent=2))
         return
     for r in rows:
         star = "*" if r["default"] else " "
-        typer.echo(f"{star} {r['pack']:<8} {r['node']}@{r['version']:<4} {r['defined_at']:<28} "
-                   f"variants: {', '.join(r['variants']) or '-'}")
+        typer.echo(
+            f"{star} {r['pack']:<8} {r['node']}@{r['version']:<4} {r['defined_at']:<28} "
+            f"variants: {', '.join(r['variants']) or '-'}"
+        )
         typer.echo(f"    {r['description']}")
     _err(f"* = used by the default variant ({variants.default})")
 
@@ -228,8 +267,12 @@ def prompts_list(json_out: JsonOpt = False) -> None:
 )
 def prompts_show(
     node: Annotated[str, typer.Argument(help="A prompt node, e.g. chunk_summary_prompt.")],
-    version: Annotated[str | None, typer.Option("--version", help="The version, e.g. v2 (default: the variant's).")] = None,
-    fixture: Annotated[str | None, typer.Option("--fixture", help="A fixture set from prompts/fixtures.toml.")] = None,
+    version: Annotated[
+        str | None, typer.Option("--version", help="The version, e.g. v2 (default: the variant's).")
+    ] = None,
+    fixture: Annotated[
+        str | None, typer.Option("--fixture", help="A fixture set from prompts/fixtures.toml.")
+    ] = None,
     variant: VariantOpt = None,
     config: ConfigOpt = None,
 ) -> None:
@@ -240,15 +283,25 @@ def prompts_show(
             overrides[f"{node}_version"] = version
         pipeline = build_pipeline(variant=variant, overrides=overrides)
         if node not in pipeline.prompts:
-            raise ConfigError([f"{node!r} is not a prompt node of pack {pipeline.config['prompt_pack']!r}. "
-                               f"Prompt nodes: {', '.join(sorted(pipeline.prompts))}."])
+            raise ConfigError(
+                [
+                    f"{node!r} is not a prompt node of pack {pipeline.config['prompt_pack']!r}. "
+                    f"Prompt nodes: {', '.join(sorted(pipeline.prompts))}."
+                ]
+            )
         fixtures = load_fixtures(pipeline.project)
         name = fixture or next(iter(fixtures), None)
         if name is None or name not in fixtures:
-            raise ConfigError([f"fixture {name!r} is not in prompts/fixtures.toml. Defined: {', '.join(fixtures) or 'none'}."])
+            raise ConfigError(
+                [
+                    f"fixture {name!r} is not in prompts/fixtures.toml. Defined: {', '.join(fixtures) or 'none'}."
+                ]
+            )
         rendered = asyncio.run(render_prompts(pipeline, fixtures[name]))
     pv = pipeline.prompts[node]
-    _err(f"# {node}@{pv.version} (pack {pv.pack}, {pipeline.project.relpath(pv.file)}:{pv.line}) on fixture {name}")
+    _err(
+        f"# {node}@{pv.version} (pack {pv.pack}, {pipeline.project.relpath(pv.file)}:{pv.line}) on fixture {name}"
+    )
     typer.echo(rendered[node])
 
 
@@ -257,13 +310,23 @@ def variants_list(json_out: JsonOpt = False) -> None:
     """Every named variant, its weight and its config."""
     with _user_errors():
         variants = load_variants(load_project().variants_path)
-    rows = [{"name": v.name, "weight": v.weight, "default": v.name == variants.default,
-             "description": v.description, "config": v.config} for v in variants.variants.values()]
+    rows = [
+        {
+            "name": v.name,
+            "weight": v.weight,
+            "default": v.name == variants.default,
+            "description": v.description,
+            "config": v.config,
+        }
+        for v in variants.variants.values()
+    ]
     if json_out:
         typer.echo(json.dumps(rows, indent=2))
         return
     for r in rows:
-        typer.echo(f"{'*' if r['default'] else ' '} {r['name']:<12} weight {r['weight']:<5g} {r['description']}")
+        typer.echo(
+            f"{'*' if r['default'] else ' '} {r['name']:<12} weight {r['weight']:<5g} {r['description']}"
+        )
 
 
 def main() -> None:
@@ -276,5 +339,7 @@ def main() -> None:
     except Exception as exc:  # the last line of defence: say what broke, in one line
         if os.environ.get("PROMPTDAG_DEBUG"):
             traceback.print_exc()
-        _err(f"internal error: {type(exc).__name__}: {exc}. Re-run with PROMPTDAG_DEBUG=1 and report it.")
+        _err(
+            f"internal error: {type(exc).__name__}: {exc}. Re-run with PROMPTDAG_DEBUG=1 and report it."
+        )
         sys.exit(70)

@@ -75,7 +75,10 @@ def coerce(key: str, value: Any) -> tuple[Any, str | None]:
         try:
             out = type(default)(value)
         except (TypeError, ValueError):
-            return value, f"{key}={value!r} is not a {type(default).__name__} (default {default!r})."
+            return (
+                value,
+                f"{key}={value!r} is not a {type(default).__name__} (default {default!r}).",
+            )
     if key in _RANGES and not _RANGES[key][0] <= out <= _RANGES[key][1]:
         lo, hi = _RANGES[key]
         return out, f"{key}={out!r} is out of range: use a value from {lo:g} to {hi:g}."
@@ -88,7 +91,9 @@ def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--config {pair!r} is not KEY=VALUE (e.g. --config llm_model=gpt-4o-mini).")
+            raise ValueError(
+                f"--config {pair!r} is not KEY=VALUE (e.g. --config llm_model=gpt-4o-mini)."
+            )
         out[key.strip()] = value.strip()
     return out
 

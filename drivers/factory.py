@@ -37,21 +37,28 @@ class PromptGuard(lifecycle.StaticValidator):
     def __init__(self, prompt_nodes: Sequence[str]):
         self.prompt_nodes = set(prompt_nodes)
 
-    def run_to_validate_graph(self, graph: HamiltonGraph, **future_kwargs: Any) -> tuple[bool, str | None]:
+    def run_to_validate_graph(
+        self, graph: HamiltonGraph, **future_kwargs: Any
+    ) -> tuple[bool, str | None]:
         loose = sorted(
-            n.name for n in graph.nodes
+            n.name
+            for n in graph.nodes
             if n.is_external_input and (n.name in self.prompt_nodes or n.name.endswith("_prompt"))
         )
         if loose:
-            return False, (f"unresolved prompt nodes: {loose}. Each needs a version selected with "
-                           "<node>_version in the config, defined in the selected prompt pack.")
+            return False, (
+                f"unresolved prompt nodes: {loose}. Each needs a version selected with "
+                "<node>_version in the config, defined in the selected prompt pack."
+            )
         return True, None
 
 
 def _check_prompts(config: dict[str, Any], catalog: PromptCatalog, problems: list[str]) -> None:
     pack = config["prompt_pack"]
     if pack not in catalog.packs:
-        problems.append(f"prompt_pack={pack!r} is not a pack in prompts/. Defined: {', '.join(sorted(catalog.packs))}.")
+        problems.append(
+            f"prompt_pack={pack!r} is not a pack in prompts/. Defined: {', '.join(sorted(catalog.packs))}."
+        )
         return
     for node in catalog.nodes(pack):
         key = version_key(node)
@@ -59,10 +66,14 @@ def _check_prompts(config: dict[str, Any], catalog: PromptCatalog, problems: lis
         if key not in config:
             problems.append(f"{key} is not set. Defined in prompts/{pack}.py: {defined}.")
         elif config[key] not in catalog.packs[pack][node]:
-            problems.append(f"{key}={config[key]!r} is not defined in prompts/{pack}.py. Defined: {defined}.")
+            problems.append(
+                f"{key}={config[key]!r} is not defined in prompts/{pack}.py. Defined: {defined}."
+            )
     for key in sorted(k for k in config if k.endswith("_prompt_version")):
         if key.removesuffix("_version") not in catalog.packs[pack]:
-            problems.append(f"{key} is set but prompts/{pack}.py has no {key.removesuffix('_version')}.")
+            problems.append(
+                f"{key} is set but prompts/{pack}.py has no {key.removesuffix('_version')}."
+            )
 
 
 def resolve_config(
@@ -75,7 +86,9 @@ def resolve_config(
     for source, values in (("variant", variant_config), ("override", overrides)):
         for key, value in values.items():
             if key not in known:
-                problems.append(f"unknown config key {key!r} ({source}). Known: {', '.join(sorted(known))}.")
+                problems.append(
+                    f"unknown config key {key!r} ({source}). Known: {', '.join(sorted(known))}."
+                )
                 continue
             coerced, problem = coerce(key, value)
             if problem:
@@ -83,14 +96,22 @@ def resolve_config(
             else:
                 config[key] = coerced
     if config["llm_backend"] not in LLM_BACKENDS:
-        problems.append(f"llm_backend={config['llm_backend']!r} is not a backend. Use one of: {', '.join(LLM_BACKENDS)}.")
+        problems.append(
+            f"llm_backend={config['llm_backend']!r} is not a backend. Use one of: {', '.join(LLM_BACKENDS)}."
+        )
     if config["llm_cache"] not in CACHE_MODES:
-        problems.append(f"llm_cache={config['llm_cache']!r} is not a cache mode. Use one of: {', '.join(CACHE_MODES)}.")
+        problems.append(
+            f"llm_cache={config['llm_cache']!r} is not a cache mode. Use one of: {', '.join(CACHE_MODES)}."
+        )
     if config["chunk_overlap_tokens"] >= config["chunk_tokens"]:
-        problems.append(f"chunk_overlap_tokens={config['chunk_overlap_tokens']} must be below chunk_tokens={config['chunk_tokens']}.")
+        problems.append(
+            f"chunk_overlap_tokens={config['chunk_overlap_tokens']} must be below chunk_tokens={config['chunk_tokens']}."
+        )
     if config["llm_backend"] == "openai" and not os.environ.get("OPENAI_API_KEY"):
-        problems.append("llm_backend=openai needs OPENAI_API_KEY in the environment (any non-empty "
-                        "value for a local OpenAI-compatible server that ignores keys).")
+        problems.append(
+            "llm_backend=openai needs OPENAI_API_KEY in the environment (any non-empty "
+            "value for a local OpenAI-compatible server that ignores keys)."
+        )
     _check_prompts(config, catalog, problems)
     if problems:
         raise ConfigError(problems)
@@ -99,9 +120,12 @@ def resolve_config(
 
 def _llm(config: dict[str, Any], project: Project, variants: VariantsFile) -> LLM:
     settings = LLMSettings(
-        backend=config["llm_backend"], model=config["llm_model"],
-        temperature=config["llm_temperature"], max_output_tokens=config["llm_max_output_tokens"],
-        timeout_s=config["llm_timeout_s"], max_retries=config["llm_max_retries"],
+        backend=config["llm_backend"],
+        model=config["llm_model"],
+        temperature=config["llm_temperature"],
+        max_output_tokens=config["llm_max_output_tokens"],
+        timeout_s=config["llm_timeout_s"],
+        max_retries=config["llm_max_retries"],
         max_concurrency=config["llm_max_concurrency"],
         base_url=config["llm_base_url"] or os.environ.get("OPENAI_BASE_URL", ""),
     )
@@ -139,8 +163,15 @@ def build_pipeline(
             .build_without_init()
         )
     except (ValueError, ValidationException) as exc:  # Hamilton's graph and validator failures
-        raise ConfigError([f"the dataflow does not build with prompt pack {pack!r}: {exc}"]) from exc
+        raise ConfigError(
+            [f"the dataflow does not build with prompt pack {pack!r}: {exc}"]
+        ) from exc
     return Pipeline(
-        project=proj, variant=chosen.name, config=config, driver=driver,
-        llm=_llm(config, proj, variants), prompts=prompts, git=git,
+        project=proj,
+        variant=chosen.name,
+        config=config,
+        driver=driver,
+        llm=_llm(config, proj, variants),
+        prompts=prompts,
+        git=git,
     )

@@ -23,11 +23,17 @@ from drivers.llm.tokens import token_counter
 from drivers.project import Project
 from drivers.provenance import fingerprint_id, library_versions, sha256_text
 
-__all__ = ["SUMMARY_OUTPUTS", "Pipeline", "RunResult"]
+__all__ = ["SUMMARY_OUTPUTS", "Pipeline", "RunResult", "render_prompts"]
 
 SUMMARY_OUTPUTS = (
-    "summary", "chunk_summaries", "usage", "llm_calls", "document_tokens", "text_chunks",
-    "chunk_summary_prompt", "final_summary_prompt",
+    "summary",
+    "chunk_summaries",
+    "usage",
+    "llm_calls",
+    "document_tokens",
+    "text_chunks",
+    "chunk_summary_prompt",
+    "final_summary_prompt",
 )
 _RUN_TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
     "promptdag_run_tasks", default=None
@@ -117,7 +123,9 @@ def _check_request(inputs: Mapping[str, Any]) -> None:
         raise InputError(f"user_query must be text of at most {_MAX_QUERY_CHARS} characters.")
     ctype = inputs.get("content_type")
     if ctype is not None and (
-        not isinstance(ctype, str) or not ctype.strip() or len(ctype) > _MAX_CONTENT_TYPE_CHARS
+        not isinstance(ctype, str)
+        or not ctype.strip()
+        or len(ctype) > _MAX_CONTENT_TYPE_CHARS
         or any(c in ctype for c in "$\n\r{}<>")
     ):
         raise InputError(
@@ -155,8 +163,12 @@ class Pipeline:
             "config_sha256": sha256_text(canonical_config(self.config)),
             "graph_version": graph.version,
             "prompt_versions": {
-                n: {"version": p.version, "pack": p.pack, "source_sha256": graph[n].version,
-                    "defined_at": f"{self.project.relpath(p.file)}:{p.line}"}
+                n: {
+                    "version": p.version,
+                    "pack": p.pack,
+                    "source_sha256": graph[n].version,
+                    "defined_at": f"{self.project.relpath(p.file)}:{p.line}",
+                }
                 for n, p in sorted(self.prompts.items())
             },
             "libraries": library_versions(),
@@ -192,13 +204,16 @@ class Pipeline:
         with run_scope(deadline) as state:
             try:
                 async with asyncio.timeout(deadline):
-                    return await self.driver.execute(outputs, inputs=hamilton_inputs, overrides=overrides)
+                    return await self.driver.execute(
+                        outputs, inputs=hamilton_inputs, overrides=overrides
+                    )
             except TimeoutError as exc:
                 await _reap(tasks)
                 raise DeadlineExceededError(
                     f"the run passed its deadline of {deadline:g} s during step "
                     f"{state.step or 'document_text'}. Raise llm_deadline_s, or send a shorter document.",
-                    backend=self.llm.settings.backend, model=self.llm.settings.model,
+                    backend=self.llm.settings.backend,
+                    model=self.llm.settings.model,
                     step=state.step or "document_text",
                 ) from exc
             except BaseException:
@@ -216,12 +231,17 @@ class Pipeline:
         doc = out.get("pdf_document")
         if doc is not None:
             if doc.pypdf_warnings:
-                notes.append(f"pypdf reported {doc.pypdf_warnings} warning(s) while reading the PDF "
-                             f"(first: {doc.first_warning!r}); the text may be incomplete.")
+                notes.append(
+                    f"pypdf reported {doc.pypdf_warnings} warning(s) while reading the PDF "
+                    f"(first: {doc.first_warning!r}); the text may be incomplete."
+                )
             notes.extend(doc.notes)
         return RunResult(
-            summary=out["summary"], outputs=out, fingerprint=self.fingerprint(out),
-            latency_s=round(time.perf_counter() - started, 4), notes=notes,
+            summary=out["summary"],
+            outputs=out,
+            fingerprint=self.fingerprint(out),
+            latency_s=round(time.perf_counter() - started, 4),
+            notes=notes,
         )
 
     def llm_token_note(self) -> str:

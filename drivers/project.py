@@ -55,9 +55,7 @@ def find_project(start: str | Path | None = None) -> Path:
 
 def _module_names(root: Path, package: str) -> list[str]:
     return sorted(
-        f"{package}.{p.stem}"
-        for p in (root / package).glob("*.py")
-        if not p.name.startswith("_")
+        f"{package}.{p.stem}" for p in (root / package).glob("*.py") if not p.name.startswith("_")
     )
 
 

@@ -33,8 +33,10 @@ class VariantsFile:
         key = name or self.default
         if key not in self.variants:
             raise VariantError(
-                [f"variant {key!r} is not defined in {self.path.name}. "
-                 f"Defined: {', '.join(sorted(self.variants))}."]
+                [
+                    f"variant {key!r} is not defined in {self.path.name}. "
+                    f"Defined: {', '.join(sorted(self.variants))}."
+                ]
             )
         return self.variants[key]
 
@@ -47,15 +49,22 @@ def _variant(name: str, raw: Any, problems: list[str]) -> Variant | None:
     if not isinstance(weight, int | float) or isinstance(weight, bool) or weight < 0:
         problems.append(f"variant {name!r} has weight {weight!r}: use a number >= 0.")
         weight = 0.0
-    return Variant(name, str(raw.get("description", "")), float(weight), dict(raw.get("config", {})))
+    return Variant(
+        name, str(raw.get("description", "")), float(weight), dict(raw.get("config", {}))
+    )
 
 
 def _prices(raw: Any, problems: list[str]) -> dict[str, tuple[float, float]]:
     prices: dict[str, tuple[float, float]] = {}
     for model, pair in (raw or {}).items():
-        if (not isinstance(pair, list) or len(pair) != 2
-                or not all(isinstance(x, int | float) and x >= 0 for x in pair)):
-            problems.append(f"[prices] {model!r} = {pair!r}: use [input, output] USD per 1M tokens.")
+        if (
+            not isinstance(pair, list)
+            or len(pair) != 2
+            or not all(isinstance(x, int | float) and x >= 0 for x in pair)
+        ):
+            problems.append(
+                f"[prices] {model!r} = {pair!r}: use [input, output] USD per 1M tokens."
+            )
             continue
         prices[model] = (float(pair[0]), float(pair[1]))
     return prices

@@ -37,7 +37,9 @@ class ResponseCache:
 
     def __init__(self, path: Path, mode: str):
         if mode not in CACHE_MODES:
-            raise ConfigError([f"llm_cache={mode!r} is not a cache mode. Use one of: {', '.join(CACHE_MODES)}."])
+            raise ConfigError(
+                [f"llm_cache={mode!r} is not a cache mode. Use one of: {', '.join(CACHE_MODES)}."]
+            )
         self.path = path
         self.mode = mode
         self._lock = threading.Lock()
@@ -46,7 +48,9 @@ class ResponseCache:
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            db = sqlite3.connect(
+                self.path, check_same_thread=False, isolation_level=None, timeout=30
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(_SCHEMA)
@@ -55,14 +59,23 @@ class ResponseCache:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            row = self._conn().execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+            row = (
+                self._conn()
+                .execute("SELECT response FROM responses WHERE key = ?", (key,))
+                .fetchone()
+            )
         return json.loads(row[0]) if row else None
 
     def put(self, key: str, request: dict[str, Any], response: dict[str, Any]) -> None:
         with self._lock:
             self._conn().execute(
                 "INSERT OR REPLACE INTO responses (key, request, response, created) VALUES (?, ?, ?, ?)",
-                (key, json.dumps(request, sort_keys=True), json.dumps(response, sort_keys=True), time.time()),
+                (
+                    key,
+                    json.dumps(request, sort_keys=True),
+                    json.dumps(response, sort_keys=True),
+                    time.time(),
+                ),
             )
 
     def __len__(self) -> int:

@@ -86,7 +86,9 @@ class RunState:
     attempts: list[int] = field(default_factory=list)
 
 
-_RUN: contextvars.ContextVar[RunState | None] = contextvars.ContextVar("promptdag_run", default=None)
+_RUN: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
+    "promptdag_run", default=None
+)
 _ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "promptdag_attempts", default=None
 )
@@ -176,7 +178,9 @@ class LLM:
             raise DeadlineExceededError(
                 f"the run's deadline passed before step {step} could call the model. Raise "
                 "llm_deadline_s, or send a shorter document.",
-                backend=self.settings.backend, model=self.settings.model, step=step,
+                backend=self.settings.backend,
+                model=self.settings.model,
+                step=step,
             )
         return min(self.settings.timeout_s, left)
 
@@ -194,14 +198,18 @@ class LLM:
                     f"llm_cache=replay-only and the {step} request"
                     f"{'' if index is None else f' for chunk {index}'} is not in the response cache "
                     f"({self.cache.path}). Record it first with --config llm_cache=use.",
-                    backend=self.settings.backend, model=self.settings.model, step=step,
+                    backend=self.settings.backend,
+                    model=self.settings.model,
+                    step=step,
                 )
         response, attempts = await self._send(request, step, index)
         if self.cache is not None:
             self.cache.put(key, request, response)
         return self._call(step, index, key, response, started, cached=False, attempts=attempts)
 
-    async def _send(self, request: dict[str, Any], step: str, index: int | None) -> tuple[dict[str, Any], int]:
+    async def _send(
+        self, request: dict[str, Any], step: str, index: int | None
+    ) -> tuple[dict[str, Any], int]:
         timeout = self._remaining(step)
         run = _RUN.get()
         deadline = None if run is None else run.deadline
@@ -212,8 +220,10 @@ class LLM:
             # bounds all of it, not only each attempt.
             async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
                 completion = await self.client.chat.completions.create(
-                    model=request["model"], messages=request["messages"],
-                    temperature=request["temperature"], max_tokens=request["max_tokens"],
+                    model=request["model"],
+                    messages=request["messages"],
+                    temperature=request["temperature"],
+                    max_tokens=request["max_tokens"],
                     timeout=timeout,
                 )
         except TimeoutError as exc:
@@ -223,7 +233,9 @@ class LLM:
         except (openai.APIConnectionError, openai.APITimeoutError) as exc:
             if deadline is not None and time.monotonic() >= deadline:
                 raise self._deadline_passed(step, index, attempts[0]) from exc
-            raise self._unavailable(f"{type(exc).__name__}: {exc}", step, index, attempts[0]) from exc
+            raise self._unavailable(
+                f"{type(exc).__name__}: {exc}", step, index, attempts[0]
+            ) from exc
         finally:
             _ATTEMPTS.reset(token)
         choice = completion.choices[0] if completion.choices else None
@@ -245,40 +257,65 @@ class LLM:
         return DeadlineExceededError(
             f"{self._where(step, index)}: the run's deadline passed after {max(attempts, 1)} "
             "attempt(s). Raise llm_deadline_s, or send a shorter document.",
-            backend=self.settings.backend, model=self.settings.model, step=step,
+            backend=self.settings.backend,
+            model=self.settings.model,
+            step=step,
         )
 
     def _where(self, step: str, index: int | None) -> str:
         chunk = "" if index is None else f" (chunk {index})"
         return f"{step}{chunk}: {self.settings.backend} backend, model {self.settings.model}"
 
-    def _status_error(self, exc: openai.APIStatusError, step: str, index: int | None, attempts: int) -> LLMError:
+    def _status_error(
+        self, exc: openai.APIStatusError, step: str, index: int | None, attempts: int
+    ) -> LLMError:
         status = exc.status_code
         if status in _REJECTED_HINTS:
             return LLMRequestError(
                 f"{self._where(step, index)} rejected the request ({status}): {self._redact(exc.message)} "
                 f"{_REJECTED_HINTS[status]}",
-                backend=self.settings.backend, model=self.settings.model, step=step,
+                backend=self.settings.backend,
+                model=self.settings.model,
+                step=step,
             )
-        return self._unavailable(f"HTTP {status}: {self._redact(exc.message)}", step, index, attempts)
+        return self._unavailable(
+            f"HTTP {status}: {self._redact(exc.message)}", step, index, attempts
+        )
 
     def _unavailable(self, what: str, step: str, index: int | None, attempts: int) -> LLMError:
         return LLMUnavailableError(
             f"{self._where(step, index)} failed after {max(attempts, 1)} attempt(s): {what}. "
             "The provider is overloaded or unreachable; retry later or raise llm_max_retries.",
-            backend=self.settings.backend, model=self.settings.model, step=step,
+            backend=self.settings.backend,
+            model=self.settings.model,
+            step=step,
         )
 
     def _call(
-        self, step: str, index: int | None, key: str, r: dict[str, Any], started: float,
-        *, cached: bool, attempts: int,
+        self,
+        step: str,
+        index: int | None,
+        key: str,
+        r: dict[str, Any],
+        started: float,
+        *,
+        cached: bool,
+        attempts: int,
     ) -> LLMCall:
         return LLMCall(
-            step=step, index=index, model=r["model"], text=r["text"],
-            finish_reason=r["finish_reason"], input_tokens=r["input_tokens"],
+            step=step,
+            index=index,
+            model=r["model"],
+            text=r["text"],
+            finish_reason=r["finish_reason"],
+            input_tokens=r["input_tokens"],
             output_tokens=r["output_tokens"],
-            cost_usd=0.0 if cached else self.cost(r["model"], r["input_tokens"], r["output_tokens"]),
-            latency_s=round(time.perf_counter() - started, 6), cached=cached, attempts=attempts,
+            cost_usd=0.0
+            if cached
+            else self.cost(r["model"], r["input_tokens"], r["output_tokens"]),
+            latency_s=round(time.perf_counter() - started, 6),
+            cached=cached,
+            attempts=attempts,
             request_key=key,
         )
 

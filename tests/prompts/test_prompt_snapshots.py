@@ -59,7 +59,9 @@ def test_rendered_prompt_matches_snapshot(pack: str, node: str, version: str, fi
     if os.environ.get("PROMPTDAG_UPDATE_SNAPSHOTS"):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
-    assert path.exists(), f"no snapshot {path.relative_to(REPO)}: run PROMPTDAG_UPDATE_SNAPSHOTS=1 pytest tests/prompts"
+    assert path.exists(), (
+        f"no snapshot {path.relative_to(REPO)}: run PROMPTDAG_UPDATE_SNAPSHOTS=1 pytest tests/prompts"
+    )
     assert text == path.read_text(encoding="utf-8")
 
 

@@ -1,0 +1,106 @@
+"""Meta-tests: the conventions the house style promises, checked so they cannot rot."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from drivers.catalog import discover_prompts
+from drivers.project import load_project
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def quickstart_commands() -> list[str]:
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert block, "the Quickstart has no bash code block"
+    return [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
+
+
+def test_quickstart_is_exactly_two_commands_and_ci_runs_the_second() -> None:
+    commands = quickstart_commands()
+    assert commands == ["make demo", "make test"]
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert re.search(r"^make test$", ci, re.M)
+
+
+def test_quickstart_targets_exist_in_the_makefile() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "demo", "test"], cwd=REPO, capture_output=True, text=True, check=False
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert "promptdag summarize examples/the-man-without-a-body.pdf" in dry.stdout
+    assert "pytest" in dry.stdout
+
+
+def test_every_prompt_version_is_decorated_and_named_by_convention() -> None:
+    assert discover_prompts(load_project(REPO)).problems == ()
+
+
+def test_every_readme_promptdag_subcommand_exists() -> None:
+    from typer.main import get_command
+
+    from drivers.cli import app
+
+    root = get_command(app)
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    for words in re.findall(r"^promptdag ([a-z]+)(?: ([a-z]+))?", text, re.M):
+        command = root.commands.get(words[0])  # type: ignore[attr-defined]
+        assert command is not None, f"README mentions 'promptdag {words[0]}', which does not exist"
+        if words[1] and hasattr(command, "commands"):
+            assert words[1] in command.commands, f"README mentions 'promptdag {' '.join(words)}'"
+
+
+def _python_modules(*parts: str) -> list[Path]:
+    return sorted(p for part in parts for p in (REPO / part).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _python_modules("drivers"), ids=lambda p: str(p.relative_to(REPO)))
+def test_public_surface_is_an_explicit_all(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = [
+        node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and any(getattr(t, "id", "") == "__all__" for t in node.targets)
+    ]
+    if path.name == "__init__.py" or path.name == "__main__.py":
+        return
+    assert names, f"{path.name} has no __all__"
+    listed = ast.literal_eval(
+        names[0]
+    )  # its order is ruff's RUF022 (isort-style), checked by `make lint`
+    module = importlib.import_module(".".join(path.relative_to(REPO).with_suffix("").parts))
+    assert all(hasattr(module, name) for name in listed)
+
+
+@pytest.mark.parametrize("path", _python_modules("dataflows"), ids=lambda p: p.name)
+def test_dataflow_nodes_are_documented_and_typed(path: Path) -> None:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    if not path.name.startswith("_") and path.name != "__init__.py":
+        doc = ast.get_docstring(tree) or ""
+        for word in ("Inputs:", "Config:", "Outputs:"):
+            assert word in doc, f"{path.name}: the module docstring must state its {word}"
+    for fn in [n for n in tree.body if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef)]:
+        if fn.name.startswith("_") or path.name.startswith("_"):
+            continue
+        assert ast.get_docstring(fn), f"{path.name}:{fn.name} has no docstring"
+        assert fn.returns is not None, f"{path.name}:{fn.name} has no return annotation"
+        assert all(a.annotation is not None for a in fn.args.args), (
+            f"{path.name}:{fn.name} has untyped parameters"
+        )
+
+
+def test_lockfile_pins_hashes_and_names_no_index() -> None:
+    lock = (REPO / "requirements.lock").read_text(encoding="utf-8")
+    assert "://" not in lock and "--index-url" not in lock
+    pins = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==", lock, re.M)
+    assert len(pins) > 20
+    assert lock.count("--hash=sha256:") >= len(pins)
