@@ -70,10 +70,13 @@ class LLMCall:
     cached: bool
     attempts: int
     request_key: str
+    prompt: str = field(default="", repr=False)
 
     def record(self) -> dict[str, Any]:
+        """The call's metadata without the prompt and response texts."""
         out = asdict(self)
         out.pop("text")
+        out.pop("prompt")
         return out
 
 
@@ -192,7 +195,9 @@ class LLM:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return self._call(step, index, key, hit, started, cached=True, attempts=0)
+                return self._call(
+                    step, index, key, hit, started, cached=True, attempts=0, prompt=prompt
+                )
             if self.cache.mode == "replay-only":
                 raise CacheMissError(
                     f"llm_cache=replay-only and the {step} request"
@@ -205,7 +210,9 @@ class LLM:
         response, attempts = await self._send(request, step, index)
         if self.cache is not None:
             self.cache.put(key, request, response)
-        return self._call(step, index, key, response, started, cached=False, attempts=attempts)
+        return self._call(
+            step, index, key, response, started, cached=False, attempts=attempts, prompt=prompt
+        )
 
     async def _send(
         self, request: dict[str, Any], step: str, index: int | None
@@ -301,6 +308,7 @@ class LLM:
         *,
         cached: bool,
         attempts: int,
+        prompt: str,
     ) -> LLMCall:
         return LLMCall(
             step=step,
@@ -317,6 +325,7 @@ class LLM:
             cached=cached,
             attempts=attempts,
             request_key=key,
+            prompt=prompt,
         )
 
     async def complete_all(self, prompts: Sequence[str], *, step: str) -> list[LLMCall]:
