@@ -212,6 +212,99 @@ def render(
     _err(f"wrote {output} ({chosen}, variant {pipeline.variant})")
 
 
+@app.command(
+    epilog="Examples:\n\n"
+    "  PROMPTDAG_API_KEYS=secret promptdag serve --host 127.0.0.1 --port 8000\n\n"
+    "  promptdag serve --api-key-file keys.txt --variant baseline --variant concise --weight concise=0.2\n\n"
+    "  promptdag serve --otlp-endpoint http://127.0.0.1:4318 --redact --retain-days 30"
+)
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            "-V",
+            help="Serve this variant (repeatable; default: every variant with weight > 0).",
+        ),
+    ] = None,
+    weight: Annotated[
+        list[str] | None, typer.Option("--weight", help="Override a weight: NAME=W (repeatable).")
+    ] = None,
+    config: ConfigOpt = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File with one API key per line (or set PROMPTDAG_API_KEYS)."),
+    ] = None,
+    allow_variant_header: Annotated[
+        bool, typer.Option(help="Let requests force a variant with X-Promptdag-Variant.")
+    ] = False,
+    protect_ops: Annotated[
+        bool, typer.Option(help="Require the API key on /healthz, /readyz, /v1/version, /metrics.")
+    ] = False,
+    insecure_no_auth: Annotated[
+        bool, typer.Option(help="Serve without API keys (local experiments only).")
+    ] = False,
+    max_in_flight: Annotated[
+        int, typer.Option(help="Requests processed at once; more get 503 + Retry-After.")
+    ] = 64,
+    max_upload_bytes: Annotated[int, typer.Option(help="Largest accepted request body.")] = 20
+    * 1024
+    * 1024,
+    traces: Annotated[
+        bool, typer.Option(help="Record every request and LLM call in the trace store.")
+    ] = True,
+    redact: Annotated[
+        bool, typer.Option(help="Store only hashes of prompts and responses in traces.")
+    ] = False,
+    retain_days: Annotated[
+        float | None, typer.Option(help="Delete traces older than this many days.")
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None, typer.Option(help="Also export spans over OTLP/HTTP to this endpoint.")
+    ] = None,
+    graceful_timeout: Annotated[
+        int, typer.Option(help="Seconds to let in-flight requests finish on shutdown.")
+    ] = 30,
+) -> None:
+    """Serve summaries over HTTP: every variant's Driver built once, A/B assignment, traces."""
+    import uvicorn
+
+    from drivers.service.app import create_app, preflight
+    from drivers.service.settings import ServiceSettings, load_api_keys
+
+    with _user_errors():
+        weights = {k: float(v) for k, v in _overrides(weight).items()}
+        settings = ServiceSettings(
+            api_keys=load_api_keys(api_key_file),
+            variants=tuple(variant) if variant else None,
+            weights=weights,
+            config=_overrides(config),
+            allow_variant_header=allow_variant_header,
+            protect_ops=protect_ops,
+            insecure_no_auth=insecure_no_auth,
+            max_in_flight=max_in_flight,
+            max_upload_bytes=max_upload_bytes,
+            traces=traces,
+            redact=redact,
+            retain_days=retain_days,
+            otlp_endpoint=otlp_endpoint,
+        )
+        served = asyncio.run(preflight(settings))
+    _err(
+        f"serving {', '.join(f'{n} ({w:.0%})' for n, w in served.items())} on http://{host}:{port} (docs: /docs)"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=graceful_timeout,
+        lifespan="on",
+    )
+
+
 @prompts_app.command(
     "list", epilog="Examples:\n\n  promptdag prompts list\n\n  promptdag prompts list --json"
 )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import logging
 import time
 from collections.abc import Mapping
@@ -148,13 +149,20 @@ class Pipeline:
     prompts: dict[str, PromptVersion]
     git: dict[str, Any]
     _ready: bool = False
+    _build_info: dict[str, Any] | None = None
 
     @property
     def graph(self) -> HamiltonGraph:
         return HamiltonGraph.from_graph(self.driver.graph)
 
     def build_info(self) -> dict[str, Any]:
-        """Everything fixed when the Driver was built (no per-request data)."""
+        """Everything fixed when the Driver was built (no per-request data); computed once,
+        a deep copy each call so callers may change theirs."""
+        if self._build_info is None:
+            self._build_info = self._compute_build_info()
+        return copy.deepcopy(self._build_info)
+
+    def _compute_build_info(self) -> dict[str, Any]:
         graph = self.graph
         return {
             "variant": self.variant,

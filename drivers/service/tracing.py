@@ -1,0 +1,43 @@
+"""Wiring tracing into the service: the SQLite trace writer (and OTLP export when asked), and
+the Hamilton adapter that feeds it, started at startup and flushed at shutdown."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from drivers.config import data_dir
+from drivers.project import find_project
+from drivers.service.settings import ServiceSettings
+
+__all__ = ["ServiceTracing", "start_tracing"]
+
+
+@dataclass
+class ServiceTracing:
+    writer: Any
+    adapter: Any
+    exporter: Any = None
+
+    def close(self) -> None:
+        """Drain the queue and close the store (and flush OTLP): no trace lost on a graceful stop."""
+        self.writer.close()
+        if self.exporter is not None:
+            self.exporter.shutdown()
+
+
+def start_tracing(settings: ServiceSettings) -> ServiceTracing:
+    from drivers.tracing.adapter import TraceAdapter
+    from drivers.tracing.store import TraceWriter
+
+    exporter = None
+    if settings.otlp_endpoint:
+        from drivers.tracing.otlp import OtlpExporter
+
+        exporter = OtlpExporter(settings.otlp_endpoint)
+    path = data_dir(find_project(settings.project)) / "traces.sqlite"
+    writer = TraceWriter(
+        path, redact=settings.redact, retain_days=settings.retain_days, exporter=exporter
+    )
+    writer.start()
+    return ServiceTracing(writer=writer, adapter=TraceAdapter(writer), exporter=exporter)
