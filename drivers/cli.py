@@ -398,6 +398,78 @@ def prompts_show(
     typer.echo(rendered[node])
 
 
+@prompts_app.command("snapshot", hidden=True)
+def prompts_snapshot() -> None:
+    """Print this tree's prompt snapshot as JSON (used by the gate, in a subprocess per git ref)."""
+    from ci.snapshot import take_snapshot
+
+    with _user_errors():
+        snapshot = take_snapshot()
+    typer.echo(json.dumps(snapshot, sort_keys=True))
+
+
+@prompts_app.command(
+    "lock",
+    epilog="Examples:\n\n  promptdag prompts lock\n\n  promptdag prompts lock --check\n\n"
+    "  promptdag prompts lock --check --base origin/main",
+)
+def prompts_lock(
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Fail (exit 1) if the lock is stale or a released version was edited."
+        ),
+    ] = False,
+    base: Annotated[
+        str, typer.Option(help="The ref whose lock defines the released versions.")
+    ] = "HEAD",
+) -> None:
+    """Write prompts.lock (or check it): the hashes of every prompt version and variant."""
+    from ci.lockfile import LOCK_FILE, check_lock, lock_from_snapshot, read_lock, render_lock
+    from ci.snapshot import take_snapshot
+
+    with _user_errors():
+        project = load_project()
+        snapshot = take_snapshot(project.root)
+        if snapshot.get("problems"):
+            raise ConfigError(snapshot["problems"])
+        fresh = lock_from_snapshot(snapshot)
+        path = project.root / LOCK_FILE
+        if not check:
+            path.write_text(render_lock(fresh), encoding="utf-8")
+            _err(
+                f"wrote {LOCK_FILE}: {len(fresh['prompts'])} prompt versions, {len(fresh['variants'])} variants"
+            )
+            return
+        result = check_lock(read_lock(path), fresh, _base_lock(project.root, base, LOCK_FILE))
+    if result.ok:
+        _err(f"{LOCK_FILE} is up to date ({len(fresh['prompts'])} prompt versions)")
+        return
+    for message in result.messages():
+        _err(f"error: {message}")
+    raise typer.Exit(1)
+
+
+def _base_lock(root: Path, ref: str, name: str) -> dict[str, Any] | None:
+    """The lock as committed at `ref`, or None outside git / when that ref has none."""
+    from ci.refs import git, project_subdir, repo_root
+    from drivers.errors import GateError
+
+    try:
+        repo = repo_root(root)
+    except GateError:
+        return None
+    path = (project_subdir(root) / name).as_posix()
+    try:
+        text = git(repo, "show", f"{ref}:{path}")
+    except GateError as exc:
+        if "does not exist" in str(exc) or "exists on disk, but not in" in str(exc):
+            return None
+        raise
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
 @variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")
 def variants_list(json_out: JsonOpt = False) -> None:
     """Every named variant, its weight and its config."""

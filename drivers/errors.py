@@ -17,7 +17,8 @@ options and what to do next; each carries its data as attributes and an exit cod
     │   ├── DeadlineExceededError     the whole-run deadline passed
     │   └── CacheMissError            cache mode replay-only and the request is not cached
     ├── RenderError                   a diagram could not be rendered                       exit 5
-    └── DirtyTreeError                --require-clean and the tree has uncommitted changes  exit 6
+    ├── DirtyTreeError                --require-clean and the tree has uncommitted changes  exit 6
+    └── GateError                     a prompt gate could not run (git, a ref, a subprocess) exit 2
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ __all__ = [
     "DeadlineExceededError",
     "DirtyTreeError",
     "ForbiddenInputError",
+    "GateError",
     "InputError",
     "LLMError",
     "LLMRequestError",
@@ -154,3 +156,9 @@ class RenderError(PromptdagError):
 
 class DirtyTreeError(PromptdagError):
     exit_code = 6
+
+
+class GateError(PromptdagError):
+    """The gate could not run at all (as opposed to running and failing): exit 2."""
+
+    exit_code = 2
