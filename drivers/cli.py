@@ -21,6 +21,7 @@ from drivers.errors import ConfigError, InputError, PromptdagError
 from drivers.factory import build_pipeline
 from drivers.pipeline import Pipeline, RunResult, render_prompts
 from drivers.project import load_project
+from drivers.traces_cli import traces_app
 from drivers.variants import load_variants
 
 __all__ = ["app", "main"]
@@ -38,6 +39,7 @@ variants_app = typer.Typer(
 )
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(variants_app, name="variants")
+app.add_typer(traces_app, name="traces")
 
 ConfigOpt = Annotated[
     list[str] | None,

@@ -65,6 +65,8 @@ class ServiceSettings:
             problems.append(f"max_in_flight={self.max_in_flight}: use 1 or more.")
         if self.max_upload_bytes < 1024:
             problems.append(f"max_upload_bytes={self.max_upload_bytes}: use at least 1024.")
+        if self.retain_days is not None and self.retain_days <= 0:
+            problems.append(f"retain_days={self.retain_days}: use a number of days > 0.")
         bad = {k: w for k, w in self.weights.items() if w < 0}
         if bad:
             problems.append(f"negative weights {bad}: use weights >= 0.")

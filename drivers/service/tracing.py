@@ -39,5 +39,10 @@ def start_tracing(settings: ServiceSettings) -> ServiceTracing:
     writer = TraceWriter(
         path, redact=settings.redact, retain_days=settings.retain_days, exporter=exporter
     )
-    writer.start()
+    try:
+        writer.start()
+    except BaseException:
+        if exporter is not None:
+            exporter.shutdown()
+        raise
     return ServiceTracing(writer=writer, adapter=TraceAdapter(writer), exporter=exporter)

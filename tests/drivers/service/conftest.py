@@ -30,7 +30,7 @@ def make_client(tmp_path, monkeypatch) -> Iterator[Callable[..., TestClient]]:
     clients: list[TestClient] = []
 
     def make(**overrides) -> TestClient:
-        settings = ServiceSettings(**{"api_keys": frozenset({KEY}), "traces": False, **overrides})
+        settings = ServiceSettings(**{"api_keys": frozenset({KEY}), "traces": True, **overrides})
         client = TestClient(create_app(settings), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)

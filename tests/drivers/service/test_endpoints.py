@@ -254,3 +254,26 @@ def test_a_variant_that_does_not_build_stops_startup(make_client) -> None:
 def test_no_keys_refuses_to_start(make_client) -> None:
     with pytest.raises(ConfigError, match="PROMPTDAG_API_KEYS"):
         make_client(api_keys=frozenset())
+
+
+def test_every_answered_request_is_traced_with_its_prompts(client, tmp_path) -> None:
+    from drivers.tracing.query import list_requests, show_request
+
+    ok = client.post(
+        "/v1/summaries",
+        headers=AUTH,
+        json={"text": TEXT, "subject_id": "t1", "conversation_id": "c9"},
+    )
+    bad = client.post("/v1/summaries", headers=AUTH, json={"text": TEXT, "content_type": "$x"})
+    assert ok.status_code == 200 and bad.status_code == 422
+    db = tmp_path / "data" / "traces.sqlite"
+    rows = list_requests(db, None, 10)
+    assert ok.json()["request_id"] in set(rows["request_id"])
+    request, calls = show_request(db, ok.json()["request_id"])
+    assert request["variant"] == ok.json()["variant"] and request["subject_id"] == "t1"
+    assert request["conversation_id"] == "c9" and request["status"] == "ok"
+    assert request["fingerprint_id"] == ok.headers["X-Promptdag-Fingerprint"]
+    assert len(calls) == ok.json()["usage"]["calls"]
+    assert set(calls["prompt_node"]) == {"chunk_summary_prompt", "final_summary_prompt"}
+    assert calls["prompt_text"].str.contains("<document>|<key_points>").all()
+    assert "Bearer" not in db.read_bytes().decode("latin-1")
