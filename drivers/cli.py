@@ -18,6 +18,7 @@ import typer
 from drivers.catalog import discover_prompts, load_fixtures
 from drivers.config import parse_assignments
 from drivers.errors import ConfigError, InputError, PromptdagError
+from drivers.eval_cli import register as register_eval
 from drivers.factory import build_pipeline
 from drivers.pipeline import Pipeline, RunResult, render_prompts
 from drivers.project import load_project
@@ -40,6 +41,7 @@ variants_app = typer.Typer(
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(variants_app, name="variants")
 app.add_typer(traces_app, name="traces")
+register_eval(app)
 
 ConfigOpt = Annotated[
     list[str] | None,
@@ -452,6 +454,49 @@ def prompts_lock(
     raise typer.Exit(1)
 
 
+@prompts_app.command(
+    "diff",
+    epilog="Examples:\n\n  promptdag prompts diff origin/main\n\n  promptdag prompts diff v1.2 HEAD --html report.html\n\n"
+    "  promptdag prompts diff origin/main --json > review.json",
+)
+def prompts_diff(
+    base: Annotated[str, typer.Argument(help="The git ref to compare from, e.g. origin/main.")],
+    head: Annotated[
+        str | None, typer.Argument(help="The git ref to compare to (default: the working tree).")
+    ] = None,
+    html_out: Annotated[
+        Path | None, typer.Option("--html", help="Also write the HTML report here.")
+    ] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """The review report of a prompt change: rendered diffs, tokens and cost, inputs, variants, lineage, DAG."""
+    from ci.refs import project_subdir, ref_worktree, repo_root, snapshot_tree
+    from ci.report import compare
+    from drivers.config import data_dir
+
+    with _user_errors():
+        project = load_project()
+        repo, sub = repo_root(project.root), project_subdir(project.root)
+        cache = data_dir(project.root)
+        with ref_worktree(repo, base) as base_tree, contextlib.ExitStack() as stack:
+            head_root = (
+                stack.enter_context(ref_worktree(repo, head)) / sub if head else project.root
+            )
+            review = compare(
+                snapshot_tree(base_tree / sub, cache),
+                snapshot_tree(head_root, cache),
+                base_label=base,
+                head_label=head or "working tree",
+            )
+    if html_out is not None:
+        html_out.write_text(review.to_html(), encoding="utf-8")
+        _err(f"wrote {html_out}")
+    if json_out:
+        typer.echo(json.dumps(review.to_json(), indent=2, sort_keys=True))
+    else:
+        typer.echo(review.to_markdown())
+
+
 def _base_lock(root: Path, ref: str, name: str) -> dict[str, Any] | None:
     """The lock as committed at `ref`, or None outside git / when that ref has none."""
     from ci.refs import git, project_subdir, repo_root
@@ -470,6 +515,69 @@ def _base_lock(root: Path, ref: str, name: str) -> dict[str, Any] | None:
         raise
     data: dict[str, Any] = json.loads(text)
     return data
+
+
+@app.command(
+    epilog="Examples:\n\n  promptdag gate origin/main --report-dir out/\n\n"
+    "  promptdag gate HEAD~1 --all --cache replay-only\n\n"
+    "  OPENAI_API_KEY=... promptdag gate origin/main --judge-backend openai --judge-model gpt-4o-mini\n\n"
+    "Exit codes: 0 pass, 1 gate failed, 2 could not run."
+)
+def gate(
+    base: Annotated[
+        str, typer.Argument(help="The git ref the change is judged against, e.g. origin/main.")
+    ],
+    report_dir: Annotated[
+        Path, typer.Option(help="Where report.md, report.html and report.json go.")
+    ] = Path("out/gate"),
+    run_all: Annotated[
+        bool,
+        typer.Option("--all", help="Run every eval case, not only those downstream of a change."),
+    ] = False,
+    cache: Annotated[
+        str,
+        typer.Option(help="Response cache for the evals: use, replay-only (deterministic) or off."),
+    ] = "use",
+    judge_backend: Annotated[str, typer.Option(help="Backend of the judge model.")] = "openai",
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROMPTDAG_JUDGE_MODEL",
+            help="Judge model (none: judge steps are skipped, visibly).",
+        ),
+    ] = None,
+    max_loss_share: Annotated[
+        float, typer.Option(help="Fail when the regression judge's losses exceed this share.")
+    ] = 0.2,
+) -> None:
+    """Gate a prompt change: lock check, review report, selected evals (bar from BASE), regression judge."""
+    from ci.gate import GateOptions, run_gate
+    from ci.gate_report import write_reports
+
+    judge = (
+        {"judge_backend": judge_backend, "judge_model": judge_model, "judge_cache": cache}
+        if judge_model
+        else {}
+    )
+    options = GateOptions(
+        base=base,
+        report_dir=report_dir,
+        run_all=run_all,
+        cache=cache,
+        judge_config=judge,
+        max_loss_share=max_loss_share,
+    )
+    with _user_errors():
+        if cache not in ("off", "use", "replay-only"):
+            raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
+        result = run_gate(options)
+        paths = write_reports(result, report_dir)
+    for reason in result.reasons():
+        _err(f"gate: {reason}")
+    _err(
+        f"gate {'passed' if result.passed else 'FAILED'} against {base}; reports: {', '.join(str(p) for p in paths)}"
+    )
+    raise typer.Exit(0 if result.passed else 1)
 
 
 @variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")

@@ -4,8 +4,9 @@ The text is generated here from sorted node and edge lists (Hamilton's own DOT i
 differs between processes), so the same tree and config give byte-identical output anywhere.
 Node kinds: request input, config value, prompt (with its selected version and pack), LLM call,
 plain step; outputs (no dependants, or a summarizer output) get a double or thick border. Config
-values no node reads sit in their own box. `graphviz` is used only to pipe the DOT through the
-system `dot` binary for svg and png.
+values no node reads sit in their own box. Nodes named in `highlight` (the review report of a
+prompt change) get an orange fill and a thick red border: class `changed` in Mermaid. `graphviz`
+is used only to pipe the DOT through the system `dot` binary for svg and png.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,8 @@ _STYLES: dict[str, tuple[str, str, str]] = {
     "step": ("step", "#ffffff", "#374151"),
     "output": ("output (double border)", "#dcfce7", "#15803d"),
 }
+# Nodes a change touches (`highlight=`): legend text, fill, border; drawn with a 5px border.
+_CHANGED = ("changed in this change", "#fdba74", "#dc2626")
 
 
 @dataclass(frozen=True)
@@ -124,8 +127,8 @@ def _dot_id(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def _dot_node(node: _Node) -> str:
-    _, fill, border = _STYLES[node.kind]
+def _dot_node(node: _Node, changed: bool = False) -> str:
+    _, fill, border = _CHANGED if changed else _STYLES[node.kind]
     label = f"<b>{html.escape(node.name)}</b>"
     label += f'<br/><font point-size="10" color="#374151">{html.escape(node.type)}</font>'
     if node.version:
@@ -137,13 +140,16 @@ def _dot_node(node: _Node) -> str:
         attrs += ", penwidth=3"
     if node.output:
         attrs += ", peripheries=2, penwidth=2"
+    if changed:
+        attrs += ", penwidth=5"
     return f"  {_dot_id(node.name)} [{attrs}];"
 
 
-def _dot_legend() -> str:
+def _dot_legend(changed: bool = False) -> str:
+    styles = [*_STYLES.values(), _CHANGED] if changed else _STYLES.values()
     rows = "<tr><td><b>legend</b></td></tr>" + "".join(
         f'<tr><td bgcolor="{fill}" color="{border}" align="left">{html.escape(text)}</td></tr>'
-        for text, fill, border in _STYLES.values()
+        for text, fill, border in styles
     )
     rows += '<tr><td align="left">edge: required ⟶ solid, optional ⇢ dashed</td></tr>'
     table = f'<table border="0" cellborder="1" cellspacing="2" cellpadding="4">{rows}</table>'
@@ -166,17 +172,19 @@ def _dot_unread(rows: list[list[str]]) -> list[str]:
     ]
 
 
-def to_dot(pipeline: Pipeline) -> str:
-    """Canonical Graphviz DOT for the pipeline's DAG (sorted; byte-identical across processes)."""
+def to_dot(pipeline: Pipeline, highlight: Collection[str] = ()) -> str:
+    """Canonical Graphviz DOT for the pipeline's DAG (sorted; byte-identical across processes).
+    Nodes named in `highlight` are drawn as changed; names not in the graph are ignored."""
     nodes = _nodes(pipeline)
+    changed = {n.name for n in nodes} & set(highlight)
     lines = [
         "digraph promptdag {",
         f"  graph [rankdir=LR, label={_dot_id(_title(pipeline))}, labelloc=t, fontsize=14,",
         '         fontname="Helvetica", nodesep=0.2, ranksep=0.45, newrank=true];',
         '  node [fontname="Helvetica", fontsize=12, margin="0.12,0.05"];',
         '  edge [color="#4b5563", arrowsize=0.7];',
-        _dot_legend(),
-        *(_dot_node(n) for n in nodes),
+        _dot_legend(bool(changed)),
+        *(_dot_node(n, n.name in changed) for n in nodes),
         *_dot_unread(_unread_rows(nodes)),
         *(
             f"  {_dot_id(a)} -> {_dot_id(b)}{'' if req else ' [style=dashed]'};"
@@ -196,25 +204,32 @@ def _mermaid_text(text: str) -> str:
     return "".join({'"': "#quot;", "<": "#lt;", ">": "#gt;"}.get(c, c) for c in text)
 
 
-def _mermaid_class(node: _Node) -> str:
+def _mermaid_class(node: _Node, changed: Collection[str] = ()) -> str:
+    if node.name in changed:
+        return "changed"
     return f"{node.kind}_output" if node.output and node.kind in ("prompt", "llm") else node.kind
 
 
-def _mermaid_styles(nodes: list[_Node]) -> Iterable[str]:
+def _mermaid_styles(nodes: list[_Node], changed: Collection[str] = ()) -> Iterable[str]:
     for kind, (_, fill, border) in _STYLES.items():
         width = "3px" if kind in ("prompt", "output") else "1px"
         yield f"  classDef {kind} fill:{fill},stroke:{border},stroke-width:{width},color:#111827"
     for kind in ("prompt", "llm"):
         _, fill, border = _STYLES[kind]
         yield f"  classDef {kind}_output fill:{fill},stroke:{border},stroke-width:4px,color:#111827"
-    for cls in sorted({_mermaid_class(n) for n in nodes}):
-        ids = ",".join(_mermaid_id(n.name) for n in nodes if _mermaid_class(n) == cls)
+    if changed:
+        _, fill, border = _CHANGED
+        yield f"  classDef changed fill:{fill},stroke:{border},stroke-width:5px,color:#111827"
+    for cls in sorted({_mermaid_class(n, changed) for n in nodes}):
+        ids = ",".join(_mermaid_id(n.name) for n in nodes if _mermaid_class(n, changed) == cls)
         yield f"  class {ids} {cls}"
 
 
-def to_mermaid(pipeline: Pipeline) -> str:
-    """Mermaid flowchart of the DAG for GitHub Markdown (sorted; identical across processes)."""
+def to_mermaid(pipeline: Pipeline, highlight: Collection[str] = ()) -> str:
+    """Mermaid flowchart of the DAG for GitHub Markdown (sorted; identical across processes).
+    Nodes named in `highlight` get class `changed` instead of their kind's class."""
     nodes = _nodes(pipeline)
+    changed = {n.name for n in nodes} & set(highlight)
     legend = "; ".join(f"{kind} = {text}" for kind, (text, _, _) in _STYLES.items())
     lines = ["---", f"title: {json.dumps(_title(pipeline))}", "---", "flowchart LR"]
     lines.append(f"  %% legend: {legend}; Mermaid: outputs thick border; optional edge dashed")
@@ -227,17 +242,18 @@ def to_mermaid(pipeline: Pipeline) -> str:
         lines.append("  end")
     for a, b, req in _edges(pipeline):
         lines.append(f"  {_mermaid_id(a)} {'-->' if req else '-.->'} {_mermaid_id(b)}")
-    lines += _mermaid_styles(nodes)
+    lines += _mermaid_styles(nodes, changed)
     return "\n".join(lines) + "\n"
 
 
-def render(pipeline: Pipeline, fmt: str) -> bytes:
-    """The diagram as bytes: DOT or Mermaid text (UTF-8), or an svg/png image made by `dot`."""
+def render(pipeline: Pipeline, fmt: str, highlight: Collection[str] = ()) -> bytes:
+    """The diagram as bytes: DOT or Mermaid text (UTF-8), or an svg/png image made by `dot`;
+    `highlight` names the nodes to draw as changed."""
     if fmt not in FORMATS:
         raise RenderError(f"unknown diagram format {fmt!r}. Use one of: {', '.join(FORMATS)}.")
     if fmt == "mermaid":
-        return to_mermaid(pipeline).encode("utf-8")
-    dot = to_dot(pipeline)
+        return to_mermaid(pipeline, highlight).encode("utf-8")
+    dot = to_dot(pipeline, highlight)
     if fmt == "dot":
         return dot.encode("utf-8")
     try:

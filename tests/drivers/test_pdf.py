@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dataflows._pdf import PdfLimits, extract_pdf
 from drivers.errors import LimitExceededError, PdfEncryptedError, PdfError, PdfNoTextError
+from drivers.pdf import PdfLimits, extract_pdf
 from tests.pdfs import cyclic_page_tree_pdf, misaligned_xref_pdf, text_pdf
 
 PDFS = Path(__file__).resolve().parents[3] / "shared" / "pdfs"

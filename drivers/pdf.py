@@ -1,5 +1,5 @@
 """PDF bytes → text with pypdf, under caps on bytes, pages and time, with typed errors for
-every way a real upload goes wrong. Plain functions (no nodes): `ingest.py` runs them in a
+every way a real upload goes wrong. Framework code, not nodes: the ingest dataflow runs it in a
 worker thread. pypdf's log records are folded into a count plus the first message."""
 
 from __future__ import annotations
