@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SAMPLE := examples/the-man-without-a-body.pdf
 
-.PHONY: help setup system-deps demo test lint typecheck pytest lock bench clean
+.PHONY: help setup system-deps demo test lint typecheck pytest gate lock bench clean
 
 help:
 	@echo "make demo       set up .venv and summarize $(SAMPLE) with the offline model"
@@ -15,16 +15,21 @@ help:
 	@echo "make bench      run the benchmarks (results: docs/benchmarks.md)"
 	@echo "make lock       re-pin requirements.lock (with hashes) from pyproject.toml"
 
+# System packages: Graphviz ('dot', for SVG/PNG diagrams) always; Chromium (the report
+# screenshot test) for `make test`. Installed with apt-get when root (or passwordless sudo).
+APT_PACKAGES := graphviz
 system-deps:
-	@if command -v dot >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "Installing Graphviz (the 'dot' binary renders SVG/PNG diagrams)..."; \
-		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null) \
-		|| echo "warning: could not install Graphviz; SVG/PNG rendering will say how. DOT and Mermaid still work."; \
-	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null && command -v apt-get >/dev/null 2>&1; then \
-		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq graphviz >/dev/null; \
+	@missing=""; for p in $(APT_PACKAGES); do \
+		bin=$$p; [ $$p = graphviz ] && bin=dot; command -v $$bin >/dev/null 2>&1 || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && { [ "$$(id -u)" = 0 ] || sudo -n true 2>/dev/null; }; then \
+		sudo=""; [ "$$(id -u)" = 0 ] || sudo=sudo; \
+		echo "Installing system packages:$$missing"; \
+		($$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+		|| echo "warning: could not install$$missing; SVG/PNG rendering (graphviz) and the report screenshot test (chromium) will say so."; \
 	else \
-		echo "note: Graphviz 'dot' is missing: install it (apt-get install graphviz, brew install graphviz) for SVG/PNG diagrams."; \
+		echo "note: missing$$missing: install with your package manager (apt-get install$$missing, or brew install graphviz chromium)."; \
 	fi
 
 $(STAMP): requirements.lock pyproject.toml
@@ -46,10 +51,17 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+pytest test: APT_PACKAGES := graphviz chromium
 pytest: setup
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+# The prompt gate against the previous commit (what CI runs after the tests).
+gate: setup
+	@if git rev-parse -q --verify HEAD~1 >/dev/null; then \
+		$(BIN)/promptdag gate HEAD~1 --report-dir out/gate; \
+	else echo "gate: no previous commit to compare with (a shallow clone?): skipped"; fi
+
+test: lint typecheck pytest gate
 
 bench: setup
 	$(BIN)/python -m benchmarks
@@ -60,4 +72,4 @@ lock:
 	@! grep -n '://' requirements.lock
 
 clean:
-	rm -rf $(VENV) .promptdag .pytest_cache .ruff_cache .mypy_cache *.egg-info
+	rm -rf $(VENV) .promptdag .pytest_cache .ruff_cache .mypy_cache *.egg-info out
