@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Iterator
@@ -299,14 +300,19 @@ def serve(
     _err(
         f"serving {', '.join(f'{n} ({w:.0%})' for n, w in served.items())} on http://{host}:{port} (docs: /docs)"
     )
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=graceful_timeout,
-        lifespan="on",
-    )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a drained, flushed stop exits 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=graceful_timeout,
+            lifespan="on",
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @prompts_app.command(

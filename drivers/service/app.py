@@ -11,11 +11,13 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from drivers.errors import ConfigError, PromptdagError
 from drivers.factory import build_pipeline
@@ -278,6 +280,12 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def service_error(request: Request, exc: ServiceError) -> Response:
         state.metrics.rejected.labels(exc.slug).inc()
         return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        phrase = HTTPStatus(exc.status_code).phrase
+        slug = phrase.lower().replace(" ", "-")
+        return problem(exc.status_code, slug, phrase, str(exc.detail), dict(exc.headers or {}))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:

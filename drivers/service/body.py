@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from drivers.service.problems import ServiceError
@@ -159,7 +161,12 @@ async def _multipart(request: Request, settings: ServiceSettings) -> SummaryInpu
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": raw, "more_body": False}
 
-    form = await Request(request.scope, replay).form(max_files=1, max_fields=len(FIELDS) + 2)
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=len(FIELDS) + 2)
+    except (HTTPException, MultiPartException) as exc:
+        raise _invalid(
+            f"the multipart body cannot be read: {exc.detail if isinstance(exc, HTTPException) else exc.message}."
+        ) from exc
     try:
         upload = form.get("file")
         if not isinstance(upload, UploadFile):
@@ -214,6 +221,7 @@ def request_body_openapi() -> dict[str, Any]:
                     "schema": {
                         "type": "object",
                         "required": ["file"],
+                        "additionalProperties": False,
                         "properties": {
                             "file": {"type": "string", "format": "binary"},
                             "pdf_password": {"type": "string"},
