@@ -4,29 +4,29 @@ every library error becomes one line on stderr plus the exit code documented in 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from drivers.catalog import discover_prompts, load_fixtures
-from drivers.config import parse_assignments
-from drivers.errors import ConfigError, InputError, PromptdagError
+from drivers.cli_common import ConfigOpt, JsonOpt, VariantOpt, err, overrides, user_errors
+from drivers.errors import ConfigError, InputError
 from drivers.eval_cli import register as register_eval
 from drivers.factory import build_pipeline
-from drivers.pipeline import Pipeline, RunResult, render_prompts
+from drivers.pipeline import Pipeline, RunResult
 from drivers.project import load_project
+from drivers.prompts_cli import prompts_app
 from drivers.traces_cli import traces_app
 from drivers.variants import load_variants
 
 __all__ = ["app", "main"]
+
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
 
 app = typer.Typer(
     name="promptdag",
@@ -35,7 +35,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-prompts_app = typer.Typer(help="Inspect prompt nodes and their versions.", no_args_is_help=True)
 variants_app = typer.Typer(
     help="Inspect the named variants in prompts/variants.toml.", no_args_is_help=True
 )
@@ -44,42 +43,9 @@ app.add_typer(variants_app, name="variants")
 app.add_typer(traces_app, name="traces")
 register_eval(app)
 
-ConfigOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--config", "-c", help="Build-time config KEY=VALUE (repeatable); overrides the variant."
-    ),
-]
-VariantOpt = Annotated[
-    str | None, typer.Option("--variant", "-V", help="A named variant from prompts/variants.toml.")
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-TEXT_SUFFIXES = {".txt", ".md", ".text"}
-
-
-def _err(message: str) -> None:
-    typer.echo(message, err=True)
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Library errors → one line and their exit code; never a traceback."""
-    try:
-        yield
-    except PromptdagError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(exc.exit_code) from None
-    except ValueError as exc:  # bad --config syntax and the like, raised before any build
-        _err(f"error: {exc}")
-        raise typer.Exit(2) from None
-
-
-def _overrides(pairs: list[str] | None) -> dict[str, str]:
-    return parse_assignments(pairs or [])
-
 
 def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipeline:
-    return build_pipeline(variant=variant, overrides=_overrides(config), **kwargs)
+    return build_pipeline(variant=variant, overrides=overrides(config), **kwargs)
 
 
 def _read_document(path: Path) -> dict[str, Any]:
@@ -149,7 +115,7 @@ def summarize(
     ] = False,
 ) -> None:
     """Summarize a document; the summary goes to stdout, a provenance line to stderr."""
-    with _user_errors():
+    with user_errors():
         inputs = _read_document(path)
         if query:
             inputs["user_query"] = query
@@ -164,12 +130,12 @@ def summarize(
         return
     typer.echo(result.summary)
     for note in result.notes:
-        _err(f"note: {note}")
+        err(f"note: {note}")
     if pipeline.llm.settings.backend == "offline":
-        _err(
+        err(
             "note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text."
         )
-    _err(_footer(result, pipeline))
+    err(_footer(result, pipeline))
 
 
 @app.command(
@@ -203,7 +169,7 @@ def render(
         ".md": "mermaid",
     }
     chosen = fmt or (suffixes.get(output.suffix.lower()) if output else None) or "mermaid"
-    with _user_errors():
+    with user_errors():
         pipeline = _build(variant, config)
         data = render_dag(pipeline, chosen)
         if output is None and chosen in ("svg", "png"):
@@ -214,7 +180,7 @@ def render(
         sys.stdout.write(data.decode("utf-8"))
         return
     output.write_bytes(data)
-    _err(f"wrote {output} ({chosen}, variant {pipeline.variant})")
+    err(f"wrote {output} ({chosen}, variant {pipeline.variant})")
 
 
 @app.command(
@@ -279,13 +245,13 @@ def serve(
     from drivers.service.app import create_app, preflight
     from drivers.service.settings import ServiceSettings, load_api_keys
 
-    with _user_errors():
-        weights = {k: float(v) for k, v in _overrides(weight).items()}
+    with user_errors():
+        weights = {k: float(v) for k, v in overrides(weight).items()}
         settings = ServiceSettings(
             api_keys=load_api_keys(api_key_file),
             variants=tuple(variant) if variant else None,
             weights=weights,
-            config=_overrides(config),
+            config=overrides(config),
             allow_variant_header=allow_variant_header,
             protect_ops=protect_ops,
             insecure_no_auth=insecure_no_auth,
@@ -297,7 +263,7 @@ def serve(
             otlp_endpoint=otlp_endpoint,
         )
         served = asyncio.run(preflight(settings))
-    _err(
+    err(
         f"serving {', '.join(f'{n} ({w:.0%})' for n, w in served.items())} on http://{host}:{port} (docs: /docs)"
     )
     # uvicorn re-raises SIGTERM after its graceful shutdown; a drained, flushed stop exits 0.
@@ -313,214 +279,6 @@ def serve(
         )
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-@prompts_app.command(
-    "list", epilog="Examples:\n\n  promptdag prompts list\n\n  promptdag prompts list --json"
-)
-def prompts_list(json_out: JsonOpt = False) -> None:
-    """Every prompt node of every pack: versions, where each is defined, which variants use it."""
-    with _user_errors():
-        project = load_project()
-        catalog = discover_prompts(project)
-        variants = load_variants(project.variants_path)
-        if catalog.problems:
-            raise ConfigError(list(catalog.problems))
-    rows: list[dict[str, Any]] = []
-    for pack, nodes in catalog.packs.items():
-        for node in sorted(nodes):
-            for version in catalog.versions(pack, node):
-                pv = nodes[node][version]
-                used_by = sorted(
-                    v.name
-                    for v in variants.variants.values()
-                    if v.config.get("prompt_pack", "default") == pack
-                    and v.config.get(f"{node}_version") == version
-                )
-                rows.append(
-                    {
-                        "pack": pack,
-                        "node": node,
-                        "version": version,
-                        "defined_at": f"{project.relpath(pv.file)}:{pv.line}",
-                        "inputs": list(pv.inputs),
-                        "description": pv.description,
-                        "variants": used_by,
-                        "default": variants.default in used_by,
-                    }
-                )
-    if json_out:
-        typer.echo(json.dumps({"default_variant": variants.default, "prompts": rows}, indent=2))
-        return
-    for r in rows:
-        star = "*" if r["default"] else " "
-        typer.echo(
-            f"{star} {r['pack']:<8} {r['node']}@{r['version']:<4} {r['defined_at']:<28} "
-            f"variants: {', '.join(r['variants']) or '-'}"
-        )
-        typer.echo(f"    {r['description']}")
-    _err(f"* = used by the default variant ({variants.default})")
-
-
-@prompts_app.command(
-    "show",
-    epilog="Examples:\n\n  promptdag prompts show chunk_summary_prompt --version v2\n\n"
-    "  promptdag prompts show final_summary_prompt --version v1 --fixture story_with_query\n\n"
-    "  promptdag prompts show final_summary_prompt --variant german",
-)
-def prompts_show(
-    node: Annotated[str, typer.Argument(help="A prompt node, e.g. chunk_summary_prompt.")],
-    version: Annotated[
-        str | None, typer.Option("--version", help="The version, e.g. v2 (default: the variant's).")
-    ] = None,
-    fixture: Annotated[
-        str | None, typer.Option("--fixture", help="A fixture set from prompts/fixtures.toml.")
-    ] = None,
-    variant: VariantOpt = None,
-    config: ConfigOpt = None,
-) -> None:
-    """Print a prompt version rendered on a fixture input, exactly as the model would get it."""
-    with _user_errors():
-        overrides = _overrides(config)
-        if version:
-            overrides[f"{node}_version"] = version
-        pipeline = build_pipeline(variant=variant, overrides=overrides)
-        if node not in pipeline.prompts:
-            raise ConfigError(
-                [
-                    f"{node!r} is not a prompt node of pack {pipeline.config['prompt_pack']!r}. "
-                    f"Prompt nodes: {', '.join(sorted(pipeline.prompts))}."
-                ]
-            )
-        fixtures = load_fixtures(pipeline.project)
-        name = fixture or next(iter(fixtures), None)
-        if name is None or name not in fixtures:
-            raise ConfigError(
-                [
-                    f"fixture {name!r} is not in prompts/fixtures.toml. Defined: {', '.join(fixtures) or 'none'}."
-                ]
-            )
-        rendered = asyncio.run(render_prompts(pipeline, fixtures[name]))
-    pv = pipeline.prompts[node]
-    _err(
-        f"# {node}@{pv.version} (pack {pv.pack}, {pipeline.project.relpath(pv.file)}:{pv.line}) on fixture {name}"
-    )
-    typer.echo(rendered[node])
-
-
-@prompts_app.command("snapshot", hidden=True)
-def prompts_snapshot() -> None:
-    """Print this tree's prompt snapshot as JSON (used by the gate, in a subprocess per git ref)."""
-    from ci.snapshot import take_snapshot
-
-    with _user_errors():
-        snapshot = take_snapshot()
-    typer.echo(json.dumps(snapshot, sort_keys=True))
-
-
-@prompts_app.command(
-    "lock",
-    epilog="Examples:\n\n  promptdag prompts lock\n\n  promptdag prompts lock --check\n\n"
-    "  promptdag prompts lock --check --base origin/main",
-)
-def prompts_lock(
-    check: Annotated[
-        bool,
-        typer.Option(
-            "--check", help="Fail (exit 1) if the lock is stale or a released version was edited."
-        ),
-    ] = False,
-    base: Annotated[
-        str, typer.Option(help="The ref whose lock defines the released versions.")
-    ] = "HEAD",
-) -> None:
-    """Write prompts.lock (or check it): the hashes of every prompt version and variant."""
-    from ci.lockfile import LOCK_FILE, check_lock, lock_from_snapshot, read_lock, render_lock
-    from ci.snapshot import take_snapshot
-
-    with _user_errors():
-        project = load_project()
-        snapshot = take_snapshot(project.root)
-        if snapshot.get("problems"):
-            raise ConfigError(snapshot["problems"])
-        fresh = lock_from_snapshot(snapshot)
-        path = project.root / LOCK_FILE
-        if not check:
-            path.write_text(render_lock(fresh), encoding="utf-8")
-            _err(
-                f"wrote {LOCK_FILE}: {len(fresh['prompts'])} prompt versions, {len(fresh['variants'])} variants"
-            )
-            return
-        result = check_lock(read_lock(path), fresh, _base_lock(project.root, base, LOCK_FILE))
-    if result.ok:
-        _err(f"{LOCK_FILE} is up to date ({len(fresh['prompts'])} prompt versions)")
-        return
-    for message in result.messages():
-        _err(f"error: {message}")
-    raise typer.Exit(1)
-
-
-@prompts_app.command(
-    "diff",
-    epilog="Examples:\n\n  promptdag prompts diff origin/main\n\n  promptdag prompts diff v1.2 HEAD --html report.html\n\n"
-    "  promptdag prompts diff origin/main --json > review.json",
-)
-def prompts_diff(
-    base: Annotated[str, typer.Argument(help="The git ref to compare from, e.g. origin/main.")],
-    head: Annotated[
-        str | None, typer.Argument(help="The git ref to compare to (default: the working tree).")
-    ] = None,
-    html_out: Annotated[
-        Path | None, typer.Option("--html", help="Also write the HTML report here.")
-    ] = None,
-    json_out: JsonOpt = False,
-) -> None:
-    """The review report of a prompt change: rendered diffs, tokens and cost, inputs, variants, lineage, DAG."""
-    from ci.refs import project_subdir, ref_worktree, repo_root, snapshot_tree
-    from ci.report import compare
-    from drivers.config import data_dir
-
-    with _user_errors():
-        project = load_project()
-        repo, sub = repo_root(project.root), project_subdir(project.root)
-        cache = data_dir(project.root)
-        with ref_worktree(repo, base) as base_tree, contextlib.ExitStack() as stack:
-            head_root = (
-                stack.enter_context(ref_worktree(repo, head)) / sub if head else project.root
-            )
-            review = compare(
-                snapshot_tree(base_tree / sub, cache),
-                snapshot_tree(head_root, cache),
-                base_label=base,
-                head_label=head or "working tree",
-            )
-    if html_out is not None:
-        html_out.write_text(review.to_html(), encoding="utf-8")
-        _err(f"wrote {html_out}")
-    if json_out:
-        typer.echo(json.dumps(review.to_json(), indent=2, sort_keys=True))
-    else:
-        typer.echo(review.to_markdown())
-
-
-def _base_lock(root: Path, ref: str, name: str) -> dict[str, Any] | None:
-    """The lock as committed at `ref`, or None outside git / when that ref has none."""
-    from ci.refs import git, project_subdir, repo_root
-    from drivers.errors import GateError
-
-    try:
-        repo = repo_root(root)
-    except GateError:
-        return None
-    path = (project_subdir(root) / name).as_posix()
-    try:
-        text = git(repo, "show", f"{ref}:{path}")
-    except GateError as exc:
-        if "does not exist" in str(exc) or "exists on disk, but not in" in str(exc):
-            return None
-        raise
-    data: dict[str, Any] = json.loads(text)
-    return data
 
 
 @app.command(
@@ -573,14 +331,14 @@ def gate(
         judge_config=judge,
         max_loss_share=max_loss_share,
     )
-    with _user_errors():
+    with user_errors():
         if cache not in ("off", "use", "replay-only"):
             raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
         result = run_gate(options)
         paths = write_reports(result, report_dir)
     for reason in result.reasons():
-        _err(f"gate: {reason}")
-    _err(
+        err(f"gate: {reason}")
+    err(
         f"gate {'passed' if result.passed else 'FAILED'} against {base}; reports: {', '.join(str(p) for p in paths)}"
     )
     raise typer.Exit(0 if result.passed else 1)
@@ -589,7 +347,7 @@ def gate(
 @variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")
 def variants_list(json_out: JsonOpt = False) -> None:
     """Every named variant, its weight and its config."""
-    with _user_errors():
+    with user_errors():
         variants = load_variants(load_project().variants_path)
     rows = [
         {
@@ -615,12 +373,12 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        _err("interrupted")
+        err("interrupted")
         sys.exit(130)
     except Exception as exc:  # the last line of defence: say what broke, in one line
         if os.environ.get("PROMPTDAG_DEBUG"):
             traceback.print_exc()
-        _err(
+        err(
             f"internal error: {type(exc).__name__}: {exc}. Re-run with PROMPTDAG_DEBUG=1 and report it."
         )
         sys.exit(70)

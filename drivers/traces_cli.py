@@ -4,17 +4,14 @@ Thin: the queries live in drivers.tracing.query; errors are one line and an exit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from drivers.errors import PromptdagError
+from drivers.cli_common import user_errors
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,22 +34,6 @@ _SHOW_CALL_COLUMNS = [
     *("call_index", "step", "chunk_index", "prompt_version", "model", "input_tokens"),
     *("output_tokens", "cost_usd", "latency_s", "retries", "cached", "finish_reason"),
 ]
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Library errors → one line and their exit code (as in drivers.cli), never a traceback."""
-    try:
-        yield
-    except PromptdagError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(exc.exit_code) from None
-    except ValueError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except (sqlite3.Error, OSError) as exc:
-        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
-        raise typer.Exit(1) from None
 
 
 def _db(db: Path | None) -> Path:
@@ -94,7 +75,7 @@ def list_(
     """The most recent requests: time, variant, status, latency, calls, tokens, cost."""
     from drivers.tracing.query import list_requests, parse_since
 
-    with _user_errors():
+    with user_errors():
         df = list_requests(_db(db), parse_since(since) if since else None, limit)
     if json_out:
         _echo_json(_records(df))
@@ -120,7 +101,7 @@ def show(
 
     from drivers.tracing.query import show_request
 
-    with _user_errors():
+    with user_errors():
         request, calls = show_request(_db(db), request_id)
     if json_out:
         _echo_json({"request": _records(pd.DataFrame([request]))[0], "calls": _records(calls)})
@@ -157,7 +138,7 @@ def stats(
     from drivers.tracing.query import parse_since
     from drivers.tracing.query import stats as trace_stats
 
-    with _user_errors():
+    with user_errors():
         df = trace_stats(_db(db), by, parse_since(since) if since else None)
     if json_out:
         _echo_json(_records(df))
@@ -187,7 +168,7 @@ def export(
     from drivers.tracing.query import parse_since
 
     chosen = fmt or ("parquet" if output.suffix.lower() in (".parquet", ".pq") else "csv")
-    with _user_errors():
+    with user_errors():
         rows = trace_export(_db(db), output, chosen, table, parse_since(since) if since else None)
     typer.echo(f"wrote {rows} {table} rows to {output} ({chosen})", err=True)
 
@@ -205,7 +186,7 @@ def prune(
     """Delete old traces now (the service also prunes with `serve --retain-days`)."""
     from drivers.tracing.store import prune as prune_store
 
-    with _user_errors():
+    with user_errors():
         path = _db(db)
         requests, calls = prune_store(path, retain_days)
     typer.echo(
