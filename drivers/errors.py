@@ -18,12 +18,16 @@ options and what to do next; each carries its data as attributes and an exit cod
     │   └── CacheMissError            cache mode replay-only and the request is not cached
     ├── RenderError                   a diagram could not be rendered                       exit 5
     ├── DirtyTreeError                --require-clean and the tree has uncommitted changes  exit 6
-    └── GateError                     a prompt gate could not run (git, a ref, a subprocess) exit 2
+    ├── GateError                     a prompt gate could not run (git, a ref, a subprocess) exit 2
+    └── TraceStoreError               the trace database cannot be opened, written or read
+        ├── NoTracesError             no trace database yet                                 exit 3
+        └── TraceWriterClosedError    a trace was submitted to a closed (or unstarted) writer
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = [
     "CacheMissError",
@@ -37,12 +41,15 @@ __all__ = [
     "LLMRequestError",
     "LLMUnavailableError",
     "LimitExceededError",
+    "NoTracesError",
     "PdfEncryptedError",
     "PdfError",
     "PdfNoTextError",
     "ProjectError",
     "PromptdagError",
     "RenderError",
+    "TraceStoreError",
+    "TraceWriterClosedError",
     "VariantError",
 ]
 
@@ -162,3 +169,22 @@ class GateError(PromptdagError):
     """The gate could not run at all (as opposed to running and failing): exit 2."""
 
     exit_code = 2
+
+
+class TraceStoreError(PromptdagError):
+    """The trace database cannot be opened, written or read."""
+
+
+class NoTracesError(TraceStoreError):
+    exit_code = 3
+
+    def __init__(self, path: Path):
+        self.path = path
+        super().__init__(
+            f"no traces yet at {path}: run `promptdag serve` (traces are on by default) and send "
+            "a request, or point --db at a trace database."
+        )
+
+
+class TraceWriterClosedError(TraceStoreError):
+    pass

@@ -17,6 +17,7 @@ from drivers.errors import (
     LLMRequestError,
     LLMUnavailableError,
     PromptdagError,
+    TraceStoreError,
 )
 
 __all__ = ["ServiceError", "problem", "problem_for"]
@@ -66,6 +67,8 @@ def _status(error: PromptdagError) -> tuple[int, str, str]:
         return 502, "model-rejected", "The model rejected the request"
     if isinstance(error, LLMError):
         return 502, "model-error", "The model failed"
+    if isinstance(error, TraceStoreError):
+        return 503, "trace-store-unavailable", "Traces cannot be recorded"
     return 500, "internal", "Internal error"
 
 

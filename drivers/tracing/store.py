@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from drivers.errors import ConfigError, PromptdagError
+from drivers.errors import ConfigError, NoTracesError, TraceStoreError, TraceWriterClosedError
 from drivers.provenance import sha256_text
 
 __all__ = [
@@ -80,25 +80,6 @@ _SECRETS = (
     (re.compile(r"(?i)\bbearer\s+[\w.~+/=-]+"), "Bearer <redacted>"),
     (re.compile(r"\bsk-[\w-]{6,}"), "<redacted>"),
 )
-
-
-class TraceStoreError(PromptdagError):
-    """The trace database cannot be opened, written or read."""
-
-
-class NoTracesError(TraceStoreError):
-    exit_code = 3
-
-    def __init__(self, path: Path):
-        self.path = path
-        super().__init__(
-            f"no traces yet at {path}: run `promptdag serve` (traces are on by default) and send "
-            "a request, or point --db at a trace database."
-        )
-
-
-class TraceWriterClosedError(TraceStoreError):
-    pass
 
 
 class SpanSink(Protocol):
