@@ -69,16 +69,28 @@ class GateResult:
 
     def reasons(self) -> list[str]:
         out = list(self.problems) + self.lock.messages()
-        out += [
-            f"eval suite {s.name}: pass rate {s.result['pass_rate']} is below its threshold {s.result['threshold']} (read from {self.base})"
-            for s in self.suites
-            if s.failed and s.result is not None
-        ]
-        out += [
-            f"eval suite {s.name}: the regression judge found {s.judge['losses']} loss(es) in {s.judge['judged']} case(s), over the allowed share of {self.max_loss_share:.0%}"
-            for s in self.suites
-            if s.judge.get("failed")
-        ]
+        for s in self.suites:
+            if s.result is None:
+                continue
+            errors: dict[str, list[str]] = {}
+            for case in s.result["cases"]:
+                if case.get("run_error"):
+                    errors.setdefault(case["run_error"], []).append(case["case"])
+            out += [
+                f"eval suite {s.name}: case(s) {', '.join(cases)} could not run: {error}"
+                for error, cases in errors.items()
+            ]
+            if s.failed:
+                out.append(
+                    f"eval suite {s.name}: pass rate {s.result['pass_rate']} is below its "
+                    f"threshold {s.result['threshold']} (read from {self.base})"
+                )
+            if s.judge.get("failed"):
+                out.append(
+                    f"eval suite {s.name}: the regression judge found {s.judge['losses']} "
+                    f"loss(es) in {s.judge['judged']} case(s), over the allowed share of "
+                    f"{self.max_loss_share:.0%}"
+                )
         return out
 
     @property
@@ -93,10 +105,16 @@ def _base_suites(base_root: Path) -> dict[str, Suite]:
     return {name: load_suite(name, root=base_root) for name in list_suites(base_root)}
 
 
-def _cases(suite: Suite, head: dict[str, Any]) -> list[dict[str, Any]]:
-    default = head.get("default_variant")
+def _cases(suite: Suite, head: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each case with the variant it runs at head and the one it ran at base (a case without a
+    variant follows the default variant, which the change may have moved)."""
     return [
-        {"id": c.id, "variant": c.variant or suite.variant or default, "output": "summary"}
+        {
+            "id": c.id,
+            "variant": c.variant or suite.variant or head.get("default_variant"),
+            "base_variant": c.variant or suite.variant or base.get("default_variant"),
+            "output": "summary",
+        }
         for c in suite.cases
     ]
 
@@ -107,6 +125,7 @@ def _base_outputs(
     """The selected cases' outputs on the base tree, in a subprocess in its worktree."""
     cmd = [
         sys.executable,
+        "-P",
         "-c",
         "from drivers.cli import main; main()",
         "eval",
@@ -165,7 +184,7 @@ async def _evaluate(
     try:
         for name, base_suite in sorted(suites.items()):
             selection = select_cases(
-                _cases(base_suite, head_snap), head_snap, changed, run_all=opts.run_all
+                _cases(base_suite, head_snap, base_snap), head_snap, changed, run_all=opts.run_all
             )
             gate = SuiteGate(name, selection)
             if selection.selected:
@@ -178,6 +197,8 @@ async def _evaluate(
                     judge=judge,
                 )
                 gate.result = result.to_json()
+                relative = base_suite.path.resolve().relative_to(base_root.resolve()).as_posix()
+                gate.result["file"] = f"{opts.base}:{relative}"
                 for case in gate.result["cases"]:
                     calls["calls"] += (case.get("usage") or {}).get("calls", 0)
                     calls["cached_calls"] += (case.get("usage") or {}).get("cached_calls", 0)

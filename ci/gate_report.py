@@ -60,7 +60,7 @@ def _lines(result: GateResult) -> list[str]:
                     if a["status"] != "pass"
                 )
                 out.append(
-                    f"| `{case['case']}` | {case['status']} | {(notes or case.get('run_error') or '—').replace('|', '/')} |"
+                    f"| `{case['case']}` | {case['status']} | {(case.get('run_error') or notes or '—').replace('|', '/')} |"
                 )
         if suite.judge:
             j = suite.judge

@@ -72,6 +72,12 @@ def ref_worktree(repo: Path, ref: str) -> Iterator[Path]:
                 git(repo, "worktree", "remove", "--force", str(path))
 
 
+def _tail(stderr: str, lines: int = 6) -> str:
+    """The last meaningful lines of a subprocess's stderr (box-drawing borders dropped)."""
+    kept = [ln.strip(" │╭╮╰╯─") for ln in stderr.strip().splitlines()]
+    return " / ".join([ln for ln in kept if ln][-lines:])
+
+
 def snapshot_tree(project_dir: Path, data_dir: Path) -> dict[str, Any]:
     """The snapshot of the project at `project_dir`, taken in a separate Python process. A tree
     with no promptdag project yet gives an empty snapshot (everything in the other is new)."""
@@ -87,7 +93,15 @@ def snapshot_tree(project_dir: Path, data_dir: Path) -> dict[str, Any]:
         }
     env = {k: v for k, v in os.environ.items() if k != "PROMPTDAG_PROJECT"}
     env["PROMPTDAG_DATA_DIR"] = str(data_dir)
-    cmd = [sys.executable, "-c", "from drivers.cli import main; main()", "prompts", "snapshot"]
+    # -P: the tree's own directories never shadow the installed promptdag on sys.path.
+    cmd = [
+        sys.executable,
+        "-P",
+        "-c",
+        "from drivers.cli import main; main()",
+        "prompts",
+        "snapshot",
+    ]
     try:
         proc = subprocess.run(
             cmd,
@@ -104,7 +118,7 @@ def snapshot_tree(project_dir: Path, data_dir: Path) -> dict[str, Any]:
         ) from exc
     if proc.returncode != 0:
         raise GateError(
-            f"cannot load the prompts of {project_dir}: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}"
+            f"cannot load the prompts of {project_dir}: {_tail(proc.stderr) or f'exit {proc.returncode}'}"
         )
     data: dict[str, Any] = json.loads(proc.stdout)
     return data

@@ -80,13 +80,20 @@ def select_cases(
     *,
     run_all: bool = False,
 ) -> Selection:
-    """`cases`: dicts with `id`, `variant` (resolved) and `output` (the node it checks, e.g. summary)."""
+    """`cases`: dicts with `id`, `variant` (resolved at head), optionally `base_variant` (resolved
+    at base), and `output` (the node it checks, e.g. summary)."""
     selected: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for case in cases:
         variant = case["variant"]
         if run_all:
             selected[case["id"]] = "--all"
+            continue
+        before = case.get("base_variant")
+        if before and before != variant:
+            selected[case["id"]] = (
+                f"its variant moved {before} → {variant} (the default variant changed)"
+            )
             continue
         graph = head.get("variants", {}).get(variant, {}).get("graph")
         if graph is None:

@@ -59,7 +59,7 @@ async def _render_version(
     try:
         rendered = {}
         for name, fixture in fixtures.items():
-            text = (await render_prompts(pipeline, fixture))[pv.node]
+            text = (await render_prompts(pipeline, fixture, name))[pv.node]
             rendered[name] = {
                 "text": text,
                 "sha256": sha256_text(text),

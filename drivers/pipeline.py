@@ -18,7 +18,7 @@ from hamilton.graph_types import HamiltonGraph
 
 from drivers.catalog import PromptVersion, version_key
 from drivers.config import REQUEST_INPUTS, canonical_config
-from drivers.errors import DeadlineExceededError, ForbiddenInputError, InputError
+from drivers.errors import ConfigError, DeadlineExceededError, ForbiddenInputError, InputError
 from drivers.llm.client import LLM, run_scope
 from drivers.llm.tokens import token_counter
 from drivers.project import Project
@@ -264,17 +264,37 @@ class Pipeline:
             self.llm.cache.close()
 
 
-async def render_prompts(pipeline: Pipeline, fixture: Mapping[str, Any]) -> dict[str, str]:
+async def render_prompts(
+    pipeline: Pipeline, fixture: Mapping[str, Any], name: str = "fixture"
+) -> dict[str, str]:
     """Each selected prompt rendered on `fixture` through the real DAG: the prompt node's text,
     plus `<task>_requests` (the per-item rendering) where the dataflow has one. Upstream nodes
     named in the fixture (text_chunks, chunk_summaries) are set directly; no LLM is called."""
-    graph_nodes = {n.name for n in pipeline.graph.nodes}
+    nodes = {n.name: n for n in pipeline.graph.nodes}
     prompts = sorted(pipeline.prompts)
     per_item = [f"{p.removesuffix('_prompt')}_requests" for p in prompts]
-    wanted = prompts + [r for r in per_item if r in graph_nodes]
-    overrides = {k: v for k, v in fixture.items() if k in graph_nodes and k not in REQUEST_INPUTS}
-    inputs = {k: v for k, v in fixture.items() if k in REQUEST_INPUTS}
-    _check_request({**inputs, "text": ""})
+    wanted = prompts + [r for r in per_item if r in nodes]
+    bad = sorted(k for k in fixture if k in pipeline.prompts or k in pipeline.config)
+    if bad:
+        raise ConfigError(
+            [
+                f"fixture {name!r} sets {', '.join(bad)}: fixtures give inputs and upstream "
+                "values, never prompt nodes or config."
+            ]
+        )
+    known = {k: v for k, v in fixture.items() if k in nodes}
+    overrides = {k: v for k, v in known.items() if not nodes[k].is_external_input}
+    inputs = {k: v for k, v in known.items() if nodes[k].is_external_input}
+    try:
+        pipeline.driver.validate_execution(wanted, overrides=overrides, inputs=inputs)
+    except ValueError as exc:
+        versions = ", ".join(f"{n}@{p.version}" for n, p in sorted(pipeline.prompts.items()))
+        raise ConfigError(
+            [
+                f"{versions} cannot be rendered on {name!r}: {' '.join(str(exc).split())} Add the missing input to every "
+                "fixture in prompts/fixtures.toml (or give the prompt parameter a default)."
+            ]
+        ) from exc
     out = await pipeline.driver.execute(wanted, inputs=inputs, overrides=overrides)
     rendered = {p: str(out[p]) for p in prompts}
     for prompt, requests in zip(prompts, per_item, strict=True):

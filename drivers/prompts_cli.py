@@ -109,7 +109,7 @@ def prompts_show(
                     f"fixture {name!r} is not in prompts/fixtures.toml. Defined: {', '.join(fixtures) or 'none'}."
                 ]
             )
-        rendered = asyncio.run(render_prompts(pipeline, fixtures[name]))
+        rendered = asyncio.run(render_prompts(pipeline, fixtures[name], name))
     pv = pipeline.prompts[node]
     err(
         f"# {node}@{pv.version} (pack {pv.pack}, {pipeline.project.relpath(pv.file)}:{pv.line}) on fixture {name}"
@@ -140,8 +140,11 @@ def prompts_lock(
         ),
     ] = False,
     base: Annotated[
-        str, typer.Option(help="The ref whose lock defines the released versions.")
-    ] = "HEAD",
+        str | None,
+        typer.Option(
+            help="The ref whose lock defines the released versions (default: HEAD, in git)."
+        ),
+    ] = None,
 ) -> None:
     """Write prompts.lock (or check it): the hashes of every prompt version and variant."""
     from ci.lockfile import LOCK_FILE, check_lock, lock_from_snapshot, read_lock, render_lock
@@ -212,15 +215,19 @@ def prompts_diff(
         typer.echo(review.to_markdown())
 
 
-def _base_lock(root: Path, ref: str, name: str) -> dict[str, Any] | None:
-    """The lock as committed at `ref`, or None outside git / when that ref has none."""
+def _base_lock(root: Path, ref: str | None, name: str) -> dict[str, Any] | None:
+    """The lock as committed at `ref` (default HEAD), or None when that ref has none, or when
+    there is no git repository and no ref was asked for."""
     from ci.refs import git, project_subdir, repo_root
     from drivers.errors import GateError
 
     try:
         repo = repo_root(root)
-    except GateError:
-        return None
+    except GateError as exc:
+        if ref is None:
+            return None
+        raise GateError(f"--base {ref} needs a git repository: {exc}") from exc
+    ref = ref or "HEAD"
     path = (project_subdir(root) / name).as_posix()
     try:
         text = git(repo, "show", f"{ref}:{path}")
