@@ -228,6 +228,7 @@ def _error(status: int, message: str | None = None) -> dict[str, Any]:
 
 def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        disable_nagle_algorithm = True  # headers and body go out at once, no delayed-ACK stall
         protocol_version = "HTTP/1.1"
         timeout = MAX_DELAY_S
 
