@@ -1,0 +1,148 @@
+"""Orchestration overhead: the summarizer DAG through `Pipeline.execute` vs its node functions
+called by hand, sharing one LLM that answers instantly; the difference is Hamilton's async driver
+plus promptdag's run wrapper (the raw `AsyncDriver.execute` is timed too, to split the two)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from benchmarks._fakes import CannedTransport, use_transport
+from benchmarks._report import Report, at_most, differences, median, require, spread
+from benchmarks._timing import AsyncCall, interleaved
+from dataflows import chunking, summarize
+from drivers.factory import build_pipeline
+from drivers.pipeline import SUMMARY_OUTPUTS, Pipeline
+from prompts import default
+
+__all__ = ["NAME", "TITLE", "run"]
+
+NAME = "overhead"
+TITLE = "Orchestration overhead"
+GOAL_US, CHUNKS = 1000.0, 4
+OVERRIDES = {"llm_cache": "off", "chunk_tokens": 64, "chunk_overlap_tokens": 8}
+_SAME = [k for k in SUMMARY_OUTPUTS if k not in ("usage", "llm_calls")]  # no timings
+_SENTENCE = "Paragraph {p} sentence {s} says one plain thing about the benchmark document."
+
+
+def _document() -> str:
+    """Four paragraphs of ~55 tokens: four chunks at chunk_tokens=64."""
+    paragraphs = (" ".join(_SENTENCE.format(p=p, s=s) for s in range(4)) for p in range(CHUNKS))
+    return "\n\n".join(paragraphs)
+
+
+async def _direct(p: Pipeline, text: str) -> dict[str, Any]:
+    """The DAG's 12 executed nodes, called by hand with the arguments Hamilton would pass."""
+    c, llm = p.config, p.llm
+    counter = chunking.token_counter(c["llm_model"])
+    tokens = chunking.document_tokens(text, counter, c["max_document_tokens"])
+    chunks = chunking.text_chunks(
+        text, tokens, counter, c["chunk_tokens"], c["chunk_overlap_tokens"]
+    )
+    template = default.chunk_summary_prompt__v2()
+    requests = summarize.chunk_summary_requests(chunks, template)
+    responses = await summarize.chunk_summary_responses(requests, llm)
+    summaries = summarize.chunk_summaries(responses)
+    final_prompt = default.final_summary_prompt__v1(summaries)
+    final = await summarize.final_summary_response(final_prompt, llm)
+    calls = summarize.llm_calls(responses, final)
+    return {
+        "summary": summarize.summary(final),
+        "chunk_summaries": summaries,
+        "usage": summarize.usage(calls),
+        "llm_calls": calls,
+        "document_tokens": tokens,
+        "text_chunks": chunks,
+        "chunk_summary_prompt": template,
+        "final_summary_prompt": final_prompt,
+    }
+
+
+def _executed_nodes(p: Pipeline) -> int:
+    """Nodes the DAG computes for SUMMARY_OUTPUTS when document_text is set as an override."""
+    nodes, _ = p.driver.graph.get_upstream_nodes(
+        list(SUMMARY_OUTPUTS), {"llm": p.llm}, {"document_text": ""}
+    )
+    return sum(1 for n in nodes if not n.user_defined and n.name != "document_text")
+
+
+async def _measure(reps: int, batch: int) -> Report:
+    p = build_pipeline(variant="baseline", overrides=OVERRIDES)
+    await use_transport(p, CannedTransport())
+    for node, fn in (
+        ("chunk_summary_prompt", default.chunk_summary_prompt__v2),
+        ("final_summary_prompt", default.final_summary_prompt__v1),
+    ):
+        require(p.prompts[node].function is fn, f"variant baseline no longer uses {fn.__name__}")
+    text, outputs = _document(), list(SUMMARY_OUTPUTS)
+
+    paths: dict[str, AsyncCall] = {
+        "dag": lambda: p.execute(outputs, {}, document_text=text),
+        "hamilton": lambda: p.driver.execute(
+            outputs, inputs={"llm": p.llm}, overrides={"document_text": text}
+        ),
+        "direct": lambda: _direct(p, text),
+    }
+    a, b = await p.execute(outputs, {}, document_text=text), await _direct(p, text)
+    require(all(a[k] == b[k] for k in _SAME), "the DAG and the direct path computed otherwise")
+    require(len(a["text_chunks"]) == CHUNKS, f"{len(a['text_chunks'])} chunks, not {CHUNKS}")
+    nodes = _executed_nodes(p)
+    require(nodes == 12, f"the DAG executes {nodes} nodes; make _direct call the same ones")
+    wall, cpu = await interleaved(paths, reps, batch)
+    await p.aclose()
+    pairs = (("dag", "direct"), ("hamilton", "direct"), ("dag", "hamilton"))
+    over_us, raw_us, wrap_us = (median(differences(cpu[a], cpu[b])) * 1e6 for a, b in pairs)
+    wall_us, calls = median(differences(wall["dag"], wall["direct"])) * 1e6, CHUNKS + 1
+    split = (
+        f"About {raw_us:.0f} µs of it is Hamilton's async driver (graph walks, one asyncio task "
+        f"per node, lifecycle dispatch) and {wrap_us:.0f} µs promptdag's run wrapper (request "
+        "checks, deadline scope, task tracking)."
+        if wrap_us > 0
+        else "Nearly all of it is Hamilton's async driver (graph walks, one asyncio task per node, "
+        "lifecycle dispatch); promptdag's run wrapper is too small to separate from the noise."
+    )
+
+    def row(label: str, a: str, b: str = "", scale: float = 1e6, digits: int = 0) -> list[str]:
+        c, w = ((d[a] if not b else differences(d[a], d[b])) for d in (cpu, wall))
+        cells = [f"{median(c) * scale:.{digits}f} µs", spread(c, scale, digits)]
+        return [label, *cells, f"{median(w) * scale:.{digits}f} µs"]
+
+    return Report(
+        name=NAME,
+        title=TITLE,
+        goals=[at_most("DAG − direct, CPU per request", GOAL_US, over_us, " µs")],
+        headers=["Measure", "CPU time", f"CPU range, {reps} reps (µs)", "Wall time"],
+        rows=[
+            row("DAG (`Pipeline.execute`), per request", "dag"),
+            row("raw `AsyncDriver.execute`, per request", "hamilton"),
+            row("direct calls, per request", "direct"),
+            row("**overhead: DAG − direct**, per request", "dag", "direct"),
+            row(f"overhead per executed node ({nodes} nodes)", "dag", "direct", 1e6 / nodes, 1),
+            row("of which Hamilton (raw driver − direct)", "hamilton", "direct"),
+            row("of which the run wrapper (DAG − raw driver)", "dag", "hamilton"),
+            row(f"direct path per LLM call ({calls} calls)", "direct", "", 1e6 / calls),
+        ],
+        method=(
+            f"variant `baseline`, config `{OVERRIDES}`; a {len(text)}-character text giving "
+            f"{CHUNKS} chunks, so {calls} LLM calls per request. All paths share one `LLM` whose "
+            "openai SDK client sits on an httpx2 transport that answers at once with a canned "
+            f"`chat.completion`. Each rep takes the median of {batch} sequential requests per "
+            f"path (the order rotates); the table gives medians over {reps} reps of those and of "
+            "their paired differences. With the model answering at once a request is pure CPU, so "
+            "the goal is judged on CPU time (`time.process_time`), which a busy neighbour does "
+            "not inflate as it does wall time; on an idle machine the two agree. DAG and direct "
+            "path were checked to compute the same values."
+        ),
+        explanation=(
+            f"Orchestration adds {over_us:.0f} µs of CPU per request ({over_us / nodes:.1f} µs per "
+            f"node; {wall_us:.0f} µs of wall time), {over_us / (median(cpu['dag']) * 1e6):.0%} of "
+            "a request whose model answers in zero time: "
+            f"{'within' if over_us <= GOAL_US else '**over**'} the {GOAL_US:.0f} µs goal. "
+            f"{split} The direct path is mostly the openai SDK building and parsing each "
+            "request. Next to a real model's latency (hundreds of ms a call) all of this is noise."
+        ),
+    )
+
+
+def run(quick: bool = False) -> Report:
+    return asyncio.run(_measure(reps=5 if quick else 15, batch=20 if quick else 50))
