@@ -178,12 +178,8 @@ class LLM:
         run.step = step
         left = run.deadline - time.monotonic()
         if left <= 0:
-            raise DeadlineExceededError(
-                f"the run's deadline passed before step {step} could call the model. Raise "
-                "llm_deadline_s, or send a shorter document.",
-                backend=self.settings.backend,
-                model=self.settings.model,
-                step=step,
+            raise self._deadline_error(
+                step, f"the run's deadline passed before step {step} could call the model."
             )
         return min(self.settings.timeout_s, left)
 
@@ -261,9 +257,14 @@ class LLM:
         return text.replace(key, "<OPENAI_API_KEY>") if isinstance(key, str) and key else text
 
     def _deadline_passed(self, step: str, index: int | None, attempts: int) -> LLMError:
+        return self._deadline_error(
+            step,
+            f"{self._where(step, index)}: the run's deadline passed after {max(attempts, 1)} attempt(s).",
+        )
+
+    def _deadline_error(self, step: str, what: str) -> DeadlineExceededError:
         return DeadlineExceededError(
-            f"{self._where(step, index)}: the run's deadline passed after {max(attempts, 1)} "
-            "attempt(s). Raise llm_deadline_s, or send a shorter document.",
+            f"{what} Raise llm_deadline_s, or send a shorter document.",
             backend=self.settings.backend,
             model=self.settings.model,
             step=step,
