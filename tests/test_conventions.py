@@ -104,3 +104,20 @@ def test_lockfile_pins_hashes_and_names_no_index() -> None:
     pins = re.findall(r"^([A-Za-z0-9_.\-\[\]]+)==", lock, re.M)
     assert len(pins) > 20
     assert lock.count("--hash=sha256:") >= len(pins)
+
+
+@pytest.mark.parametrize("name", ["workflows/prompt-gate.yml", "pull_request_template.md"])
+def test_github_copies_match_ci(name: str) -> None:
+    """ci/github/ is the source; .github/ is the copy GitHub reads."""
+    source = (REPO / "ci" / "github" / name).read_text(encoding="utf-8")
+    assert (REPO / ".github" / name).read_text(encoding="utf-8") == source
+
+
+def test_gate_workflow_runs_the_gate_against_the_base_branch() -> None:
+    workflow = (REPO / "ci" / "github" / "workflows" / "prompt-gate.yml").read_text(
+        encoding="utf-8"
+    )
+    assert 'promptdag gate "origin/${{ github.base_ref }}" --report-dir out/gate' in workflow
+    assert "fetch-depth: 0" in workflow and "prompts/**" in workflow and "dataflows/**" in workflow
+    hooks = (REPO / "ci" / "pre-commit-config.yaml").read_text(encoding="utf-8")
+    assert "promptdag prompts lock --check" in hooks
