@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,8 @@ import pytest
 
 from drivers.errors import CacheMissError, ConfigError
 from drivers.llm.cache import CACHE_MODES, ResponseCache, request_key
-from drivers.llm.client import LLM, LLMSettings, make_openai_client
+from drivers.llm.client import LLM
+from tests.fakes.llm import open_llm
 from tests.fakes.openai_server import OpenAIServer
 
 STEP = "chunk_summaries"
@@ -39,28 +39,11 @@ def open_cache(path: Path, mode: str) -> Iterator[ResponseCache]:
         cache.close()
 
 
-@contextlib.asynccontextmanager
-async def make_llm(
+def make_llm(
     server: OpenAIServer, cache: ResponseCache | None, **settings: Any
-) -> AsyncIterator[LLM]:
-    """An `LLM` built the way the driver factory builds it, closed on exit."""
-    base = LLMSettings(
-        backend="openai",
-        model="gpt-test",
-        temperature=0.0,
-        max_output_tokens=64,
-        timeout_s=5.0,
-        max_retries=0,
-        max_concurrency=4,
-        base_url=server.base_url,
-    )
-    llm_settings = dataclasses.replace(base, **settings)
-    client = make_openai_client(llm_settings, api_key="sk-test-secret")
-    llm = LLM(llm_settings, client, cache=cache, prices={"gpt-test": (1.0, 2.0)})
-    try:
-        yield llm
-    finally:
-        await llm.aclose()
+) -> contextlib.AbstractAsyncContextManager[LLM]:
+    """An `LLM` built the way the driver factory builds it (no retries), closed on exit."""
+    return open_llm(server, cache=cache, **{"max_retries": 0, **settings})
 
 
 def rows(path: Path) -> int:

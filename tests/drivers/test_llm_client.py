@@ -5,20 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from drivers.errors import DeadlineExceededError, LLMRequestError, LLMUnavailableError
-from drivers.llm.client import LLM, LLMSettings, make_openai_client, run_scope
+from drivers.llm.client import LLM, run_scope
+from tests.fakes.llm import API_KEY, open_llm
 from tests.fakes.openai_server import OpenAIServer
 
-API_KEY = "sk-test-secret"
-PRICES = {"gpt-test": (1.0, 2.0)}
 FAST_RETRY = {"retry-after-ms": "10"}
 STEP = "chunk_summaries"
 
@@ -28,26 +25,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@contextlib.asynccontextmanager
-async def make_llm(server: OpenAIServer, **settings: Any) -> AsyncIterator[LLM]:
+def make_llm(server: OpenAIServer, **settings: Any) -> contextlib.AbstractAsyncContextManager[LLM]:
     """An `LLM` built the way the driver factory builds it, closed on exit."""
-    base = LLMSettings(
-        backend="openai",
-        model="gpt-test",
-        temperature=0.0,
-        max_output_tokens=64,
-        timeout_s=5.0,
-        max_retries=2,
-        max_concurrency=4,
-        base_url=server.base_url,
-    )
-    llm_settings = dataclasses.replace(base, **settings)
-    client = make_openai_client(llm_settings, api_key=API_KEY)
-    llm = LLM(llm_settings, client, cache=None, prices=PRICES)
-    try:
-        yield llm
-    finally:
-        await llm.aclose()
+    return open_llm(server, **settings)
 
 
 @pytest.mark.anyio
