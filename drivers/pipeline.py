@@ -235,7 +235,8 @@ class Pipeline:
         started = time.perf_counter()
         wanted = list(SUMMARY_OUTPUTS) + ([] if text is not None else ["pdf_document"])
         out = await self.execute(wanted, inputs, document_text=text)
-        notes = [self.llm_token_note()] if self.llm_token_note() else []
+        token_note = self.llm_token_note()
+        notes = [token_note] if token_note else []
         doc = out.get("pdf_document")
         if doc is not None:
             if doc.pypdf_warnings:

@@ -70,6 +70,27 @@ def _served_weights(settings: ServiceSettings) -> dict[str, float]:
     return {n: settings.weights.get(n, variants.variants[n].weight) for n in names}
 
 
+async def _build_variants(
+    settings: ServiceSettings, weights: dict[str, float], adapters: list[Any]
+) -> dict[str, Pipeline]:
+    """One Pipeline per served variant, through the factory; every problem of every variant is
+    reported at once, and nothing built is left open when any variant fails."""
+    pipelines: dict[str, Pipeline] = {}
+    problems: list[str] = []
+    for name in weights:
+        try:
+            pipelines[name] = build_pipeline(
+                variant=name, overrides=settings.config, project=settings.project, adapters=adapters
+            )
+        except ConfigError as exc:
+            problems.extend(f"variant {name!r}: {p}" for p in exc.problems)
+    if problems:
+        for pipeline in pipelines.values():
+            await pipeline.aclose()
+        raise ConfigError(problems)
+    return pipelines
+
+
 async def _start(state: ServiceState) -> None:
     settings = state.settings
     settings.check()
@@ -83,16 +104,12 @@ async def _start(state: ServiceState) -> None:
 
         state.tracer = start_tracing(settings)
         adapters = [state.tracer.adapter]
-    problems: list[str] = []
-    for name in weights:
-        try:
-            state.pipelines[name] = build_pipeline(
-                variant=name, overrides=settings.config, project=settings.project, adapters=adapters
-            )
-        except ConfigError as exc:
-            problems.extend(f"variant {name!r}: {p}" for p in exc.problems)
-    if problems:
-        raise ConfigError(problems)
+    try:
+        state.pipelines = await _build_variants(settings, weights, adapters)
+    except ConfigError:
+        if state.tracer is not None:
+            await asyncio.to_thread(state.tracer.close)
+        raise
     for pipeline in state.pipelines.values():
         await pipeline.driver.ainit()
     state.ready = True
@@ -111,20 +128,9 @@ async def preflight(settings: ServiceSettings) -> dict[str, float]:
     bad variant is one clear line instead of a failed startup. Returns the normalized weights."""
     settings.check()
     weights = _served_weights(settings)
-    assigner = Assigner(weights, salt=settings.assignment_salt)
-    problems: list[str] = []
-    for name in weights:
-        try:
-            pipeline = build_pipeline(
-                variant=name, overrides=settings.config, project=settings.project
-            )
-        except ConfigError as exc:
-            problems.extend(f"variant {name!r}: {p}" for p in exc.problems)
-        else:
-            await pipeline.aclose()
-    if problems:
-        raise ConfigError(problems)
-    return assigner.weights
+    for pipeline in (await _build_variants(settings, weights, [])).values():
+        await pipeline.aclose()
+    return Assigner(weights, salt=settings.assignment_salt).weights
 
 
 def _authorized(state: ServiceState, request: Request) -> bool:

@@ -247,8 +247,12 @@ def test_an_invalid_variant_stops_startup(make_client) -> None:
 
 
 def test_a_variant_that_does_not_build_stops_startup(make_client) -> None:
+    import threading
+
     with pytest.raises(ConfigError, match="variant 'baseline': chunk_summary_prompt_version='v9'"):
         make_client(variants=("baseline",), config={"chunk_summary_prompt_version": "v9"})
+    # the trace writer started before the builds failed, and was closed again
+    assert not [t for t in threading.enumerate() if t.name == "promptdag-trace-writer"]
 
 
 def test_no_keys_refuses_to_start(make_client) -> None:
