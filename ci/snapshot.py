@@ -25,6 +25,8 @@ from drivers.variants import load_variants
 __all__ = ["SNAPSHOT_VERSION", "prompt_key", "take_snapshot"]
 
 SNAPSHOT_VERSION = 1
+# Snapshots record prompts, not provenance: the many Drivers built for one need no git reading.
+_NO_GIT = {"available": False, "reason": "not read for a prompt snapshot"}
 
 
 def prompt_key(pack: str, node: str, version: str) -> str:
@@ -54,7 +56,7 @@ async def _render_version(
         version_key(pv.node): pv.version,
         "llm_cache": "off",
     }
-    pipeline = build_pipeline(project=project, overrides=overrides)
+    pipeline = build_pipeline(project=project, overrides=overrides, git=_NO_GIT)
     counter = token_counter(pipeline.config["llm_model"])
     try:
         rendered = {}
@@ -86,7 +88,9 @@ async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
         "config": raw.config,
     }
     try:
-        pipeline = build_pipeline(project=project, variant=name, overrides={"llm_cache": "off"})
+        pipeline = build_pipeline(
+            project=project, variant=name, overrides={"llm_cache": "off"}, git=_NO_GIT
+        )
     except PromptdagError as exc:
         return {**out, "error": str(exc)}
     try:

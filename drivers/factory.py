@@ -141,11 +141,13 @@ def build_pipeline(
     project: Project | str | Path | None = None,
     adapters: Sequence[lifecycle.LifecycleAdapter] = (),
     require_clean_tree: bool = False,
+    git: dict[str, Any] | None = None,
 ) -> Pipeline:
     """Build and validate the Driver for `variant` (default: the variants file's default) with
-    `overrides` on top. Raises ConfigError/VariantError/ProjectError listing what is defined."""
+    `overrides` on top. Raises ConfigError/VariantError/ProjectError listing what is defined.
+    `git`: the tree's git state when the caller already read it (several Drivers of one tree)."""
     proj = project if isinstance(project, Project) else load_project(project)
-    git = git_state(proj.root)
+    git = git if git is not None else git_state(proj.root)
     if require_clean_tree:
         require_clean(git)
     variants = load_variants(proj.variants_path)

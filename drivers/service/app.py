@@ -23,6 +23,7 @@ from drivers.errors import ConfigError, PromptdagError
 from drivers.factory import build_pipeline
 from drivers.pipeline import Pipeline, RunResult
 from drivers.project import load_project
+from drivers.provenance import git_state
 from drivers.service.assignment import Assigner
 from drivers.service.body import SummaryInput, read_summary_input, request_body_openapi
 from drivers.service.metrics import ServiceMetrics
@@ -77,10 +78,12 @@ async def _build_variants(
     reported at once, and nothing built is left open when any variant fails."""
     pipelines: dict[str, Pipeline] = {}
     problems: list[str] = []
+    project = load_project(settings.project)
+    git = git_state(project.root)  # one reading for every variant: they report the same build
     for name in weights:
         try:
             pipelines[name] = build_pipeline(
-                variant=name, overrides=settings.config, project=settings.project, adapters=adapters
+                variant=name, overrides=settings.config, project=project, adapters=adapters, git=git
             )
         except ConfigError as exc:
             problems.extend(f"variant {name!r}: {p}" for p in exc.problems)
