@@ -48,6 +48,22 @@ def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipe
     return build_pipeline(variant=variant, overrides=overrides(config), **kwargs)
 
 
+def _weights(pairs: list[str] | None) -> dict[str, float]:
+    """`--weight NAME=W` pairs as numbers; anything else is a ConfigError naming the pair."""
+    out: dict[str, float] = {}
+    problems = []
+    for name, value in overrides(pairs).items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            problems.append(
+                f"--weight {name}={value}: the weight must be a number >= 0, e.g. {name}=0.2."
+            )
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
 def _read_document(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise InputError(f"{path}: no such file. Check the path.")
@@ -246,7 +262,7 @@ def serve(
     from drivers.service.settings import ServiceSettings, load_api_keys
 
     with user_errors():
-        weights = {k: float(v) for k, v in overrides(weight).items()}
+        weights = _weights(weight)
         settings = ServiceSettings(
             api_keys=load_api_keys(api_key_file),
             variants=tuple(variant) if variant else None,

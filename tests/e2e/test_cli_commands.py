@@ -229,3 +229,26 @@ def test_require_clean_refuses_a_dirty_tree(cli, tmp_path: Path) -> None:
     proc = cli("summarize", "doc.txt", "--require-clean", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["provenance"]["git"]["dirty"] is False
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["serve", "--insecure-no-auth", "--weight", "concise=lots"],
+            "--weight concise=lots: the weight must be a number",
+        ),
+        (["serve", "--insecure-no-auth", "--weight", "concise"], "is not KEY=VALUE"),
+        (["serve", "--insecure-no-auth", "--variant", "nope"], "variant 'nope' is not defined"),
+        (["serve"], "no API keys: set PROMPTDAG_API_KEYS"),
+        (
+            ["gate", "HEAD", "--cache", "sometimes"],
+            "--cache 'sometimes': use off, use or replay-only.",
+        ),
+        (["eval", "--suite", "nope"], "suite 'nope' is not defined"),
+    ],
+)
+def test_bad_command_options_are_one_line_and_exit_2(cli, args: list[str], message: str) -> None:
+    proc = cli(*args, timeout=60, env={"PROMPTDAG_API_KEYS": ""})  # never start a server here
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
