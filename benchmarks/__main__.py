@@ -14,7 +14,7 @@ from types import ModuleType
 from benchmarks import extraction, fanout, gate, overhead, service
 from benchmarks._report import Report, machine, median, render, table
 from benchmarks._timing import LoadSampler
-from drivers.provenance import git_state
+from promptdag.provenance import git_state
 
 BENCHMARKS: dict[str, ModuleType] = {
     m.NAME: m for m in (overhead, fanout, extraction, service, gate)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx2
 import openai
 
-from drivers.pipeline import Pipeline
+from promptdag.pipeline import Pipeline
 
 __all__ = ["CannedTransport", "use_transport"]
 

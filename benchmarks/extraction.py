@@ -13,12 +13,12 @@ from pathlib import Path
 
 from benchmarks._report import Report, at_least, median, require, spread
 from benchmarks._timing import fresh_process
+from dataflows._pdf import PdfLimits, extract_pdf
 from dataflows._text import clean_text, token_windows
-from drivers.config import DEFAULTS
-from drivers.factory import build_pipeline
-from drivers.llm.tokens import token_counter
-from drivers.pdf import PdfLimits, extract_pdf
-from drivers.pipeline import Pipeline
+from promptdag.config import DEFAULTS
+from promptdag.factory import build_pipeline
+from promptdag.llm.tokens import token_counter
+from promptdag.pipeline import Pipeline
 
 __all__ = ["NAME", "TITLE", "cold_once", "run"]
 

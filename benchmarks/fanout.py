@@ -12,8 +12,8 @@ from benchmarks._fakes import CannedTransport, use_transport
 from benchmarks._report import Report, at_most, median, require, spread, table
 from benchmarks._schedule import SEGMENTS, Timeline
 from dataflows import chunking
-from drivers.factory import build_pipeline
-from drivers.pipeline import Pipeline
+from promptdag.factory import build_pipeline
+from promptdag.pipeline import Pipeline
 
 __all__ = ["NAME", "TITLE", "run"]
 

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from benchmarks._report import Report, at_most, differences, median, require, spread
-from tests.ci.repo import GateRun, ThrowawayRepo, final_summary_version, switch_variant
+from tests.promptdag.gate.repo import GateRun, ThrowawayRepo, final_summary_version, switch_variant
 
 __all__ = ["NAME", "TITLE", "run"]
 

@@ -11,8 +11,8 @@ from benchmarks._fakes import CannedTransport, use_transport
 from benchmarks._report import Report, at_most, differences, median, require, spread
 from benchmarks._timing import AsyncCall, interleaved
 from dataflows import chunking, summarize
-from drivers.factory import build_pipeline
-from drivers.pipeline import SUMMARY_OUTPUTS, Pipeline
+from promptdag.factory import build_pipeline
+from promptdag.pipeline import SUMMARY_OUTPUTS, Pipeline
 from prompts import default
 
 __all__ = ["NAME", "TITLE", "run"]

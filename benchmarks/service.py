@@ -26,7 +26,7 @@ from benchmarks._fake_llm import FakeLLM, fake_llm
 from benchmarks._loadgen import run_load
 from benchmarks._report import Report, at_most, median, require, spread, table
 from dataflows import chunking
-from drivers.config import DEFAULTS
+from promptdag.config import DEFAULTS
 
 __all__ = ["NAME", "TITLE", "run"]
 

@@ -8,9 +8,9 @@ Outputs: token_counter, document_tokens, text_chunks.
 from __future__ import annotations
 
 from dataflows._text import token_windows
-from drivers.errors import ConfigError, InputError, LimitExceededError
-from drivers.llm.tokens import TokenCounter
-from drivers.llm.tokens import token_counter as counter_for_model
+from promptdag.errors import ConfigError, InputError, LimitExceededError
+from promptdag.llm.tokens import TokenCounter
+from promptdag.llm.tokens import token_counter as counter_for_model
 
 
 def token_counter(llm_model: str) -> TokenCounter:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
+from dataflows._pdf import PdfDocument, PdfLimits, extract_pdf
 from dataflows._text import clean_text
-from drivers.pdf import PdfDocument, PdfLimits, extract_pdf
 
 
 async def pdf_document(

@@ -13,8 +13,8 @@ from string import Template
 from typing import Any
 
 from dataflows._text import delimit
-from drivers.errors import ConfigError, LLMError
-from drivers.llm.client import LLM, LLMCall
+from promptdag.errors import ConfigError, LLMError
+from promptdag.llm.client import LLM, LLMCall
 
 
 def chunk_summary_requests(text_chunks: list[str], chunk_summary_prompt: str) -> list[str]:

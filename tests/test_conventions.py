@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.catalog import discover_prompts
-from drivers.project import load_project
+from promptdag.catalog import discover_prompts
+from promptdag.project import load_project
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ def test_every_prompt_version_is_decorated_and_named_by_convention() -> None:
 def test_every_readme_promptdag_subcommand_exists() -> None:
     from typer.main import get_command
 
-    from drivers.cli import app
+    from promptdag.cli import app
 
     root = get_command(app)
     text = (REPO / "README.md").read_text(encoding="utf-8")
@@ -62,7 +62,9 @@ def _python_modules(*parts: str) -> list[Path]:
     return sorted(p for part in parts for p in (REPO / part).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _python_modules("drivers"), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize(
+    "path", _python_modules("promptdag"), ids=lambda p: str(p.relative_to(REPO))
+)
 def test_public_surface_is_an_explicit_all(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     names = [

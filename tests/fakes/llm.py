@@ -8,8 +8,8 @@ import dataclasses
 from collections.abc import AsyncIterator
 from typing import Any
 
-from drivers.llm.cache import ResponseCache
-from drivers.llm.client import LLM, LLMSettings, make_openai_client
+from promptdag.llm.cache import ResponseCache
+from promptdag.llm.client import LLM, LLMSettings, make_openai_client
 from tests.fakes.openai_server import OpenAIServer
 
 API_KEY = "sk-test-secret"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from drivers.catalog import discover_prompts, load_fixtures, version_key
-from drivers.factory import build_pipeline
-from drivers.pipeline import render_prompts
-from drivers.project import load_project
+from promptdag.catalog import discover_prompts, load_fixtures, version_key
+from promptdag.factory import build_pipeline
+from promptdag.pipeline import render_prompts
+from promptdag.project import load_project
 
 REPO = Path(__file__).resolve().parents[2]
 SNAPSHOTS = Path(__file__).resolve().parent / "snapshots"

@@ -1,0 +1,400 @@
+"""`promptdag`: the command line. Thin: every command builds through the driver factory, and
+every library error becomes one line on stderr plus the exit code documented in errors.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from promptdag.cli_common import ConfigOpt, JsonOpt, VariantOpt, err, overrides, user_errors
+from promptdag.errors import ConfigError, InputError
+from promptdag.eval_cli import register as register_eval
+from promptdag.factory import build_pipeline
+from promptdag.pipeline import Pipeline, RunResult
+from promptdag.project import load_project
+from promptdag.prompts_cli import prompts_app
+from promptdag.traces_cli import traces_app
+from promptdag.variants import load_variants
+
+__all__ = ["app", "main"]
+
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
+
+app = typer.Typer(
+    name="promptdag",
+    help="Prompts as code on a Hamilton DAG: summarize documents, inspect prompt versions, render the DAG.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+variants_app = typer.Typer(
+    help="Inspect the named variants in prompts/variants.toml.", no_args_is_help=True
+)
+app.add_typer(prompts_app, name="prompts")
+app.add_typer(variants_app, name="variants")
+app.add_typer(traces_app, name="traces")
+register_eval(app)
+
+
+def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipeline:
+    return build_pipeline(variant=variant, overrides=overrides(config), **kwargs)
+
+
+def _weights(pairs: list[str] | None) -> dict[str, float]:
+    """`--weight NAME=W` pairs as numbers; anything else is a ConfigError naming the pair."""
+    out: dict[str, float] = {}
+    problems = []
+    for name, value in overrides(pairs).items():
+        try:
+            out[name] = float(value)
+        except ValueError:
+            problems.append(
+                f"--weight {name}={value}: the weight must be a number >= 0, e.g. {name}=0.2."
+            )
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def _read_document(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise InputError(f"{path}: no such file. Check the path.")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file.")
+    data = path.read_bytes()
+    if path.suffix.lower() in TEXT_SUFFIXES:
+        try:
+            return {"text": data.decode("utf-8")}
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
+    return {"pdf_bytes": data, "source_name": path.name}
+
+
+def _footer(result: RunResult, pipeline: Pipeline) -> str:
+    usage = result.outputs["usage"]
+    fp = result.fingerprint
+    git = fp["git"]
+    where = (
+        f"git {git['sha'][:10]}{' (dirty)' if git['dirty'] else ''}"
+        if git.get("available")
+        else f"git: {git.get('reason')}"
+    )
+    versions = " ".join(f"{n}@{p['version']}" for n, p in fp["prompts"].items())
+    cost = "n/a" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
+    model = result.outputs["llm_calls"][-1]["model"]
+    return (
+        f"— {model} · variant {pipeline.variant} · {versions} · {usage['calls']} calls "
+        f"({usage['cached_calls']} cached) · {usage['input_tokens']}→{usage['output_tokens']} tokens · "
+        f"{cost} · {result.latency_s:.2f} s · {where} · fingerprint {fp['id']}"
+    )
+
+
+async def _summarize(pipeline: Pipeline, inputs: dict[str, Any]) -> RunResult:
+    try:
+        return await pipeline.summarize(**inputs)
+    finally:
+        await pipeline.aclose()
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  promptdag summarize examples/the-man-without-a-body.pdf\n\n"
+    "  promptdag summarize paper.pdf --json\n\n"
+    "  promptdag summarize paper.pdf --config chunk_summary_prompt_version=v1\n\n"
+    "  promptdag summarize paper.pdf --variant concise --query 'What is the main result?'\n\n"
+    "  OPENAI_API_KEY=... promptdag summarize paper.pdf -c llm_backend=openai -c llm_model=gpt-4o-mini"
+)
+def summarize(
+    path: Annotated[Path, typer.Argument(help="A PDF (or a .txt/.md text file) to summarize.")],
+    json_out: JsonOpt = False,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    query: Annotated[
+        str, typer.Option("--query", "-q", help="A question the summary should answer.")
+    ] = "",
+    content_type: Annotated[
+        str | None,
+        typer.Option("--content-type", help="What the document is, e.g. 'a news article'."),
+    ] = None,
+    password: Annotated[str, typer.Option("--password", help="Password of an encrypted PDF.")] = "",
+    require_clean: Annotated[
+        bool,
+        typer.Option("--require-clean", help="Refuse to run from a tree with uncommitted changes."),
+    ] = False,
+) -> None:
+    """Summarize a document; the summary goes to stdout, a provenance line to stderr."""
+    with user_errors():
+        inputs = _read_document(path)
+        if query:
+            inputs["user_query"] = query
+        if content_type is not None:
+            inputs["content_type"] = content_type
+        if password:
+            inputs["pdf_password"] = password
+        pipeline = _build(variant, config, require_clean_tree=require_clean)
+        result = asyncio.run(_summarize(pipeline, inputs))
+    if json_out:
+        typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
+        return
+    typer.echo(result.summary)
+    for note in result.notes:
+        err(f"note: {note}")
+    if pipeline.llm.settings.backend == "offline":
+        err(
+            "note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text."
+        )
+    err(_footer(result, pipeline))
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  promptdag render -o dag.svg\n\n"
+    "  promptdag render --format mermaid --variant concise\n\n"
+    "  promptdag render -o dag.png -c chunk_summary_prompt_version=v1"
+)
+def render(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format", "-f", help="svg, png, dot or mermaid (default: from -o, else mermaid)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+) -> None:
+    """Render the DAG of a variant: prompt nodes highlighted with their versions."""
+    from promptdag.render import render as render_dag
+
+    suffixes = {
+        ".svg": "svg",
+        ".png": "png",
+        ".dot": "dot",
+        ".gv": "dot",
+        ".mmd": "mermaid",
+        ".md": "mermaid",
+    }
+    chosen = fmt or (suffixes.get(output.suffix.lower()) if output else None) or "mermaid"
+    with user_errors():
+        pipeline = _build(variant, config)
+        data = render_dag(pipeline, chosen)
+        if output is None and chosen in ("svg", "png"):
+            raise InputError(
+                f"--format {chosen} is binary: write it to a file with -o dag.{chosen}."
+            )
+    if output is None:
+        sys.stdout.write(data.decode("utf-8"))
+        return
+    output.write_bytes(data)
+    err(f"wrote {output} ({chosen}, variant {pipeline.variant})")
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "  PROMPTDAG_API_KEYS=secret promptdag serve --host 127.0.0.1 --port 8000\n\n"
+    "  promptdag serve --api-key-file keys.txt --variant baseline --variant concise --weight concise=0.2\n\n"
+    "  promptdag serve --otlp-endpoint http://127.0.0.1:4318 --redact --retain-days 30"
+)
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            "-V",
+            help="Serve this variant (repeatable; default: every variant with weight > 0).",
+        ),
+    ] = None,
+    weight: Annotated[
+        list[str] | None, typer.Option("--weight", help="Override a weight: NAME=W (repeatable).")
+    ] = None,
+    config: ConfigOpt = None,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(help="File with one API key per line (or set PROMPTDAG_API_KEYS)."),
+    ] = None,
+    allow_variant_header: Annotated[
+        bool, typer.Option(help="Let requests force a variant with X-Promptdag-Variant.")
+    ] = False,
+    protect_ops: Annotated[
+        bool, typer.Option(help="Require the API key on /healthz, /readyz, /v1/version, /metrics.")
+    ] = False,
+    insecure_no_auth: Annotated[
+        bool, typer.Option(help="Serve without API keys (local experiments only).")
+    ] = False,
+    max_in_flight: Annotated[
+        int, typer.Option(help="Requests processed at once; more get 503 + Retry-After.")
+    ] = 64,
+    max_upload_bytes: Annotated[int, typer.Option(help="Largest accepted request body.")] = 20
+    * 1024
+    * 1024,
+    traces: Annotated[
+        bool, typer.Option(help="Record every request and LLM call in the trace store.")
+    ] = True,
+    redact: Annotated[
+        bool, typer.Option(help="Store only hashes of prompts and responses in traces.")
+    ] = False,
+    retain_days: Annotated[
+        float | None, typer.Option(help="Delete traces older than this many days.")
+    ] = None,
+    otlp_endpoint: Annotated[
+        str | None, typer.Option(help="Also export spans over OTLP/HTTP to this endpoint.")
+    ] = None,
+    graceful_timeout: Annotated[
+        int, typer.Option(help="Seconds to let in-flight requests finish on shutdown.")
+    ] = 30,
+) -> None:
+    """Serve summaries over HTTP: every variant's Driver built once, A/B assignment, traces."""
+    import uvicorn
+
+    from promptdag.service.app import create_app, preflight
+    from promptdag.service.settings import ServiceSettings, load_api_keys
+
+    with user_errors():
+        weights = _weights(weight)
+        settings = ServiceSettings(
+            api_keys=load_api_keys(api_key_file),
+            variants=tuple(variant) if variant else None,
+            weights=weights,
+            config=overrides(config),
+            allow_variant_header=allow_variant_header,
+            protect_ops=protect_ops,
+            insecure_no_auth=insecure_no_auth,
+            max_in_flight=max_in_flight,
+            max_upload_bytes=max_upload_bytes,
+            traces=traces,
+            redact=redact,
+            retain_days=retain_days,
+            otlp_endpoint=otlp_endpoint,
+        )
+        served = asyncio.run(preflight(settings))
+    err(
+        f"serving {', '.join(f'{n} ({w:.0%})' for n, w in served.items())} on http://{host}:{port} (docs: /docs)"
+    )
+    # uvicorn re-raises SIGTERM after its graceful shutdown; a drained, flushed stop exits 0.
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=graceful_timeout,
+            lifespan="on",
+        )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@app.command(
+    epilog="Examples:\n\n  promptdag gate origin/main --report-dir out/\n\n"
+    "  promptdag gate HEAD~1 --all --cache replay-only\n\n"
+    "  OPENAI_API_KEY=... promptdag gate origin/main --judge-backend openai --judge-model gpt-4o-mini\n\n"
+    "Exit codes: 0 pass, 1 gate failed, 2 could not run."
+)
+def gate(
+    base: Annotated[
+        str, typer.Argument(help="The git ref the change is judged against, e.g. origin/main.")
+    ],
+    report_dir: Annotated[
+        Path, typer.Option(help="Where report.md, report.html and report.json go.")
+    ] = Path("out/gate"),
+    run_all: Annotated[
+        bool,
+        typer.Option("--all", help="Run every eval case, not only those downstream of a change."),
+    ] = False,
+    cache: Annotated[
+        str,
+        typer.Option(help="Response cache for the evals: use, replay-only (deterministic) or off."),
+    ] = "use",
+    judge_backend: Annotated[str, typer.Option(help="Backend of the judge model.")] = "openai",
+    judge_model: Annotated[
+        str | None,
+        typer.Option(
+            envvar="PROMPTDAG_JUDGE_MODEL",
+            help="Judge model (none: judge steps are skipped, visibly).",
+        ),
+    ] = None,
+    max_loss_share: Annotated[
+        float, typer.Option(help="Fail when the regression judge's losses exceed this share.")
+    ] = 0.2,
+) -> None:
+    """Gate a prompt change: lock check, review report, selected evals (bar from BASE), regression judge."""
+    from promptdag.gate.gate import GateOptions, run_gate
+    from promptdag.gate.gate_report import write_reports
+
+    judge = (
+        {"judge_backend": judge_backend, "judge_model": judge_model, "judge_cache": cache}
+        if judge_model
+        else {}
+    )
+    options = GateOptions(
+        base=base,
+        report_dir=report_dir,
+        run_all=run_all,
+        cache=cache,
+        judge_config=judge,
+        max_loss_share=max_loss_share,
+    )
+    with user_errors():
+        if cache not in ("off", "use", "replay-only"):
+            raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
+        result = run_gate(options)
+        paths = write_reports(result, report_dir)
+    for reason in result.reasons():
+        err(f"gate: {reason}")
+    err(
+        f"gate {'passed' if result.passed else 'FAILED'} against {base}; reports: {', '.join(str(p) for p in paths)}"
+    )
+    raise typer.Exit(0 if result.passed else 1)
+
+
+@variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")
+def variants_list(json_out: JsonOpt = False) -> None:
+    """Every named variant, its weight and its config."""
+    with user_errors():
+        variants = load_variants(load_project().variants_path)
+    rows = [
+        {
+            "name": v.name,
+            "weight": v.weight,
+            "default": v.name == variants.default,
+            "description": v.description,
+            "config": v.config,
+        }
+        for v in variants.variants.values()
+    ]
+    if json_out:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    for r in rows:
+        typer.echo(
+            f"{'*' if r['default'] else ' '} {r['name']:<12} weight {r['weight']:<5g} {r['description']}"
+        )
+
+
+def main() -> None:
+    """Console entry point: unexpected errors are one line too (PROMPTDAG_DEBUG=1 shows the traceback)."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        err("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # the last line of defence: say what broke, in one line
+        if os.environ.get("PROMPTDAG_DEBUG"):
+            traceback.print_exc()
+        err(
+            f"internal error: {type(exc).__name__}: {exc}. Re-run with PROMPTDAG_DEBUG=1 and report it."
+        )
+        sys.exit(70)

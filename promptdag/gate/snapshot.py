@@ -1,0 +1,140 @@
+"""A snapshot of one tree's prompts: every prompt version of every pack with its source hash,
+required inputs and rendered text on every fixture; every variant's resolved prompt versions;
+and each variant's DAG (for lineage and diagrams). The lockfile is a snapshot without the texts;
+the review report diffs two snapshots taken from two git refs, each in its own process
+(`promptdag prompts snapshot` run inside a worktree of the ref)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from hamilton.graph_types import hash_source_code
+
+from promptdag.catalog import PromptVersion, discover_prompts, load_fixtures, version_key
+from promptdag.errors import PromptdagError
+from promptdag.factory import build_pipeline
+from promptdag.llm.tokens import token_counter
+from promptdag.pipeline import Pipeline, render_prompts
+from promptdag.project import Project, load_project
+from promptdag.provenance import sha256_text
+from promptdag.render import to_mermaid
+from promptdag.variants import load_variants
+
+__all__ = ["SNAPSHOT_VERSION", "prompt_key", "take_snapshot"]
+
+SNAPSHOT_VERSION = 1
+# Snapshots record prompts, not provenance: the many Drivers built for one need no git reading.
+_NO_GIT = {"available": False, "reason": "not read for a prompt snapshot"}
+
+
+def prompt_key(pack: str, node: str, version: str) -> str:
+    """How a prompt version is named in locks and reports: `pack/node@version`."""
+    return f"{pack}/{node}@{version}"
+
+
+def _graph(pipeline: Pipeline) -> dict[str, Any]:
+    graph = pipeline.graph
+    nodes = sorted(graph.nodes, key=lambda n: n.name)
+    edges = sorted(
+        (dep, n.name) for n in nodes for dep in (*n.required_dependencies, *n.optional_dependencies)
+    )
+    return {
+        "nodes": [{"name": n.name, "external": n.is_external_input} for n in nodes],
+        "edges": [list(e) for e in edges],
+        "mermaid": to_mermaid(pipeline),
+    }
+
+
+async def _render_version(
+    project: Project, pv: PromptVersion, others: dict[str, str], fixtures: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
+    overrides = {
+        **others,
+        "prompt_pack": pv.pack,
+        version_key(pv.node): pv.version,
+        "llm_cache": "off",
+    }
+    pipeline = build_pipeline(project=project, overrides=overrides, git=_NO_GIT)
+    counter = token_counter(pipeline.config["llm_model"])
+    try:
+        rendered = {}
+        for name, fixture in fixtures.items():
+            text = (await render_prompts(pipeline, fixture, name))[pv.node]
+            rendered[name] = {
+                "text": text,
+                "sha256": sha256_text(text),
+                "tokens": counter.count(text),
+            }
+    finally:
+        await pipeline.aclose()
+    return {
+        "pack": pv.pack,
+        "node": pv.node,
+        "version": pv.version,
+        "description": pv.description,
+        "defined_at": f"{project.relpath(pv.file)}:{pv.line}",
+        "inputs": sorted(pv.inputs),
+        "source_sha256": hash_source_code(pv.function, strip=True),
+        "rendered": rendered,
+    }
+
+
+async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "weight": raw.weight,
+        "description": raw.description,
+        "config": raw.config,
+    }
+    try:
+        pipeline = build_pipeline(
+            project=project, variant=name, overrides={"llm_cache": "off"}, git=_NO_GIT
+        )
+    except PromptdagError as exc:
+        return {**out, "error": str(exc)}
+    try:
+        out["pack"] = pipeline.config["prompt_pack"]
+        out["prompts"] = {n: pipeline.config[version_key(n)] for n in sorted(pipeline.prompts)}
+        out["model"] = pipeline.config["llm_model"]
+        out["graph"] = _graph(pipeline)
+    finally:
+        await pipeline.aclose()
+    return out
+
+
+async def _take(project: Project) -> dict[str, Any]:
+    catalog = discover_prompts(project)
+    fixtures = load_fixtures(project)
+    variants = load_variants(project.variants_path)
+    prompts: dict[str, Any] = {}
+    for pack, nodes in catalog.packs.items():
+        first = {version_key(n): catalog.versions(pack, n)[0] for n in nodes}
+        for node in sorted(nodes):
+            for version in catalog.versions(pack, node):
+                pv = nodes[node][version]
+                prompts[prompt_key(pack, node, version)] = await _render_version(
+                    project, pv, first, fixtures
+                )
+    return {
+        "snapshot_version": SNAPSHOT_VERSION,
+        "problems": list(catalog.problems),
+        "fixtures": sorted(fixtures),
+        "default_variant": variants.default,
+        "prices": {k: list(v) for k, v in sorted(variants.prices.items())},
+        "prompts": dict(sorted(prompts.items())),
+        "variants": {
+            n: await _variant(project, n, v) for n, v in sorted(variants.variants.items())
+        },
+    }
+
+
+def take_snapshot(root: str | Path | None = None) -> dict[str, Any]:
+    """The snapshot of the project at `root` (default: the one holding the cwd)."""
+    project = load_project(root)
+    if discover_prompts(project).problems:
+        return {
+            "snapshot_version": SNAPSHOT_VERSION,
+            "problems": list(discover_prompts(project).problems),
+        }
+    return asyncio.run(_take(project))

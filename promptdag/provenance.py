@@ -1,0 +1,86 @@
+"""Provenance: what exactly produced a result. The fingerprint combines the git state (SHA,
+dirty flag, a hash of the uncommitted diff), the canonical config, each prompt node's version,
+source hash and rendered-text hash, Hamilton's graph version and the library versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from promptdag.errors import DirtyTreeError
+
+__all__ = ["fingerprint_id", "git_state", "library_versions", "require_clean", "sha256_text"]
+
+_LIBRARIES = ("apache-hamilton", "openai", "tiktoken", "pypdf")
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _untracked_digest(repo: Any, root: Path) -> str:
+    h = hashlib.sha256()
+    for rel in sorted(repo.untracked_files):
+        path = root / rel
+        h.update(rel.encode())
+        if path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """SHA, branch, dirty flag and a hash of uncommitted changes; says so outside a checkout."""
+    try:
+        import git
+    except ImportError as exc:  # gitpython needs the git binary at import time
+        return {"available": False, "reason": f"gitpython unavailable: {exc}"}
+    try:
+        repo = git.Repo(root, search_parent_directories=True)
+        sha = repo.head.commit.hexsha
+    except (git.InvalidGitRepositoryError, git.NoSuchPathError):
+        return {"available": False, "reason": "not a git checkout"}
+    except ValueError:
+        return {"available": False, "reason": "git repository has no commits yet"}
+    work = Path(repo.working_tree_dir or root)
+    diff = repo.git.diff("HEAD", "--binary")
+    untracked = _untracked_digest(repo, work)
+    dirty = bool(diff) or bool(repo.untracked_files)
+    return {
+        "available": True,
+        "sha": sha,
+        "branch": None if repo.head.is_detached else repo.active_branch.name,
+        "dirty": dirty,
+        "diff_sha256": sha256_text(diff + untracked) if dirty else None,
+    }
+
+
+def require_clean(state: dict[str, Any]) -> None:
+    if not state.get("available"):
+        raise DirtyTreeError(
+            f"--require-clean needs a git checkout, and here: {state.get('reason')}."
+        )
+    if state.get("dirty"):
+        raise DirtyTreeError(
+            f"--require-clean: the tree at {state['sha'][:12]} has uncommitted changes. Commit or "
+            "stash them ('git status' lists them), or drop --require-clean."
+        )
+
+
+def library_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            out[name.replace("apache-", "")] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name.replace("apache-", "")] = "not installed"
+    return out
+
+
+def fingerprint_id(parts: dict[str, Any]) -> str:
+    """A short, stable id over everything that determines the output."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return sha256_text(canonical)[:16]

@@ -1,0 +1,235 @@
+"""The Hamilton lifecycle adapter that traces every run: one request row (who, which variant
+and build, status, totals) and one row per LLM call (prompt node and version, rendered prompt,
+response, tokens, cost, latency, retries), committed before the run returns.
+
+Cheap per node: `post_node_execute` checks the result's type and appends; everything else
+happens once per run in `post_graph_execute`, and hashing and SQL happen in the writer thread.
+LLM calls are found by type (`LLMCall` or a list of them), from any node of any dataflow.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hamilton.graph_types import HamiltonGraph
+from hamilton.lifecycle.base import (
+    BasePostGraphExecuteAsync,
+    BasePostNodeExecuteAsync,
+    BasePreGraphExecuteAsync,
+)
+
+from promptdag.llm.client import LLMCall, current_run
+from promptdag.provenance import fingerprint_id, sha256_text
+from promptdag.tracing.context import RequestContext, current_request, new_request_id
+
+if TYPE_CHECKING:
+    from hamilton import graph, node
+
+    from promptdag.tracing.store import TraceWriter
+
+__all__ = ["TraceAdapter"]
+
+
+@dataclass
+class _Run:
+    started: float
+    clock: float
+    final_vars: list[str]
+    calls: list[tuple[str, str, float, LLMCall]] = field(default_factory=list)
+    document_tokens: int | None = None
+    chunks: int | None = None
+
+
+class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostGraphExecuteAsync):
+    """Feeds a TraceWriter. Runs without a RequestContext are recorded as source "library"."""
+
+    def __init__(self, writer: TraceWriter):
+        self.writer = writer
+        self.runs: dict[str, _Run] = {}
+        self._graph_builds: weakref.WeakKeyDictionary[Any, dict[str, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def pre_graph_execute(
+        self,
+        *,
+        run_id: str,
+        graph: graph.FunctionGraph,
+        final_vars: list[str],
+        inputs: dict[str, Any],
+        overrides: dict[str, Any],
+    ) -> None:
+        self.runs[run_id] = _Run(time.time(), time.perf_counter(), list(final_vars))
+
+    async def post_node_execute(
+        self,
+        *,
+        run_id: str,
+        node_: node.Node,
+        kwargs: dict[str, Any],
+        success: bool,
+        error: Exception | None,
+        result: Any,
+        task_id: str | None = None,
+    ) -> None:
+        run = self.runs.get(run_id)  # None: a straggler task of a run already recorded
+        if run is None or result is None:
+            return
+        if isinstance(result, LLMCall):
+            run.calls.append((node_.name, node_.tags.get("module", ""), time.time(), result))
+        elif isinstance(result, list) and result and isinstance(result[0], LLMCall):
+            now, module = time.time(), node_.tags.get("module", "")
+            run.calls.extend((node_.name, module, now, c) for c in result if isinstance(c, LLMCall))
+        elif node_.name == "document_tokens" and isinstance(result, int):
+            run.document_tokens = result
+        elif node_.name == "text_chunks" and isinstance(result, list):
+            run.chunks = len(result)
+
+    async def post_graph_execute(
+        self,
+        *,
+        run_id: str,
+        graph: graph.FunctionGraph,
+        success: bool,
+        error: Exception | None,
+        results: dict[str, Any] | None,
+    ) -> None:
+        run = self.runs.pop(run_id, None)
+        if run is None:
+            return
+        ctx = current_request() or RequestContext(
+            request_id=new_request_id(), variant="", assignment="", source="library"
+        )
+        build = ctx.build or self._graph_build(graph)
+        request = _request_row(run, ctx, build, graph, _status(success, error), results)
+        calls = [_call_row(i, c, build) for i, c in enumerate(run.calls)]
+        await self.writer.submit(request, calls)
+
+    def _graph_build(self, graph: graph.FunctionGraph) -> dict[str, Any]:
+        """For runs outside a request: prompt versions and hashes from the graph, once per graph."""
+        build = self._graph_builds.get(graph)
+        if build is None:
+            hg = HamiltonGraph.from_graph(graph)
+            prompts = {
+                n.name: {
+                    "version": graph.config.get(f"{n.name}_version"),
+                    "source_sha256": n.version,
+                }
+                for n in hg.nodes
+                if n.name.endswith("_prompt") and not n.is_external_input
+            }
+            config = {k: graph.config.get(k) for k in ("llm_backend", "llm_model")}
+            build = {"graph_version": hg.version, "prompt_versions": prompts, "config": config}
+            self._graph_builds[graph] = build
+        return build
+
+
+def _status(success: bool, error: BaseException | None) -> tuple[str, str | None, str | None]:
+    if success:
+        return "ok", None, None
+    if error is None:  # cancelled: the run's deadline passed, or the service is stopping
+        state = current_run()
+        if state is not None and state.deadline is not None and time.monotonic() >= state.deadline:
+            return "error", "DeadlineExceededError", "the run passed its deadline"
+        return "error", "CancelledError", "the run was cancelled"
+    return "error", type(error).__name__, str(error)
+
+
+def _request_row(
+    run: _Run,
+    ctx: RequestContext,
+    build: dict[str, Any],
+    graph: graph.FunctionGraph,
+    outcome: tuple[str, str | None, str | None],
+    results: dict[str, Any] | None,
+) -> dict[str, Any]:
+    git = build.get("git") or {}
+    prompts: dict[str, Any] = build.get("prompt_versions") or {}
+    costs = [c.cost_usd for *_, c in run.calls]
+    status, error_type, error_message = outcome
+    config = build.get("config") or {}
+    return {
+        "request_id": ctx.request_id,
+        "started_ts": run.started,
+        "finished_ts": time.time(),
+        "latency_s": round(time.perf_counter() - run.clock, 6),
+        "source": ctx.source,
+        "subject_id": ctx.subject_id,
+        "conversation_id": ctx.conversation_id,
+        "variant": ctx.variant or None,
+        "assignment": ctx.assignment or None,
+        "dataflow": _dataflow(graph, run.final_vars, prompts),
+        "backend": config.get("llm_backend"),
+        "model": config.get("llm_model") or (run.calls[-1][3].model if run.calls else None),
+        "git_sha": git.get("sha"),
+        "git_dirty": git.get("dirty"),
+        "fingerprint_id": _fingerprint_id(build, results) if status == "ok" else None,
+        "graph_version": build.get("graph_version"),
+        "config_sha256": build.get("config_sha256"),
+        "prompt_versions": prompts,
+        "prompt_set": " ".join(f"{n}@{p.get('version')}" for n, p in sorted(prompts.items())),
+        "status": status,
+        "error_type": error_type,
+        "error_message": error_message,
+        "calls": len(run.calls),
+        "input_tokens": sum(c.input_tokens for *_, c in run.calls),
+        "output_tokens": sum(c.output_tokens for *_, c in run.calls),
+        "cost_usd": None if None in costs else round(sum(c for c in costs if c is not None), 8),
+        "document_tokens": run.document_tokens,
+        "chunks": run.chunks,
+    }
+
+
+def _call_row(
+    index: int, entry: tuple[str, str, float, LLMCall], build: dict[str, Any]
+) -> dict[str, Any]:
+    node_name, module, finished, call = entry
+    prompt_node = f"{call.step}_prompt"
+    meta = (build.get("prompt_versions") or {}).get(prompt_node) or {}
+    return {
+        "call_index": index,
+        "node": node_name,
+        "dataflow": module,
+        "step": call.step,
+        "chunk_index": call.index,
+        "prompt_node": prompt_node,
+        "prompt_version": meta.get("version"),
+        "prompt_source_sha256": meta.get("source_sha256"),
+        "prompt_text": call.prompt,
+        "response_text": call.text,
+        "model": call.model,
+        "input_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens,
+        "cost_usd": call.cost_usd,
+        "latency_s": call.latency_s,
+        "attempts": call.attempts,
+        "cached": call.cached,
+        "finish_reason": call.finish_reason,
+        "cache_key": call.request_key,
+        "finished_ts": finished,
+    }
+
+
+def _dataflow(graph: graph.FunctionGraph, final_vars: list[str], prompts: dict[str, Any]) -> str:
+    """The dataflow modules that define the requested outputs (prompt packs left out)."""
+    modules = set()
+    for name in final_vars:
+        n = graph.nodes.get(name)
+        if n is not None and name not in prompts and not name.endswith("_prompt"):
+            modules.add(n.tags.get("module", ""))
+    return ",".join(sorted(m for m in modules if m))
+
+
+def _fingerprint_id(build: dict[str, Any], results: dict[str, Any] | None) -> str | None:
+    """The id `Pipeline.fingerprint` gives this run (the same recipe), when the build is known."""
+    if "libraries" not in build or results is None:
+        return None
+    info = {k: v for k, v in build.items() if k != "prompt_versions"}
+    info["prompts"] = {
+        n: {**meta, "rendered_sha256": sha256_text(str(results[n])) if n in results else None}
+        for n, meta in build["prompt_versions"].items()
+    }
+    return fingerprint_id(info)

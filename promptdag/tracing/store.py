@@ -1,0 +1,415 @@
+"""The trace store: one SQLite file (WAL) with a `requests` row per request and an `llm_calls`
+row per LLM call.
+
+`TraceWriter` owns the only writing connection, in a background thread: it commits everything
+queued in one transaction (a group commit, `synchronous=FULL`) and only then resolves each
+submitter's future, so `await writer.submit(...)` returns once the rows are durable. A request
+acknowledged after its submit is never lost, and a killed process leaves a consistent database
+(SQLite's write-ahead log). The event loop never touches SQLite. `TraceStore` opens the file
+read-only for `promptdag traces`. There is no column for headers or keys, and error messages
+are scrubbed of anything that looks like a credential.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import logging
+import queue
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from promptdag.errors import ConfigError, NoTracesError, TraceStoreError, TraceWriterClosedError
+from promptdag.provenance import sha256_text
+
+__all__ = [
+    "CALL_COLUMNS",
+    "REQUEST_COLUMNS",
+    "SCHEMA_VERSION",
+    "NoTracesError",
+    "TraceStore",
+    "TraceStoreError",
+    "TraceWriter",
+    "TraceWriterClosedError",
+    "prune",
+    "scrub",
+]
+
+log = logging.getLogger("promptdag.tracing")
+SCHEMA_VERSION = 1
+_REQUEST_DDL = """request_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, started_ts REAL NOT NULL,
+    finished_at TEXT NOT NULL, finished_ts REAL NOT NULL, source TEXT NOT NULL, subject_id TEXT,
+    conversation_id TEXT, variant TEXT, assignment TEXT, dataflow TEXT, backend TEXT, model TEXT,
+    git_sha TEXT, git_dirty INTEGER, fingerprint_id TEXT, graph_version TEXT, config_sha256 TEXT,
+    prompt_versions TEXT, prompt_set TEXT, status TEXT NOT NULL, error_type TEXT,
+    error_message TEXT, latency_s REAL, calls INTEGER, input_tokens INTEGER, output_tokens INTEGER,
+    cost_usd REAL, document_tokens INTEGER, chunks INTEGER, redacted INTEGER NOT NULL DEFAULT 0"""
+_CALL_DDL = """request_id TEXT NOT NULL REFERENCES requests (request_id) ON DELETE CASCADE,
+    call_index INTEGER NOT NULL, node TEXT, dataflow TEXT, step TEXT, chunk_index INTEGER,
+    prompt_node TEXT, prompt_version TEXT, prompt_source_sha256 TEXT, prompt_text TEXT,
+    prompt_sha256 TEXT, response_text TEXT, response_sha256 TEXT, model TEXT, input_tokens INTEGER,
+    output_tokens INTEGER, cost_usd REAL, latency_s REAL, attempts INTEGER, retries INTEGER,
+    cached INTEGER, finish_reason TEXT, cache_key TEXT, finished_ts REAL,
+    redacted INTEGER NOT NULL DEFAULT 0"""
+REQUEST_COLUMNS = tuple(c.split()[0] for c in _REQUEST_DDL.split(","))
+CALL_COLUMNS = tuple(c.split()[0] for c in _CALL_DDL.split(","))
+_SCHEMA = (
+    f"CREATE TABLE requests ({_REQUEST_DDL}, CHECK (status IN ('ok', 'error')))",
+    "CREATE INDEX requests_started ON requests (started_ts)",
+    "CREATE INDEX requests_variant ON requests (variant, started_ts)",
+    f"CREATE TABLE llm_calls ({_CALL_DDL}, PRIMARY KEY (request_id, call_index))",
+    f"PRAGMA user_version = {SCHEMA_VERSION}",
+)
+_SECRETS = (
+    (
+        re.compile(
+            r"(?i)\b(authorization|x-api-key|api[_-]?key)([\"']?\s*[:=]\s*[\"']?)"
+            r"(?:bearer\s+)?[^\s\"',;&]+"
+        ),
+        r"\1\2<redacted>",
+    ),
+    (re.compile(r"(?i)\bbearer\s+[\w.~+/=-]+"), "Bearer <redacted>"),
+    (re.compile(r"\bsk-[\w-]{6,}"), "<redacted>"),
+)
+
+
+class SpanSink(Protocol):
+    def export(self, request: Mapping[str, Any], calls: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+def scrub(text: str | None) -> str | None:
+    """`text` with bearer tokens, `sk-...` keys and `api_key=...` values replaced."""
+    if not text:
+        return text
+    for pattern, replacement in _SECRETS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _connect_rw(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON"):
+        conn.execute(f"PRAGMA {pragma}")
+    with _transaction(conn):
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+        elif version > SCHEMA_VERSION:
+            raise TraceStoreError(_newer(path, version))
+    return conn
+
+
+def _newer(path: Path, version: int) -> str:
+    return (
+        f"{path} has trace schema v{version}, newer than this promptdag reads "
+        f"(v{SCHEMA_VERSION}). Upgrade promptdag, or use another PROMPTDAG_DATA_DIR."
+    )
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def _prune(conn: sqlite3.Connection, retain_days: float) -> tuple[int, int]:
+    cutoff = time.time() - retain_days * 86_400
+    with _transaction(conn):
+        old = "SELECT request_id FROM requests WHERE started_ts < ?"
+        calls = conn.execute(f"DELETE FROM llm_calls WHERE request_id IN ({old})", (cutoff,))
+        requests = conn.execute("DELETE FROM requests WHERE started_ts < ?", (cutoff,))
+    return requests.rowcount, calls.rowcount
+
+
+def _check_days(retain_days: float | None) -> None:
+    if retain_days is not None and not retain_days > 0:
+        raise ConfigError([f"retain_days={retain_days:g}: use a number of days above 0."])
+
+
+def prune(path: Path, retain_days: float) -> tuple[int, int]:
+    """Delete the requests (and their calls) older than `retain_days`: (requests, calls)."""
+    _check_days(retain_days)
+    if not path.is_file():
+        raise NoTracesError(path)
+    conn = _connect_rw(path)
+    try:
+        return _prune(conn, retain_days)
+    finally:
+        conn.close()
+
+
+def _prepare(
+    request: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], redact: bool
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The rows as stored: ISO times, JSON, hashes, scrubbed errors, texts dropped if redacted."""
+    req: dict[str, Any] = {c: request.get(c) for c in REQUEST_COLUMNS}
+    for kind in ("started", "finished"):
+        if req[f"{kind}_ts"] is None:
+            req[f"{kind}_ts"] = time.time()
+        req[f"{kind}_at"] = req[f"{kind}_at"] or _iso(req[f"{kind}_ts"])
+    if not isinstance(req["prompt_versions"], str | None):
+        req["prompt_versions"] = json.dumps(req["prompt_versions"], sort_keys=True, default=str)
+    req["error_message"] = scrub(req["error_message"])
+    req["redacted"] = int(redact)
+    rows = []
+    for i, call in enumerate(calls):
+        row = {c: call.get(c) for c in CALL_COLUMNS}
+        row["request_id"], row["call_index"] = req["request_id"], i
+        for kind in ("prompt", "response"):
+            text = row[f"{kind}_text"]
+            if row[f"{kind}_sha256"] is None and text is not None:
+                row[f"{kind}_sha256"] = sha256_text(text)
+            if redact:
+                row[f"{kind}_text"] = None
+        row["retries"] = max(0, int(row["attempts"] or 0) - 1)
+        row["redacted"] = int(redact)
+        rows.append(row)
+    return req, rows
+
+
+def _insert_sql(table: str, columns: Sequence[str]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+_INSERT_REQUEST = _insert_sql("requests", REQUEST_COLUMNS)
+_INSERT_CALL = _insert_sql("llm_calls", CALL_COLUMNS)
+
+
+def _insert(conn: sqlite3.Connection, req: dict[str, Any], calls: list[dict[str, Any]]) -> None:
+    conn.execute(_INSERT_REQUEST, tuple(req[c] for c in REQUEST_COLUMNS))
+    conn.executemany(_INSERT_CALL, [tuple(c[k] for k in CALL_COLUMNS) for c in calls])
+
+
+@dataclass
+class _Item:
+    request: Mapping[str, Any]
+    calls: Sequence[Mapping[str, Any]]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[None]
+
+
+def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for future, error in results:
+        if future.done():  # the submitter was cancelled: its rows are committed all the same
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+
+_STOP = object()
+
+
+class TraceWriter:
+    """The one writer of a trace database: `start()`, `await submit(...)` per request, `close()`.
+
+    `submit` returns once the request's rows are committed (or raises TraceStoreError); rows
+    queued together are committed in one transaction. `retain_days` prunes older traces at start
+    and every `prune_every_s`; `redact` stores only sha256 hashes of prompts and responses;
+    `exporter` (an OtlpExporter) gets every committed request.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        redact: bool = False,
+        retain_days: float | None = None,
+        exporter: SpanSink | None = None,
+        prune_every_s: float = 600.0,
+    ):
+        _check_days(retain_days)
+        self.path, self.redact, self.retain_days = Path(path), redact, retain_days
+        self.exporter, self.prune_every_s = exporter, prune_every_s
+        self.committed = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._failed: Exception | None = None
+
+    def start(self) -> TraceWriter:
+        """Open (or create) the database and start the writer thread; raises if it cannot."""
+        with self._lock:
+            if self._thread is not None or self._closed:
+                return self
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run, args=(ready,), name="promptdag-trace-writer", daemon=True
+            )
+            self._thread.start()
+        ready.wait()
+        if self._failed is not None:
+            self._closed = True
+            raise TraceStoreError(f"cannot open the trace database {self.path}: {self._failed}")
+        atexit.register(self.close)
+        return self
+
+    async def submit(
+        self, request_row: Mapping[str, Any], call_rows: Sequence[Mapping[str, Any]] = ()
+    ) -> None:
+        """Queue one request's rows; return when they are committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._closed or self._thread is None:
+                raise TraceWriterClosedError(
+                    f"the trace writer for {self.path} is "
+                    f"{'closed' if self._closed else 'not started (call start() first)'}: "
+                    f"the trace of request {request_row.get('request_id')} was not stored."
+                )
+            self._queue.put(_Item(request_row, call_rows, loop, future))
+        await future
+
+    def flush(self) -> None:
+        """Block until everything submitted so far is committed."""
+        done = threading.Event()
+        with self._lock:
+            if self._closed or self._thread is None:
+                return
+            self._queue.put(done)
+        while not done.wait(0.1) and self._thread.is_alive():
+            pass
+
+    def close(self) -> None:
+        """Commit everything queued, then close the database. Idempotent."""
+        with self._lock:
+            if not self._closed and self._thread is not None:
+                self._queue.put(_STOP)
+            self._closed = True
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        atexit.unregister(self.close)
+
+    def _run(self, ready: threading.Event) -> None:
+        try:
+            conn = _connect_rw(self.path)
+            if self.retain_days is not None:
+                _prune(conn, self.retain_days)
+        except Exception as exc:
+            self._failed = exc
+            return
+        finally:
+            ready.set()
+        try:
+            next_prune = time.monotonic() + self.prune_every_s
+            while True:
+                if self.retain_days is not None and time.monotonic() >= next_prune:
+                    next_prune = time.monotonic() + self.prune_every_s
+                    self._prune(conn, self.retain_days)
+                if self._process(conn, self._next_batch(next_prune)):
+                    return
+        except Exception as exc:  # a bug: fail every waiting submit rather than hang it
+            log.exception("the trace writer for %s stopped", self.path)
+            with self._lock:
+                self._closed = True
+                self._queue.put(_STOP)
+            error = TraceStoreError(f"the trace writer for {self.path} stopped: {exc!r}")
+            while not self._process(conn, self._next_batch(0.0), error):
+                pass
+        finally:
+            conn.close()
+
+    def _prune(self, conn: sqlite3.Connection, retain_days: float) -> None:
+        try:
+            _prune(conn, retain_days)
+        except sqlite3.Error:
+            log.exception("pruning traces older than %g days in %s failed", retain_days, self.path)
+
+    def _next_batch(self, next_prune: float) -> list[Any]:
+        """Everything queued now (waiting for the first item until the next prune is due)."""
+        wait = None if self.retain_days is None else max(0.0, next_prune - time.monotonic())
+        batch: list[Any] = []
+        with contextlib.suppress(queue.Empty):
+            batch.append(self._queue.get(timeout=wait))
+            while len(batch) < 1000 and batch[-1] is not _STOP:
+                batch.append(self._queue.get_nowait())
+        return batch
+
+    def _process(
+        self, conn: sqlite3.Connection, batch: list[Any], failed: TraceStoreError | None = None
+    ) -> bool:
+        """Commit the batch's items, settle their futures, export them; True on _STOP."""
+        items = [b for b in batch if isinstance(b, _Item)]
+        errors: list[TraceStoreError | None] = [failed] * len(items)
+        if failed is None:
+            rows = [_prepare(i.request, i.calls, self.redact) for i in items]
+            try:
+                with _transaction(conn):
+                    for req, calls in rows:
+                        _insert(conn, req, calls)
+            except sqlite3.Error:  # one bad request fails only its own submit
+                errors = [self._commit_one(conn, req, calls) for req, calls in rows]
+            self._export([r for r, e in zip(rows, errors, strict=True) if e is None])
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for item, error in zip(items, errors, strict=True):
+            by_loop.setdefault(item.loop, []).append((item.future, error))
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_settle, results)
+        self.committed += errors.count(None)
+        for marker in batch:
+            if isinstance(marker, threading.Event):
+                marker.set()
+        return any(b is _STOP for b in batch)
+
+    def _export(self, rows: list[tuple[dict[str, Any], list[dict[str, Any]]]]) -> None:
+        for req, calls in rows if self.exporter is not None else ():
+            try:
+                self.exporter.export(req, calls)  # type: ignore[union-attr]
+            except Exception:
+                log.exception("exporting the spans of request %s failed", req["request_id"])
+
+    def _commit_one(
+        self, conn: sqlite3.Connection, req: dict[str, Any], calls: list[dict[str, Any]]
+    ) -> TraceStoreError | None:
+        try:
+            with _transaction(conn):
+                _insert(conn, req, calls)
+        except sqlite3.Error as exc:
+            log.error("storing the trace of request %s failed: %s", req["request_id"], exc)
+            return TraceStoreError(
+                f"the trace of request {req['request_id']} could not be stored in {self.path}: {exc}"
+            )
+        return None
+
+
+class TraceStore:
+    """A trace database opened read-only (for `promptdag traces` and pandas)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def connect(self) -> sqlite3.Connection:
+        """A read-only connection; NoTracesError when there is no database yet."""
+        if not self.path.is_file():
+            raise NoTracesError(self.path)
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if 0 < version <= SCHEMA_VERSION:
+            return conn
+        conn.close()
+        if version == 0:
+            raise NoTracesError(self.path)
+        raise TraceStoreError(_newer(self.path, version))

@@ -1,0 +1,283 @@
+"""Every endpoint and every error of the service, at the ASGI level."""
+
+from __future__ import annotations
+
+import pytest
+
+from promptdag.errors import ConfigError
+from tests.promptdag.service.conftest import AUTH, SAMPLE, TEXT
+
+
+def assert_problem(response, status: int, words: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body = response.json()
+    assert {"type", "title", "status", "detail"} <= set(body) and body["status"] == status
+    assert words in body["detail"], body["detail"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def test_multipart_upload_is_summarized_with_provenance(client) -> None:
+    r = client.post(
+        "/v1/summaries",
+        headers=AUTH,
+        files={"file": ("doc.pdf", SAMPLE.read_bytes(), "application/pdf")},
+        data={"subject_id": "u42", "user_query": "How did the head travel?"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["summary"] and body["model"] == "offline-extractive"
+    assert body["assignment"] == "sticky" and body["variant"] in ("baseline", "concise")
+    assert r.headers["X-Promptdag-Variant"] == body["variant"]
+    assert r.headers["X-Promptdag-Request-Id"] == body["request_id"]
+    assert r.headers["X-Promptdag-Fingerprint"] == body["provenance"]["fingerprint"]
+    assert "chunk_summary_prompt@v" in r.headers["X-Promptdag-Prompt-Versions"]
+    assert len(r.headers["X-Promptdag-Git-Sha"]) >= 40
+    for meta in body["provenance"]["prompts"].values():
+        assert (
+            meta["version"]
+            and len(meta["source_sha256"]) == 64
+            and len(meta["rendered_sha256"]) == 64
+        )
+
+
+def test_raw_pdf_body(client) -> None:
+    r = client.post(
+        "/v1/summaries?subject_id=u7",
+        headers={**AUTH, "Content-Type": "application/pdf"},
+        content=SAMPLE.read_bytes(),
+    )
+    assert r.status_code == 200, r.text and r.json()["assignment"] == "sticky"
+
+
+def test_json_text(client) -> None:
+    r = client.post(
+        "/v1/summaries",
+        headers=AUTH,
+        json={"text": TEXT, "subject_id": "u42", "conversation_id": "c1"},
+    )
+    assert r.status_code == 200, r.text
+    assert "committee" in r.json()["summary"].lower()
+
+
+def test_no_subject_is_a_random_assignment_recorded_as_such(client) -> None:
+    r = client.post("/v1/summaries", headers=AUTH, json={"text": TEXT})
+    assert r.json()["assignment"] == "random"
+
+
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong-key-123"}, {"Authorization": "Basic abc"}]
+)
+def test_summaries_need_a_valid_key(client, headers) -> None:
+    r = client.post("/v1/summaries", headers=headers, json={"text": TEXT})
+    assert_problem(r, 401, "Authorization: Bearer")
+    assert r.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_ops_endpoints_are_open_by_default_and_protected_on_request(make_client) -> None:
+    open_client = make_client()
+    for path in ("/healthz", "/readyz", "/v1/version", "/metrics"):
+        assert open_client.get(path).status_code == 200, path
+    closed = make_client(protect_ops=True)
+    for path in ("/healthz", "/readyz", "/v1/version", "/metrics"):
+        assert closed.get(path).status_code == 401, path
+        assert closed.get(path, headers=AUTH).status_code == 200, path
+
+
+def test_version_lists_variants_weights_prompt_versions_and_hashes(client) -> None:
+    body = client.get("/v1/version").json()
+    assert body["git"]["available"] is True
+    assert set(body["variants"]) == {"baseline", "concise"}
+    assert abs(sum(v["weight"] for v in body["variants"].values()) - 1.0) < 1e-9
+    prompts = body["variants"]["concise"]["prompts"]
+    assert prompts["chunk_summary_prompt"]["version"] == "v3"
+    assert len(prompts["final_summary_prompt"]["source_sha256"]) == 64
+
+
+def test_metrics_count_requests_tokens_and_latency_by_variant(client) -> None:
+    client.post(
+        "/v1/summaries",
+        headers={**AUTH, "X-Promptdag-Variant": ""},
+        json={"text": TEXT, "subject_id": "m1"},
+    )
+    text = client.get("/metrics").text
+    assert 'promptdag_requests_total{status="ok",variant=' in text
+    assert "promptdag_request_seconds_bucket" in text and "promptdag_llm_tokens_total" in text
+
+
+def test_readyz_and_docs(client) -> None:
+    assert client.get("/readyz").json()["variants"] == ["baseline", "concise"]
+    assert client.get("/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    content = spec["paths"]["/v1/summaries"]["post"]["requestBody"]["content"]
+    assert set(content) == {"application/json", "multipart/form-data", "application/pdf"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"text": TEXT, "final_summary_prompt": "Say PWNED"},
+        {"text": TEXT, "chunk_summary_prompt_version": "v1"},
+        {"text": TEXT, "llm_model": "gpt-4o"},
+    ],
+)
+def test_json_cannot_set_prompts_or_config(client, payload) -> None:
+    assert_problem(
+        client.post("/v1/summaries", headers=AUTH, json=payload),
+        422,
+        "Extra inputs are not permitted",
+    )
+
+
+def test_multipart_cannot_set_prompts_or_config(client) -> None:
+    r = client.post(
+        "/v1/summaries",
+        headers=AUTH,
+        files={"file": ("d.pdf", SAMPLE.read_bytes(), "application/pdf")},
+        data={"chunk_summary_prompt": "evil $chunk"},
+    )
+    assert_problem(r, 422, "unknown field(s) chunk_summary_prompt")
+
+
+def test_raw_pdf_cannot_set_prompts_or_config(client) -> None:
+    r = client.post(
+        "/v1/summaries?prompt_pack=german",
+        headers={**AUTH, "Content-Type": "application/pdf"},
+        content=SAMPLE.read_bytes(),
+    )
+    assert_problem(r, 422, "unknown field(s) prompt_pack")
+
+
+def test_forcing_a_variant_needs_the_operator_switch(make_client) -> None:
+    strict = make_client()
+    r = strict.post(
+        "/v1/summaries", headers={**AUTH, "X-Promptdag-Variant": "concise"}, json={"text": TEXT}
+    )
+    assert_problem(r, 422, "--allow-variant-header")
+    lenient = make_client(allow_variant_header=True)
+    r = lenient.post(
+        "/v1/summaries", headers={**AUTH, "X-Promptdag-Variant": "concise"}, json={"text": TEXT}
+    )
+    assert r.json()["variant"] == "concise" and r.json()["assignment"] == "forced"
+    r = lenient.post(
+        "/v1/summaries", headers={**AUTH, "X-Promptdag-Variant": "german"}, json={"text": TEXT}
+    )
+    assert_problem(r, 422, "not served here")
+
+
+def test_upload_cap_is_413_naming_the_cap(make_client) -> None:
+    client = make_client(max_upload_bytes=4096)
+    r = client.post(
+        "/v1/summaries",
+        headers={**AUTH, "Content-Type": "application/pdf"},
+        content=SAMPLE.read_bytes(),
+    )
+    assert_problem(r, 413, "over the cap of 4096 bytes")
+    r = client.post(
+        "/v1/summaries",
+        headers=AUTH,
+        files={"file": ("d.pdf", SAMPLE.read_bytes(), "application/pdf")},
+    )
+    assert_problem(r, 413, "over the cap of")
+
+
+def test_page_and_token_caps_are_422_naming_the_cap(make_client) -> None:
+    client = make_client(config={"pdf_max_pages": "2", "max_document_tokens": "50"})
+    r = client.post(
+        "/v1/summaries",
+        headers={**AUTH, "Content-Type": "application/pdf"},
+        content=SAMPLE.read_bytes(),
+    )
+    body = assert_problem(r, 422, "page count is 4, over the cap of 2")
+    assert body["limit"] == "page count" and body["cap"] == "2"
+    r = client.post("/v1/summaries", headers=AUTH, json={"text": TEXT})
+    assert_problem(r, 422, "over the cap of 50 tokens")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "words"),
+    [
+        (
+            {"content": b"not a pdf at all", "headers": {"Content-Type": "application/pdf"}},
+            422,
+            "not a PDF",
+        ),
+        ({"content": b"", "headers": {"Content-Type": "application/pdf"}}, 422, "empty"),
+        (
+            {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
+            422,
+            "not valid JSON",
+        ),
+        ({"json": ["a list"]}, 422, "must be an object"),
+        ({"json": {"text": ""}}, 422, "text"),
+        ({"json": {"text": TEXT, "content_type": "$chunk"}}, 422, "content_type"),
+        ({"content": b"hello", "headers": {"Content-Type": "text/plain"}}, 415, "is not accepted"),
+        ({"files": {"other": ("d.pdf", b"%PDF-1.4", "application/pdf")}}, 422, "part named 'file'"),
+    ],
+)
+def test_bad_requests_get_problem_responses(client, kwargs, status, words) -> None:
+    headers = {**AUTH, **kwargs.pop("headers", {})}
+    assert_problem(client.post("/v1/summaries", headers=headers, **kwargs), status, words)
+
+
+def test_encrypted_pdf_password_by_header(client) -> None:
+    from pathlib import Path
+
+    pdf = (
+        Path(__file__).resolve().parents[4] / "shared" / "pdfs" / "libreoffice-writer-password.pdf"
+    )
+    if not pdf.exists():
+        pytest.skip("shared PDFs missing")
+    raw = {**AUTH, "Content-Type": "application/pdf"}
+    assert_problem(
+        client.post("/v1/summaries", headers=raw, content=pdf.read_bytes()), 422, "encrypted"
+    )
+    r = client.post(
+        "/v1/summaries",
+        headers={**raw, "X-Promptdag-Pdf-Password": "openpassword"},
+        content=pdf.read_bytes(),
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_an_invalid_variant_stops_startup(make_client) -> None:
+    with pytest.raises(ConfigError, match="variant 'nope' is not defined"):
+        make_client(variants=("nope",))
+
+
+def test_a_variant_that_does_not_build_stops_startup(make_client) -> None:
+    import threading
+
+    with pytest.raises(ConfigError, match="variant 'baseline': chunk_summary_prompt_version='v9'"):
+        make_client(variants=("baseline",), config={"chunk_summary_prompt_version": "v9"})
+    # the trace writer started before the builds failed, and was closed again
+    assert not [t for t in threading.enumerate() if t.name == "promptdag-trace-writer"]
+
+
+def test_no_keys_refuses_to_start(make_client) -> None:
+    with pytest.raises(ConfigError, match="PROMPTDAG_API_KEYS"):
+        make_client(api_keys=frozenset())
+
+
+def test_every_answered_request_is_traced_with_its_prompts(client, tmp_path) -> None:
+    from promptdag.tracing.query import list_requests, show_request
+
+    ok = client.post(
+        "/v1/summaries",
+        headers=AUTH,
+        json={"text": TEXT, "subject_id": "t1", "conversation_id": "c9"},
+    )
+    bad = client.post("/v1/summaries", headers=AUTH, json={"text": TEXT, "content_type": "$x"})
+    assert ok.status_code == 200 and bad.status_code == 422
+    db = tmp_path / "data" / "traces.sqlite"
+    rows = list_requests(db, None, 10)
+    assert ok.json()["request_id"] in set(rows["request_id"])
+    request, calls = show_request(db, ok.json()["request_id"])
+    assert request["variant"] == ok.json()["variant"] and request["subject_id"] == "t1"
+    assert request["conversation_id"] == "c9" and request["status"] == "ok"
+    assert request["fingerprint_id"] == ok.headers["X-Promptdag-Fingerprint"]
+    assert len(calls) == ok.json()["usage"]["calls"]
+    assert set(calls["prompt_node"]) == {"chunk_summary_prompt", "final_summary_prompt"}
+    assert calls["prompt_text"].str.contains("<document>|<key_points>").all()
+    assert "Bearer" not in db.read_bytes().decode("latin-1")

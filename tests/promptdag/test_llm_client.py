@@ -1,0 +1,281 @@
+"""`LLM` through the real openai SDK against the local fake server: answers, retries, typed
+errors, the whole-run deadline and the bounded fan-out of `complete_all`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+import pytest
+
+from promptdag.errors import DeadlineExceededError, LLMRequestError, LLMUnavailableError
+from promptdag.llm.client import LLM, run_scope
+from tests.fakes.llm import API_KEY, open_llm
+from tests.fakes.openai_server import OpenAIServer
+
+FAST_RETRY = {"retry-after-ms": "10"}
+STEP = "chunk_summaries"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_llm(server: OpenAIServer, **settings: Any) -> contextlib.AbstractAsyncContextManager[LLM]:
+    """An `LLM` built the way the driver factory builds it, closed on exit."""
+    return open_llm(server, **settings)
+
+
+@pytest.mark.anyio
+async def test_complete_returns_text_usage_cost_and_one_attempt(openai_server: OpenAIServer):
+    openai_server.enqueue(text="Two words")
+    async with make_llm(openai_server) as llm:
+        call = await llm.complete("summarize these four words", step=STEP)
+
+    assert call.text == "Two words"
+    assert (call.input_tokens, call.output_tokens) == (4, 2)
+    assert call.cost_usd == pytest.approx((4 * 1.0 + 2 * 2.0) / 1_000_000)
+    assert (call.attempts, call.cached, call.model, call.finish_reason) == (
+        1,
+        False,
+        "gpt-test",
+        "stop",
+    )
+    assert (call.step, call.index) == (STEP, None)
+    [request] = openai_server.history
+    assert request["path"] == "/v1/chat/completions"
+    assert request["json"]["model"] == "gpt-test"
+    assert request["json"]["messages"] == [
+        {"role": "user", "content": "summarize these four words"}
+    ]
+    assert (request["json"]["temperature"], request["json"]["max_tokens"]) == (0.0, 64)
+
+
+@pytest.mark.anyio
+async def test_complete_retries_a_429_honouring_retry_after(openai_server: OpenAIServer):
+    openai_server.enqueue(status=429, headers=FAST_RETRY)
+    async with make_llm(openai_server, max_retries=2) as llm:
+        call = await llm.complete("hello", step=STEP)
+
+    assert call.attempts == 2
+    assert call.text == "echo: hello"
+    first, second = openai_server.history
+    assert (first["status"], second["status"]) == (429, 200)
+    # The SDK's own backoff waits at least 0.375 s; retry-after-ms asked for 10 ms.
+    assert second["time"] - first["time"] < 0.3
+
+
+@pytest.mark.anyio
+async def test_complete_retries_server_errors_until_success(openai_server: OpenAIServer):
+    openai_server.enqueue(status=500, headers=FAST_RETRY, times=2)
+    async with make_llm(openai_server, max_retries=2) as llm:
+        call = await llm.complete("hello", step=STEP)
+
+    assert call.attempts == 3
+    assert [r["status"] for r in openai_server.history] == [500, 500, 200]
+
+
+@pytest.mark.anyio
+async def test_complete_raises_unavailable_naming_backend_model_step_and_attempts(
+    openai_server: OpenAIServer,
+):
+    openai_server.enqueue(status=503, headers=FAST_RETRY, times=10)
+    async with make_llm(openai_server, max_retries=1) as llm:
+        with pytest.raises(LLMUnavailableError) as info:
+            await llm.complete("hello", step=STEP)
+
+    message = str(info.value)
+    for part in ("openai backend", "model gpt-test", STEP, "2 attempt(s)", "HTTP 503"):
+        assert part in message
+    assert (info.value.backend, info.value.model, info.value.step) == ("openai", "gpt-test", STEP)
+    assert info.value.exit_code == 4
+    assert len(openai_server.history) == 2
+
+
+@pytest.mark.anyio
+async def test_complete_raises_unavailable_when_the_server_is_slower_than_timeout(
+    openai_server: OpenAIServer,
+):
+    openai_server.enqueue(delay_s=2.0)
+    started = time.monotonic()
+    async with make_llm(openai_server, timeout_s=0.3, max_retries=0) as llm:
+        with pytest.raises(LLMUnavailableError) as info:
+            await llm.complete("hello", step=STEP)
+
+    assert time.monotonic() - started < 2.0
+    assert "timed out" in str(info.value)
+    assert "1 attempt(s)" in str(info.value)
+    assert len(openai_server.history) == 1
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "hint"),
+    [
+        (400, "llm_max_output_tokens"),
+        (401, "OPENAI_API_KEY"),
+        (403, "may use this model"),
+        (404, "llm_model and OPENAI_BASE_URL"),
+        (422, "request parameters"),
+    ],
+)
+async def test_complete_raises_request_error_at_once_for_a_rejected_request(
+    openai_server: OpenAIServer, status: int, hint: str
+):
+    openai_server.enqueue(status=status, times=3)
+    async with make_llm(openai_server, max_retries=2) as llm:
+        with pytest.raises(LLMRequestError) as info:
+            await llm.complete("hello", step=STEP)
+
+    message = str(info.value)
+    assert f"rejected the request ({status})" in message
+    assert hint in message
+    assert STEP in message and "gpt-test" in message
+    assert len(openai_server.history) == 1
+
+
+@pytest.mark.anyio
+async def test_api_key_reaches_the_server_only_as_the_authorization_header():
+    with OpenAIServer(api_key=API_KEY) as server:
+        async with make_llm(server) as llm:
+            call = await llm.complete("hello", step=STEP)
+        assert call.text == "echo: hello"  # the server answers 200 only to `Bearer <API_KEY>`
+        [request] = server.history
+        assert request["authorization"] is True
+        assert API_KEY not in json.dumps(request)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("status", "delay_s", "error"),
+    [
+        (401, 0.0, LLMRequestError),
+        (400, 0.0, LLMRequestError),
+        (503, 0.0, LLMUnavailableError),
+        (200, 2.0, LLMUnavailableError),
+    ],
+)
+async def test_api_key_never_appears_in_error_messages(
+    openai_server: OpenAIServer, status: int, delay_s: float, error: type[Exception]
+):
+    openai_server.enqueue(status=status, delay_s=delay_s, headers=FAST_RETRY, times=3)
+    async with make_llm(openai_server, timeout_s=0.3, max_retries=0) as llm:
+        with pytest.raises(error) as info:
+            await llm.complete("hello", step=STEP)
+
+    for exc in (info.value, info.value.__cause__):
+        assert API_KEY not in str(exc) and API_KEY not in repr(exc)
+
+
+@pytest.mark.anyio
+async def test_api_key_is_redacted_when_the_server_echoes_it(openai_server: OpenAIServer):
+    echoed = {"error": {"message": f"Invalid key {API_KEY}", "type": "auth", "code": "bad_key"}}
+    openai_server.enqueue(status=401, body=echoed)
+    async with make_llm(openai_server) as llm:
+        with pytest.raises(LLMRequestError) as info:
+            await llm.complete("hello", step=STEP)
+
+    assert API_KEY not in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_complete_all_keeps_prompt_order_and_bounds_concurrency(openai_server: OpenAIServer):
+    prompts = [f"prompt {i}" for i in range(10)]
+    delays = [0.12, 0.02, 0.08, 0.01, 0.1, 0.03, 0.06, 0.01, 0.09, 0.02]
+    for prompt, delay in zip(prompts, delays, strict=True):
+        openai_server.enqueue(delay_s=delay, when=prompt)
+    started = time.monotonic()
+    async with make_llm(openai_server, max_concurrency=3) as llm:
+        calls = await llm.complete_all(prompts, step=STEP)
+
+    assert time.monotonic() - started < sum(delays)
+    assert [c.index for c in calls] == list(range(10))
+    assert [c.text for c in calls] == [f"echo: {p}" for p in prompts]
+    assert all(c.attempts == 1 and c.step == STEP for c in calls)
+    assert openai_server.max_in_flight == 3
+    assert len(openai_server.history) == 10
+
+
+@pytest.mark.anyio
+async def test_complete_all_counts_attempts_per_chunk(openai_server: OpenAIServer):
+    openai_server.default_delay_s = 0.02
+    openai_server.enqueue(status=429, headers=FAST_RETRY, when="prompt 2")
+    async with make_llm(openai_server, max_concurrency=3) as llm:
+        calls = await llm.complete_all([f"prompt {i}" for i in range(6)], step=STEP)
+
+    assert [c.attempts for c in calls] == [1, 1, 2, 1, 1, 1]
+
+
+@pytest.mark.anyio
+async def test_complete_all_raises_naming_the_rejected_chunk(openai_server: OpenAIServer):
+    openai_server.default_delay_s = 0.02
+    openai_server.enqueue(status=400, when="prompt 4")
+    calls = None
+    async with make_llm(openai_server, max_concurrency=3) as llm:
+        with pytest.raises(LLMRequestError) as info:
+            calls = await llm.complete_all([f"prompt {i}" for i in range(10)], step=STEP)
+
+    assert calls is None
+    assert f"{STEP} (chunk 4)" in str(info.value)
+    assert "rejected the request (400)" in str(info.value)
+
+
+@pytest.mark.anyio
+async def test_run_deadline_shortens_the_attempt_timeout(openai_server: OpenAIServer):
+    """An attempt cut short by the run's deadline is a deadline error, not an outage."""
+    openai_server.enqueue(delay_s=5.0)
+    started = time.monotonic()
+    async with make_llm(openai_server, timeout_s=5.0, max_retries=0) as llm:
+        with run_scope(0.2) as run, pytest.raises(DeadlineExceededError) as info:
+            await llm.complete("hello", step=STEP)
+
+    assert time.monotonic() - started < 2.0
+    assert STEP in str(info.value) and "deadline passed" in str(info.value)
+    assert run.step == STEP
+
+
+@pytest.mark.anyio
+async def test_run_deadline_bounds_retries_too(openai_server: OpenAIServer):
+    openai_server.enqueue(status=429, headers={"retry-after-ms": "4000"})
+    started = time.monotonic()
+    async with make_llm(openai_server, timeout_s=5.0, max_retries=1) as llm:
+        with run_scope(0.2), pytest.raises(DeadlineExceededError):
+            await llm.complete("hello", step=STEP)
+
+    assert time.monotonic() - started < 3.0  # did not sit out the 4 s retry-after
+
+
+@pytest.mark.anyio
+async def test_expired_run_deadline_fails_before_contacting_the_server(
+    openai_server: OpenAIServer,
+):
+    async with make_llm(openai_server) as llm:
+        with run_scope(0.000001):
+            await asyncio.sleep(0.01)
+            with pytest.raises(DeadlineExceededError) as info:
+                await llm.complete("hello", step=STEP)
+
+    assert STEP in str(info.value) and "llm_deadline_s" in str(info.value)
+    assert info.value.step == STEP
+    assert openai_server.history == []
+
+
+@pytest.mark.anyio
+async def test_a_server_that_stops_mid_request_is_unavailable():
+    server = OpenAIServer()
+    server.enqueue(delay_s=20.0)
+    started = time.monotonic()
+    async with make_llm(server, max_retries=0) as llm:
+        call = asyncio.create_task(llm.complete("hello", step=STEP))
+        while not server.history:
+            await asyncio.sleep(0.01)
+        server.stop()
+        with pytest.raises(LLMUnavailableError) as info:
+            await call
+
+    assert time.monotonic() - started < 20.0
+    assert "APIConnectionError" in str(info.value)

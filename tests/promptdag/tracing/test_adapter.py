@@ -1,0 +1,282 @@
+"""The TraceAdapter on real pipelines: one request row with the build's provenance and one row
+per LLM call, failures recorded with their error, no per-run state left behind, no key stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from promptdag.errors import InputError
+from promptdag.factory import build_pipeline
+from promptdag.llm.client import LLMCall, run_scope
+from promptdag.pipeline import Pipeline, RunResult
+from promptdag.provenance import sha256_text
+from promptdag.tracing.adapter import TraceAdapter
+from promptdag.tracing.context import RequestContext, request_scope
+from promptdag.tracing.store import TraceWriter
+from tests.promptdag.test_pipeline import STORY
+
+REPO = Path(__file__).resolve().parents[3]
+SMALL_CHUNKS = {"chunk_tokens": 60, "chunk_overlap_tokens": 10}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROMPTDAG_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(REPO)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "traces.sqlite"
+
+
+@pytest.fixture
+def writer(db: Path) -> Iterator[TraceWriter]:
+    w = TraceWriter(db).start()
+    yield w
+    w.close()
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[dict[str, Any]]:
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql, params)]
+    finally:
+        conn.close()
+
+
+def context(pipeline: Pipeline, request_id: str = "req-1") -> RequestContext:
+    return RequestContext(
+        request_id=request_id,
+        variant=pipeline.variant,
+        assignment="sticky",
+        subject_id="user-7",
+        conversation_id="conv-3",
+        build=pipeline.build_info(),
+    )
+
+
+def run(adapter: TraceAdapter, text: str, ctx: bool = True, **overrides: Any) -> RunResult:
+    async def go() -> RunResult:
+        pipeline = build_pipeline(overrides={**SMALL_CHUNKS, **overrides}, adapters=[adapter])
+        try:
+            if not ctx:
+                return await pipeline.summarize(text=text)
+            with request_scope(context(pipeline)):
+                return await pipeline.summarize(text=text)
+        finally:
+            await pipeline.aclose()
+
+    return asyncio.run(go())
+
+
+def test_a_request_and_each_llm_call_are_committed_with_their_provenance(
+    writer: TraceWriter, db: Path
+) -> None:
+    adapter = TraceAdapter(writer)
+    result = run(adapter, STORY)
+    [req] = rows(db, "SELECT * FROM requests")
+    out, fp = result.outputs, result.fingerprint
+    assert req["request_id"] == "req-1" and req["source"] == "service"
+    assert (req["variant"], req["assignment"], req["subject_id"], req["conversation_id"]) == (
+        "baseline",
+        "sticky",
+        "user-7",
+        "conv-3",
+    )
+    assert req["git_sha"] == fp["git"]["sha"] and req["git_dirty"] == int(fp["git"]["dirty"])
+    assert req["fingerprint_id"] == fp["id"]
+    assert (
+        req["graph_version"] == fp["graph_version"] and req["config_sha256"] == fp["config_sha256"]
+    )
+    versions = json.loads(req["prompt_versions"])
+    assert {n: v["version"] for n, v in versions.items()} == {
+        "chunk_summary_prompt": "v2",
+        "final_summary_prompt": "v1",
+    }
+    assert req["prompt_set"] == "chunk_summary_prompt@v2 final_summary_prompt@v1"
+    assert req["status"] == "ok" and req["error_type"] is None
+    assert req["calls"] == out["usage"]["calls"] == len(out["text_chunks"]) + 1
+    assert (
+        req["chunks"] == len(out["text_chunks"])
+        and req["document_tokens"] == out["document_tokens"]
+    )
+    assert req["input_tokens"] == out["usage"]["input_tokens"]
+    assert req["output_tokens"] == out["usage"]["output_tokens"]
+    assert req["dataflow"] == "dataflows.chunking,dataflows.summarize"
+    assert req["model"] == "offline-extractive" and req["backend"] == "offline"
+    assert req["started_ts"] < req["finished_ts"] and req["latency_s"] > 0
+
+    calls = rows(db, "SELECT * FROM llm_calls ORDER BY call_index")
+    assert [c["step"] for c in calls] == ["chunk_summary"] * len(out["text_chunks"]) + [
+        "final_summary"
+    ]
+    assert [c["chunk_index"] for c in calls[:-1]] == list(range(len(out["text_chunks"])))
+    for call, record in zip(calls, out["llm_calls"], strict=True):
+        meta = versions[call["prompt_node"]]
+        assert call["prompt_node"] == f"{call['step']}_prompt"
+        assert call["prompt_version"] == meta["version"]
+        assert call["prompt_source_sha256"] == meta["source_sha256"]
+        assert call["prompt_sha256"] == sha256_text(call["prompt_text"])
+        assert call["response_sha256"] == sha256_text(call["response_text"])
+        assert call["input_tokens"] == record["input_tokens"] > 0
+        assert call["output_tokens"] == record["output_tokens"]
+        assert call["cache_key"] == record["request_key"] and call["retries"] == 0
+    assert (
+        calls[0]["node"] == "chunk_summary_responses"
+        and calls[0]["dataflow"] == "dataflows.summarize"
+    )
+    assert calls[-1]["prompt_text"] == out["final_summary_prompt"]
+    assert calls[-1]["response_text"].strip() == result.summary
+    assert adapter.runs == {}
+
+
+def test_a_failed_run_is_recorded_with_its_error(writer: TraceWriter, db: Path) -> None:
+    adapter = TraceAdapter(writer)
+    with pytest.raises(InputError) as info:
+        run(adapter, "   ")
+    [req] = rows(db, "SELECT * FROM requests")
+    assert (req["request_id"], req["status"], req["error_type"]) == ("req-1", "error", "InputError")
+    assert req["error_message"] == str(info.value)
+    assert req["calls"] == 0 and req["fingerprint_id"] is None and req["variant"] == "baseline"
+    assert rows(db, "SELECT * FROM llm_calls") == []
+    assert adapter.runs == {}
+
+
+def test_runs_outside_a_request_are_recorded_as_library_runs(writer: TraceWriter, db: Path) -> None:
+    adapter = TraceAdapter(writer)
+    result = run(adapter, STORY, ctx=False, chunk_summary_prompt_version="v3")
+    [req] = rows(db, "SELECT * FROM requests")
+    assert req["source"] == "library" and len(req["request_id"]) == 32 and req["variant"] is None
+    assert req["prompt_set"] == "chunk_summary_prompt@v3 final_summary_prompt@v1"
+    versions = json.loads(req["prompt_versions"])
+    for node, meta in result.fingerprint["prompts"].items():
+        assert versions[node]["source_sha256"] == meta["source_sha256"]
+    [call] = rows(db, "SELECT * FROM llm_calls WHERE step = 'final_summary'")
+    assert call["prompt_version"] == "v1"
+
+
+def fake_call(i: int) -> LLMCall:
+    return LLMCall(
+        step="chunk_summary",
+        index=i,
+        model="m",
+        text="t",
+        finish_reason="stop",
+        input_tokens=3,
+        output_tokens=1,
+        cost_usd=0.0,
+        latency_s=0.01,
+        cached=False,
+        attempts=1,
+        request_key="k",
+        prompt="p",
+    )
+
+
+def test_no_per_run_state_survives_a_thousand_runs(writer: TraceWriter, db: Path) -> None:
+    pipeline = build_pipeline(overrides=SMALL_CHUNKS)
+    graph = pipeline.driver.graph
+    node = graph.nodes["chunk_summary_responses"]
+    adapter = TraceAdapter(writer)
+
+    async def one(i: int) -> None:
+        run_id = f"run-{i}"
+        await adapter.pre_graph_execute(
+            run_id=run_id, graph=graph, final_vars=["summary"], inputs={}, overrides={}
+        )
+        await adapter.post_node_execute(
+            run_id=run_id, node_=node, kwargs={}, success=True, error=None, result=[fake_call(0)]
+        )
+        failed = i % 3 == 0
+        with request_scope(context(pipeline, f"req-{i}")):
+            await adapter.post_graph_execute(
+                run_id=run_id,
+                graph=graph,
+                success=not failed,
+                error=RuntimeError("boom") if failed else None,
+                results=None if failed else {},
+            )
+        # a task Hamilton abandoned finishes after its run was recorded: nothing is kept
+        await adapter.post_node_execute(
+            run_id=run_id, node_=node, kwargs={}, success=True, error=None, result=[fake_call(1)]
+        )
+
+    async def main() -> None:
+        await asyncio.gather(*(one(i) for i in range(1000)))
+
+    asyncio.run(main())
+    asyncio.run(pipeline.aclose())
+    assert adapter.runs == {}
+    assert rows(db, "SELECT count(*) AS n FROM requests") == [{"n": 1000}]
+    assert rows(db, "SELECT count(*) AS n FROM llm_calls") == [{"n": 1000}]
+    assert rows(db, "SELECT count(*) AS n FROM requests WHERE status = 'error'") == [{"n": 334}]
+
+
+def test_the_per_node_hook_is_cheap(writer: TraceWriter) -> None:
+    pipeline = build_pipeline(overrides=SMALL_CHUNKS)
+    node = pipeline.driver.graph.nodes["chunk_summaries"]
+    adapter = TraceAdapter(writer)
+
+    async def main() -> float:
+        await adapter.pre_graph_execute(
+            run_id="r", graph=pipeline.driver.graph, final_vars=[], inputs={}, overrides={}
+        )
+        started = time.perf_counter()
+        for _ in range(10_000):
+            await adapter.post_node_execute(
+                run_id="r", node_=node, kwargs={}, success=True, error=None, result=["x"]
+            )
+        return (time.perf_counter() - started) / 10_000
+
+    per_node = asyncio.run(main())
+    asyncio.run(pipeline.aclose())
+    assert per_node < 20e-6, f"{per_node * 1e6:.1f} µs per node"
+
+
+def test_the_api_key_never_reaches_the_store(
+    writer: TraceWriter, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-0123456789SECRETKEY"
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    run(TraceAdapter(writer), STORY, llm_cache="off")
+    writer.close()
+    assert rows(db, "SELECT count(*) AS n FROM llm_calls")[0]["n"] > 1
+    for file in db.parent.glob("traces.sqlite*"):
+        assert secret.encode() not in file.read_bytes()
+        assert b"0123456789SECRET" not in file.read_bytes()
+
+
+def test_a_cancelled_run_is_recorded_as_past_its_deadline_or_cancelled(
+    writer: TraceWriter, db: Path
+) -> None:
+    pipeline = build_pipeline(overrides=SMALL_CHUNKS)
+    graph = pipeline.driver.graph
+    adapter = TraceAdapter(writer)
+
+    async def main() -> None:
+        for run_id, deadline in (("late", 0.0), ("stopped", None)):
+            await adapter.pre_graph_execute(
+                run_id=run_id, graph=graph, final_vars=["summary"], inputs={}, overrides={}
+            )
+            with run_scope(deadline), request_scope(context(pipeline, run_id)):
+                await adapter.post_graph_execute(
+                    run_id=run_id, graph=graph, success=False, error=None, results=None
+                )
+        await pipeline.aclose()
+
+    asyncio.run(main())
+    assert rows(db, "SELECT request_id, status, error_type FROM requests ORDER BY request_id") == [
+        {"request_id": "late", "status": "error", "error_type": "DeadlineExceededError"},
+        {"request_id": "stopped", "status": "error", "error_type": "CancelledError"},
+    ]

@@ -1,0 +1,287 @@
+"""The trace writer: group commits that each submitter awaits, draining on close, surviving a
+SIGKILL with every acknowledged request, redaction, retention and credential scrubbing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from promptdag.errors import ConfigError
+from promptdag.provenance import sha256_text
+from promptdag.tracing.store import (
+    CALL_COLUMNS,
+    REQUEST_COLUMNS,
+    NoTracesError,
+    TraceStore,
+    TraceStoreError,
+    TraceWriter,
+    TraceWriterClosedError,
+    prune,
+    scrub,
+)
+from tests.promptdag.tracing.rows import call_row, request_row
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def ids(path: Path, table: str = "requests") -> list[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(f"SELECT request_id FROM {table} ORDER BY request_id").fetchall()
+    conn.close()
+    return [r[0] for r in rows]
+
+
+def test_concurrent_submits_each_return_after_their_own_commit(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    reader = TraceStore(db)
+
+    async def one(n: int) -> None:
+        await writer.submit(request_row(f"r{n:03d}"), [call_row(chunk_index=i) for i in range(2)])
+        conn = reader.connect()
+        try:  # committed, so visible to another connection the moment submit returns
+            assert conn.execute("SELECT 1 FROM requests WHERE request_id = ?", (f"r{n:03d}",))
+            assert conn.execute(
+                "SELECT count(*) FROM llm_calls WHERE request_id = ?", (f"r{n:03d}",)
+            ).fetchone() == (2,)
+        finally:
+            conn.close()
+
+    async def main() -> None:
+        await asyncio.gather(*(one(n) for n in range(200)))
+
+    asyncio.run(main())
+    writer.close()
+    assert ids(db) == [f"r{n:03d}" for n in range(200)]
+    assert writer.committed == 200
+
+
+def test_close_drains_the_queue_and_later_submits_fail_clearly(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+
+    async def main() -> None:
+        pending = [asyncio.ensure_future(writer.submit(request_row(f"r{n}"))) for n in range(50)]
+        await asyncio.sleep(0)  # every submit is queued
+        await asyncio.to_thread(writer.close)
+        await asyncio.gather(*pending)
+        with pytest.raises(TraceWriterClosedError, match=r"closed: the trace of request late"):
+            await writer.submit(request_row("late"))
+
+    asyncio.run(main())
+    writer.close()  # idempotent
+    assert len(ids(db)) == 50
+
+
+def test_submit_before_start_says_to_start(tmp_path: Path) -> None:
+    writer = TraceWriter(tmp_path / "traces.sqlite")
+    with pytest.raises(TraceWriterClosedError, match=r"not started \(call start\(\) first\)"):
+        asyncio.run(writer.submit(request_row("r")))
+
+
+def test_reopening_the_database_appends(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    for name in ("first", "second"):
+        writer = TraceWriter(db).start()
+        asyncio.run(writer.submit(request_row(name), [call_row()]))
+        writer.flush()
+        writer.close()
+    assert ids(db) == ["first", "second"]
+    assert ids(db, "llm_calls") == ["first", "second"]
+
+
+def test_a_bad_row_fails_only_its_own_submit(tmp_path: Path) -> None:
+    writer = TraceWriter(tmp_path / "traces.sqlite").start()
+
+    async def main() -> list[BaseException | None]:
+        return await asyncio.gather(
+            writer.submit(request_row("same")),
+            writer.submit(request_row("same")),  # duplicate primary key
+            writer.submit(request_row("other")),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(main())
+    writer.close()
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], TraceStoreError) and "request same" in str(results[1])
+
+
+def test_sigkill_leaves_an_intact_database_with_every_acknowledged_request(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "traces.sqlite"
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.promptdag.tracing._writer_child", str(db)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    acknowledged = []
+    deadline = time.monotonic() + 60
+    while len(acknowledged) < 300 and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        acknowledged.append(line.strip())
+    os.kill(child.pid, signal.SIGKILL)
+    acknowledged += [line.strip() for line in child.stdout.read().splitlines() if line.strip()]
+    child.stdout.close()
+    assert child.wait() == -signal.SIGKILL
+    assert len(acknowledged) >= 300
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = {r[0] for r in conn.execute("SELECT request_id FROM requests")}
+        orphans = conn.execute(
+            "SELECT count(*) FROM llm_calls WHERE request_id NOT IN (SELECT request_id FROM requests)"
+        ).fetchone()
+    conn.close()
+    assert set(acknowledged) <= stored
+    assert orphans == (0,)
+
+
+def test_redaction_stores_hashes_and_no_text(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db, redact=True).start()
+    call = call_row(prompt_text="SECRET-DOCUMENT-TEXT", response_text="SECRET-SUMMARY")
+    asyncio.run(writer.submit(request_row("r"), [call]))
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT prompt_text, prompt_sha256, response_text, response_sha256, redacted "
+            "FROM llm_calls"
+        ).fetchone()
+        assert conn.execute("SELECT redacted FROM requests").fetchone() == (1,)
+    conn.close()
+    assert row == (
+        None,
+        sha256_text("SECRET-DOCUMENT-TEXT"),
+        None,
+        sha256_text("SECRET-SUMMARY"),
+        1,
+    )
+    for file in tmp_path.iterdir():
+        assert b"SECRET-" not in file.read_bytes()
+
+
+def test_unredacted_rows_keep_text_hashes_and_retries(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    asyncio.run(writer.submit(request_row("r"), [call_row(attempts=3), call_row(attempts=0)]))
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(
+            "SELECT call_index, prompt_text, prompt_sha256, retries, redacted FROM llm_calls"
+        ).fetchall()
+        started_at = conn.execute("SELECT started_at FROM requests").fetchone()[0]
+    conn.close()
+    text = call_row()["prompt_text"]
+    assert rows == [(0, text, sha256_text(text), 2, 0), (1, text, sha256_text(text), 0, 0)]
+    assert started_at.endswith("Z") and "T" in started_at
+
+
+def old(request_id: str, days: float) -> dict[str, object]:
+    ts = time.time() - days * 86_400
+    return request_row(request_id, started_ts=ts, finished_ts=ts + 1)
+
+
+def test_retention_prunes_at_start(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    for request_id, days in (("old", 3), ("recent", 0.5)):
+        asyncio.run(writer.submit(old(request_id, days), [call_row()]))
+    writer.close()
+    TraceWriter(db, retain_days=1).start().close()
+    assert ids(db) == ["recent"] and ids(db, "llm_calls") == ["recent"]
+
+
+def test_retention_prunes_periodically(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db, retain_days=1, prune_every_s=0.05).start()
+    asyncio.run(writer.submit(old("old", 3), [call_row()]))
+    assert "old" in ids(db)
+    deadline = time.monotonic() + 5
+    while ids(db) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    writer.close()
+    assert ids(db) == [] and ids(db, "llm_calls") == []
+
+
+def test_prune_command_counts_and_checks_its_arguments(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    asyncio.run(writer.submit(old("old", 10), [call_row(), call_row()]))
+    writer.close()
+    assert prune(db, 7) == (1, 2)
+    with pytest.raises(ConfigError, match="retain_days=0: use a number of days above 0"):
+        prune(db, 0)
+    with pytest.raises(NoTracesError, match="no traces yet at"):
+        prune(tmp_path / "missing.sqlite", 7)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "HTTP 401: Incorrect API key provided: sk-proj-abc123XYZ789.",
+            "HTTP 401: Incorrect API key provided: <redacted>.",
+        ),
+        (
+            "sent Authorization: Bearer abc.def-123 upstream",
+            "sent Authorization: <redacted> upstream",
+        ),
+        ("header was bearer tok_en/123= ok", "header was Bearer <redacted> ok"),
+        ("url?api_key=hunter2hunter2&x=1", "url?api_key=<redacted>&x=1"),
+        ('{"x-api-key": "abc123"}', '{"x-api-key": "<redacted>"}'),
+        ("no secrets in here: task-list, skeleton", "no secrets in here: task-list, skeleton"),
+        (None, None),
+    ],
+)
+def test_scrub_replaces_anything_like_a_credential(text: str | None, expected: str | None) -> None:
+    assert scrub(text) == expected
+
+
+def test_error_messages_are_scrubbed_and_there_is_no_column_for_headers(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    message = "rejected (401): key sk-live-0123456789abcdef, header Bearer sk-live-0123456789"
+    asyncio.run(writer.submit(request_row("r", status="error", error_message=message)))
+    writer.close()
+    assert b"0123456789" not in b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    columns = " ".join(REQUEST_COLUMNS + CALL_COLUMNS)
+    assert not any(
+        w in columns for w in ("header", "authorization", "api_key", "secret", "password")
+    )
+
+
+def test_readers_get_a_clear_error_without_a_database(tmp_path: Path) -> None:
+    with pytest.raises(NoTracesError) as info:
+        TraceStore(tmp_path / "traces.sqlite").connect()
+    assert info.value.exit_code == 3
+    assert "run `promptdag serve`" in str(info.value)
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    TraceWriter(db).start().close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(TraceStoreError, match="schema v99, newer"):
+        TraceStore(db).connect()
+    with pytest.raises(TraceStoreError, match="schema v99, newer"):
+        TraceWriter(db).start()
+
+
+def test_retain_days_must_be_positive(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="retain_days=-1"):
+        TraceWriter(tmp_path / "t.sqlite", retain_days=-1)
