@@ -4,13 +4,13 @@ Inputs: text_chunks (chunking.py), chunk_summary_prompt and final_summary_prompt
 pack), llm (the LLM client the driver factory built for this Driver).
 Config: none directly; the client carries model, concurrency, retries and cache.
 Outputs: chunk_summary_requests (rendered per-chunk prompts), chunk_summary_responses,
-chunk_summaries, final_summary_response, summary, llm_calls (one record per call), usage.
+chunk_summaries, final_summary_response, summary. The LLM steps (which node calls the model with
+which prompt) are declared in pyproject.toml; promptdag records every call and its usage.
 """
 
 from __future__ import annotations
 
 from string import Template
-from typing import Any
 
 from dataflows._text import delimit
 from promptdag.errors import ConfigError, LLMError
@@ -29,7 +29,7 @@ def chunk_summary_requests(text_chunks: list[str], chunk_summary_prompt: str) ->
 
 async def chunk_summary_responses(chunk_summary_requests: list[str], llm: LLM) -> list[LLMCall]:
     """One LLM call per chunk, a bounded number at once, results in chunk order."""
-    return await llm.complete_all(chunk_summary_requests, step="chunk_summary")
+    return await llm.complete_all(chunk_summary_requests)
 
 
 def chunk_summaries(chunk_summary_responses: list[LLMCall]) -> list[str]:
@@ -46,7 +46,7 @@ def chunk_summaries(chunk_summary_responses: list[LLMCall]) -> list[str]:
 
 async def final_summary_response(final_summary_prompt: str, llm: LLM) -> LLMCall:
     """The LLM call that writes the final summary from the chunk summaries."""
-    return await llm.complete(final_summary_prompt, step="final_summary")
+    return await llm.complete(final_summary_prompt)
 
 
 def summary(final_summary_response: LLMCall) -> str:
@@ -58,23 +58,3 @@ def summary(final_summary_response: LLMCall) -> str:
             step="final_summary",
         )
     return text
-
-
-def llm_calls(
-    chunk_summary_responses: list[LLMCall], final_summary_response: LLMCall
-) -> list[dict[str, Any]]:
-    """One record per LLM call: step, chunk, model, tokens, cost, latency, cache hit."""
-    return [c.record() for c in [*chunk_summary_responses, final_summary_response]]
-
-
-def usage(llm_calls: list[dict[str, Any]]) -> dict[str, Any]:
-    """Totals over the run's LLM calls: calls, cache hits, tokens, estimated cost, LLM seconds."""
-    costs = [c["cost_usd"] for c in llm_calls]
-    return {
-        "calls": len(llm_calls),
-        "cached_calls": sum(1 for c in llm_calls if c["cached"]),
-        "input_tokens": sum(c["input_tokens"] for c in llm_calls),
-        "output_tokens": sum(c["output_tokens"] for c in llm_calls),
-        "cost_usd": None if any(x is None for x in costs) else round(sum(costs), 6),
-        "llm_seconds": round(sum(c["latency_s"] for c in llm_calls), 4),
-    }

@@ -49,6 +49,7 @@ class PromptCatalog:
 
     packs: dict[str, dict[str, dict[str, PromptVersion]]]
     problems: tuple[str, ...]
+    package: str = "prompts"
 
     def nodes(self, pack: str) -> list[str]:
         return sorted(self.packs.get(pack, {}))
@@ -59,6 +60,9 @@ class PromptCatalog:
 
     def all_nodes(self) -> list[str]:
         return sorted({n for nodes in self.packs.values() for n in nodes})
+
+    def version_keys(self) -> list[str]:
+        return [version_key(n) for n in self.all_nodes()]
 
 
 def _decorators(fn: Callable[..., object]) -> list[object]:
@@ -124,12 +128,12 @@ def discover_prompts(project: Project) -> PromptCatalog:
     packs = {
         name: _pack_prompts(name, mod, problems) for name, mod in sorted(project.packs.items())
     }
-    return PromptCatalog(packs=packs, problems=tuple(problems))
+    return PromptCatalog(packs=packs, problems=tuple(problems), package=project.contract.prompts)
 
 
 def load_fixtures(project: Project) -> dict[str, dict[str, object]]:
-    """The fixture input sets in prompts/fixtures.toml, by name (empty when there is none)."""
-    path = project.root / "prompts" / "fixtures.toml"
+    """The fixture input sets of the contract's fixtures file, by name (empty when none)."""
+    path = project.contract.fixtures
     if not path.is_file():
         return {}
     try:

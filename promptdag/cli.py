@@ -10,19 +10,28 @@ import signal
 import sys
 import traceback
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from promptdag.cli_common import ConfigOpt, JsonOpt, VariantOpt, err, overrides, user_errors
-from promptdag.errors import ConfigError, InputError
+from promptdag.cli_common import (
+    ConfigOpt,
+    JsonOpt,
+    QuietOpt,
+    VariantOpt,
+    err,
+    overrides,
+    user_errors,
+)
+from promptdag.config import parse_assignments
+from promptdag.contract import InputSpec, PipelineSpec
+from promptdag.errors import ConfigError, InputError, LimitExceededError
 from promptdag.eval_cli import register as register_eval
-from promptdag.factory import build_pipeline
-from promptdag.pipeline import Pipeline, RunResult
-from promptdag.project import load_project
 from promptdag.prompts_cli import prompts_app
 from promptdag.traces_cli import traces_app
-from promptdag.variants import load_variants
+
+if TYPE_CHECKING:
+    from promptdag.pipeline import Pipeline, RunResult
 
 __all__ = ["app", "main"]
 
@@ -45,6 +54,8 @@ register_eval(app)
 
 
 def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipeline:
+    from promptdag.factory import build_pipeline
+
     return build_pipeline(variant=variant, overrides=overrides(config), **kwargs)
 
 
@@ -64,94 +75,156 @@ def _weights(pairs: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _read_document(path: Path) -> dict[str, Any]:
+def _read_file(path: Path, spec: InputSpec) -> Any:
+    """A file for input `spec`: its size checked before it is read (and at most cap + 1 bytes
+    read), text decoded as UTF-8."""
     if not path.exists():
         raise InputError(f"{path}: no such file. Check the path.")
     if not path.is_file():
         raise InputError(f"{path}: not a file.")
-    data = path.read_bytes()
-    if path.suffix.lower() in TEXT_SUFFIXES:
-        try:
-            return {"text": data.decode("utf-8")}
-        except UnicodeDecodeError as exc:
-            raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
-    return {"pdf_bytes": data, "source_name": path.name}
+    cap = spec.max_bytes if spec.is_file else (spec.max_chars or 0) * 4
+    size = path.stat().st_size
+    if cap and size > cap:
+        raise LimitExceededError(
+            f"{path.name} ({spec.name})", f"{size} bytes", f"{cap} bytes", "Send a smaller file."
+        )
+    with path.open("rb") as fh:
+        data = fh.read(cap + 1 if cap else -1)
+    if cap and len(data) > cap:
+        raise LimitExceededError(
+            f"{path.name} ({spec.name})", "larger", f"{cap} bytes", "Send a smaller file."
+        )
+    if spec.is_file:
+        return data
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
 
 
-def _footer(result: RunResult, pipeline: Pipeline) -> str:
-    usage = result.outputs["usage"]
+def _run_inputs(spec: PipelineSpec, path: Path | None, pairs: list[str] | None) -> dict[str, Any]:
+    """The run's inputs: the positional file bound by the contract, then --input NAME=VALUE
+    (NAME=@FILE reads a file)."""
+    inputs: dict[str, Any] = {}
+    if path is not None:
+        target = spec.file_input_for(path)
+        inputs[target.name] = _read_file(path, target)
+        if target.filename_input:
+            inputs[target.filename_input] = path.name
+    for name, value in parse_assignments(pairs or [], flag="--input").items():
+        target = spec.inputs.get(name)
+        if target is not None and value.startswith("@") and target.kind in ("file", "text"):
+            inputs[name] = _read_file(Path(value[1:]), target)
+        else:
+            inputs[name] = value
+    return inputs
+
+
+def _footer(result: RunResult) -> str:
+    usage = result.usage
     fp = result.fingerprint
     git = fp["git"]
     where = (
-        f"git {git['sha'][:10]}{' (dirty)' if git['dirty'] else ''}"
+        f"{git.get('source', 'git')} {git['sha'][:10]}{' (dirty)' if git['dirty'] else ''}"
         if git.get("available")
         else f"git: {git.get('reason')}"
     )
     versions = " ".join(f"{n}@{p['version']}" for n, p in fp["prompts"].items())
     cost = "n/a" if usage["cost_usd"] is None else f"${usage['cost_usd']:.4f}"
-    model = result.outputs["llm_calls"][-1]["model"]
     return (
-        f"— {model} · variant {pipeline.variant} · {versions} · {usage['calls']} calls "
-        f"({usage['cached_calls']} cached) · {usage['input_tokens']}→{usage['output_tokens']} tokens · "
-        f"{cost} · {result.latency_s:.2f} s · {where} · fingerprint {fp['id']}"
+        f"— {result.model or 'no model call'} · {result.pipeline} · variant {result.variant} · "
+        f"{versions} · {usage['calls']} calls ({usage['cached_calls']} cached) · "
+        f"{usage['input_tokens']}→{usage['output_tokens']} tokens · {cost} · "
+        f"{result.latency_s:.2f} s · {where} · fingerprint {fp['id']}"
     )
 
 
-async def _summarize(pipeline: Pipeline, inputs: dict[str, Any]) -> RunResult:
+async def _run_once(pipeline: Pipeline, inputs: dict[str, Any], quiet: bool) -> RunResult:
+    from promptdag.progress import RunProgress
+
     try:
-        return await pipeline.summarize(**inputs)
+        with RunProgress(enabled=not quiet):
+            return await pipeline.run(inputs)
     finally:
         await pipeline.aclose()
 
 
 @app.command(
+    "run",
     epilog="Examples:\n\n"
-    "  promptdag summarize examples/the-man-without-a-body.pdf\n\n"
-    "  promptdag summarize paper.pdf --json\n\n"
-    "  promptdag summarize paper.pdf --config chunk_summary_prompt_version=v1\n\n"
-    "  promptdag summarize paper.pdf --variant concise --query 'What is the main result?'\n\n"
-    "  OPENAI_API_KEY=... promptdag summarize paper.pdf -c llm_backend=openai -c llm_model=gpt-4o-mini"
+    "  promptdag run summarize examples/the-man-without-a-body.pdf\n\n"
+    "  promptdag run summarize paper.pdf --input user_query='What is new?' --variant concise --json\n\n"
+    "  promptdag run summarize paper.pdf -c chunk_summary_prompt_version=v1\n\n"
+    "  promptdag run triage --input ticket='The app crashes on login' --json\n\n"
+    "  OPENAI_API_KEY=... promptdag run summarize paper.pdf -c llm_backend=openai -c llm_model=gpt-4o-mini",
 )
-def summarize(
-    path: Annotated[Path, typer.Argument(help="A PDF (or a .txt/.md text file) to summarize.")],
+def run_command(
+    pipeline_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="PIPELINE", help="A pipeline declared in [tool.promptdag.pipelines]."
+        ),
+    ],
+    path: Annotated[
+        Path | None,
+        typer.Argument(help="A file for the pipeline's file input (bound by the contract)."),
+    ] = None,
+    input_pairs: Annotated[
+        list[str] | None,
+        typer.Option("--input", "-i", help="A request input NAME=VALUE (NAME=@FILE reads a file)."),
+    ] = None,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
-    query: Annotated[
-        str, typer.Option("--query", "-q", help="A question the summary should answer.")
-    ] = "",
-    content_type: Annotated[
-        str | None,
-        typer.Option("--content-type", help="What the document is, e.g. 'a news article'."),
-    ] = None,
-    password: Annotated[str, typer.Option("--password", help="Password of an encrypted PDF.")] = "",
     require_clean: Annotated[
         bool,
         typer.Option("--require-clean", help="Refuse to run from a tree with uncommitted changes."),
     ] = False,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Summarize a document; the summary goes to stdout, a provenance line to stderr."""
+    """Run a declared pipeline once: the answer goes to stdout, a provenance line to stderr."""
+    from promptdag.factory import build_pipeline
+    from promptdag.project import load_project
+
     with user_errors():
-        inputs = _read_document(path)
-        if query:
-            inputs["user_query"] = query
-        if content_type is not None:
-            inputs["content_type"] = content_type
-        if password:
-            inputs["pdf_password"] = password
-        pipeline = _build(variant, config, require_clean_tree=require_clean)
-        result = asyncio.run(_summarize(pipeline, inputs))
+        project = load_project()
+        spec = project.contract.pipeline(pipeline_name)
+        inputs = _run_inputs(spec, path, input_pairs)
+        pipeline = build_pipeline(
+            pipeline=spec.name,
+            variant=variant,
+            overrides=overrides(config),
+            project=project,
+            require_clean_tree=require_clean,
+        )
+        result = asyncio.run(_run_once(pipeline, inputs, quiet))
     if json_out:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
         return
-    typer.echo(result.summary)
+    typer.echo(result.answer_text())
     for note in result.notes:
         err(f"note: {note}")
-    if pipeline.llm.settings.backend == "offline":
+    if pipeline.llm.settings.backend == "offline" and not quiet:
         err(
             "note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text."
         )
-    err(_footer(result, pipeline))
+    err(_footer(result))
+
+
+@app.command(epilog="Examples:\n\n  promptdag stamp\n\n  promptdag stamp --json")
+def stamp(json_out: JsonOpt = False) -> None:
+    """Write the checkout's git SHA, dirty flag and diff hash to .promptdag-stamp.json (run it
+    at image build: later runs without .git read their provenance from it)."""
+    from promptdag.project import find_project
+    from promptdag.provenance import STAMP_FILE, write_stamp
+
+    with user_errors():
+        root = find_project()
+        data = write_stamp(root)
+    if json_out:
+        typer.echo(json.dumps(data, indent=2))
+        return
+    err(f"wrote {root / STAMP_FILE}: {data['sha'][:12]}{' (dirty)' if data['dirty'] else ''}")
 
 
 @app.command(
@@ -363,6 +436,9 @@ def gate(
 @variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")
 def variants_list(json_out: JsonOpt = False) -> None:
     """Every named variant, its weight and its config."""
+    from promptdag.project import load_project
+    from promptdag.variants import load_variants
+
     with user_errors():
         variants = load_variants(load_project().variants_path)
     rows = [

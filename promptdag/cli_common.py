@@ -13,7 +13,7 @@ import typer
 from promptdag.config import parse_assignments
 from promptdag.errors import PromptdagError
 
-__all__ = ["ConfigOpt", "JsonOpt", "VariantOpt", "err", "overrides", "user_errors"]
+__all__ = ["ConfigOpt", "JsonOpt", "QuietOpt", "VariantOpt", "err", "overrides", "user_errors"]
 
 ConfigOpt = Annotated[
     list[str] | None,
@@ -25,6 +25,7 @@ VariantOpt = Annotated[
     str | None, typer.Option("--variant", "-V", help="A named variant from prompts/variants.toml.")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
 
 
 def err(message: str) -> None:

@@ -1,21 +1,26 @@
-"""Build-time config: the defaults, their types, and parsing `KEY=VALUE` overrides.
+"""Build-time config: the framework's keys (prompt pack, LLM settings) with their defaults and
+ranges, the app's keys from the project contract, and parsing `KEY=VALUE` overrides.
 
-Precedence, lowest first: DEFAULTS < the variant's config < `--config KEY=VALUE` overrides.
-Per-request inputs (REQUEST_INPUTS) are a separate, disjoint set of names.
+Precedence, lowest first: defaults < the variant's config < `--config KEY=VALUE` overrides.
+Per-request inputs (declared per pipeline in the contract) are a separate, disjoint set of names.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from promptdag.contract import ConfigKey
 
 __all__ = [
     "DEFAULTS",
     "LLM_BACKENDS",
-    "REQUEST_INPUTS",
+    "ConfigSchema",
     "canonical_config",
     "coerce",
     "data_dir",
@@ -36,17 +41,7 @@ DEFAULTS: dict[str, Any] = {
     "llm_max_concurrency": 8,
     "llm_deadline_s": 300.0,
     "llm_cache": "use",
-    "chunk_tokens": 800,
-    "chunk_overlap_tokens": 80,
-    "max_document_tokens": 200_000,
-    "pdf_max_bytes": 50 * 1024 * 1024,
-    "pdf_max_pages": 1_000,
-    "pdf_max_seconds": 60.0,
-    "pdf_workers": 1,
 }
-
-# What a single request may set. Never a prompt node, never a config key.
-REQUEST_INPUTS = ("content_type", "pdf_bytes", "pdf_password", "source_name", "text", "user_query")
 
 _RANGES: dict[str, tuple[float, float]] = {
     "llm_temperature": (0.0, 2.0),
@@ -55,20 +50,50 @@ _RANGES: dict[str, tuple[float, float]] = {
     "llm_max_retries": (0, 10),
     "llm_max_concurrency": (1, 256),
     "llm_deadline_s": (0.1, 86_400.0),
-    "chunk_tokens": (16, 100_000),
-    "chunk_overlap_tokens": (0, 50_000),
-    "max_document_tokens": (1, 10_000_000),
-    "pdf_max_bytes": (1, 2**31),
-    "pdf_max_pages": (1, 100_000),
-    "pdf_max_seconds": (0.1, 3_600.0),
-    "pdf_workers": (1, 64),
 }
 
 
-def coerce(key: str, value: Any) -> tuple[Any, str | None]:
-    """`value` as the type of DEFAULTS[key] (strings from the command line are parsed); a
+@dataclass(frozen=True)
+class ConfigSchema:
+    """Every config key a project knows: the framework's plus the contract's, with defaults,
+    ranges and allowed values."""
+
+    defaults: dict[str, Any]
+    ranges: dict[str, tuple[float, float]]
+    choices: dict[str, tuple[Any, ...]]
+
+    @classmethod
+    def for_contract(cls, keys: Mapping[str, ConfigKey]) -> ConfigSchema:
+        defaults, ranges = dict(DEFAULTS), dict(_RANGES)
+        choices: dict[str, tuple[Any, ...]] = {}
+        for key in keys.values():
+            defaults[key.name] = key.default
+            if key.min is not None or key.max is not None:
+                ranges[key.name] = (
+                    -math.inf if key.min is None else key.min,
+                    math.inf if key.max is None else key.max,
+                )
+            if key.choices:
+                choices[key.name] = key.choices
+        return cls(defaults, ranges, choices)
+
+    def coerce(self, key: str, value: Any) -> tuple[Any, str | None]:
+        out, problem = coerce(key, value, self.defaults, self.ranges)
+        if problem is None and key in self.choices and out not in self.choices[key]:
+            allowed = ", ".join(map(str, self.choices[key]))
+            return out, f"{key}={out!r} is not allowed. Use one of: {allowed}."
+        return out, problem
+
+
+def coerce(
+    key: str,
+    value: Any,
+    defaults: Mapping[str, Any] = DEFAULTS,
+    ranges: Mapping[str, tuple[float, float]] = _RANGES,
+) -> tuple[Any, str | None]:
+    """`value` as the type of defaults[key] (strings from the command line are parsed); a
     problem message instead when it does not fit."""
-    default = DEFAULTS.get(key)
+    default = defaults.get(key)
     if default is None or (isinstance(value, type(default)) and not isinstance(value, bool)):
         out = value
     else:
@@ -79,21 +104,20 @@ def coerce(key: str, value: Any) -> tuple[Any, str | None]:
                 value,
                 f"{key}={value!r} is not a {type(default).__name__} (default {default!r}).",
             )
-    if key in _RANGES and not _RANGES[key][0] <= out <= _RANGES[key][1]:
-        lo, hi = _RANGES[key]
+    if key in ranges and not ranges[key][0] <= out <= ranges[key][1]:
+        lo, hi = ranges[key]
         return out, f"{key}={out!r} is out of range: use a value from {lo:g} to {hi:g}."
     return out, None
 
 
-def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
+def parse_assignments(pairs: Iterable[str], flag: str = "--config") -> dict[str, str]:
     """`["a=1", "b=x"]` → `{"a": "1", "b": "x"}`; a pair without `=` is a ValueError naming it."""
     out: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise ValueError(
-                f"--config {pair!r} is not KEY=VALUE (e.g. --config llm_model=gpt-4o-mini)."
-            )
+            example = "llm_model=gpt-4o-mini" if flag == "--config" else "NAME=VALUE"
+            raise ValueError(f"{flag} {pair!r} is not KEY=VALUE (e.g. {flag} {example}).")
         out[key.strip()] = value.strip()
     return out
 

@@ -14,6 +14,7 @@ options and what to do next; each carries its data as attributes and an exit cod
     ├── LLMError                      the model could not answer                            exit 4
     │   ├── LLMRequestError           rejected at once (400/401/404/422): fix config or key
     │   ├── LLMUnavailableError       retries exhausted (429/5xx/timeouts)
+    │   ├── LLMOutputError            the answer breaks the prompt's schema, or is not JSON
     │   ├── DeadlineExceededError     the whole-run deadline passed
     │   └── CacheMissError            cache mode replay-only and the request is not cached
     ├── RenderError                   a diagram could not be rendered                       exit 5
@@ -38,6 +39,7 @@ __all__ = [
     "GateError",
     "InputError",
     "LLMError",
+    "LLMOutputError",
     "LLMRequestError",
     "LLMUnavailableError",
     "LimitExceededError",
@@ -146,6 +148,10 @@ class LLMRequestError(LLMError):
 
 
 class LLMUnavailableError(LLMError):
+    pass
+
+
+class LLMOutputError(LLMError):
     pass
 
 

@@ -18,16 +18,17 @@ from hamilton.graph_types import HamiltonGraph
 from hamilton.lifecycle.base import ValidationException
 
 from promptdag.catalog import PromptCatalog, discover_prompts, version_key
-from promptdag.config import DEFAULTS, LLM_BACKENDS, coerce, data_dir
+from promptdag.config import LLM_BACKENDS, ConfigSchema, data_dir
+from promptdag.contract import Contract, PipelineSpec
 from promptdag.errors import ConfigError
 from promptdag.llm.cache import CACHE_MODES, ResponseCache
 from promptdag.llm.client import LLM, LLMSettings, make_openai_client
-from promptdag.pipeline import Pipeline
+from promptdag.pipeline import LLM_INPUT, NodeScope, Pipeline
 from promptdag.project import Project, load_project
 from promptdag.provenance import git_state, require_clean
 from promptdag.variants import VariantsFile, load_variants
 
-__all__ = ["PromptGuard", "build_pipeline", "resolve_config"]
+__all__ = ["PromptGuard", "build_pipeline", "check_links", "resolve_config"]
 
 
 class PromptGuard(lifecycle.StaticValidator):
@@ -41,9 +42,7 @@ class PromptGuard(lifecycle.StaticValidator):
         self, graph: HamiltonGraph, **future_kwargs: Any
     ) -> tuple[bool, str | None]:
         loose = sorted(
-            n.name
-            for n in graph.nodes
-            if n.is_external_input and (n.name in self.prompt_nodes or n.name.endswith("_prompt"))
+            n.name for n in graph.nodes if n.is_external_input and n.name in self.prompt_nodes
         )
         if loose:
             return False, (
@@ -57,32 +56,54 @@ def _check_prompts(config: dict[str, Any], catalog: PromptCatalog, problems: lis
     pack = config["prompt_pack"]
     if pack not in catalog.packs:
         problems.append(
-            f"prompt_pack={pack!r} is not a pack in prompts/. Defined: {', '.join(sorted(catalog.packs))}."
+            f"prompt_pack={pack!r} is not a pack in {catalog.package}/. Defined: {', '.join(sorted(catalog.packs))}."
         )
         return
     for node in catalog.nodes(pack):
         key = version_key(node)
         defined = ", ".join(catalog.versions(pack, node))
         if key not in config:
-            problems.append(f"{key} is not set. Defined in prompts/{pack}.py: {defined}.")
+            problems.append(f"{key} is not set. Defined in {catalog.package}/{pack}.py: {defined}.")
         elif config[key] not in catalog.packs[pack][node]:
             problems.append(
-                f"{key}={config[key]!r} is not defined in prompts/{pack}.py. Defined: {defined}."
+                f"{key}={config[key]!r} is not defined in {catalog.package}/{pack}.py. Defined: {defined}."
             )
-    for key in sorted(k for k in config if k.endswith("_prompt_version")):
-        if key.removesuffix("_version") not in catalog.packs[pack]:
-            problems.append(
-                f"{key} is set but prompts/{pack}.py has no {key.removesuffix('_version')}."
-            )
+    for node in catalog.all_nodes():
+        key = version_key(node)
+        if key in config and node not in catalog.packs[pack]:
+            problems.append(f"{key} is set but {catalog.package}/{pack}.py has no {node}.")
+
+
+def _switch_pack(
+    config: dict[str, Any], overrides: Mapping[str, Any], catalog: PromptCatalog
+) -> None:
+    """An override that switches the pack takes that pack's latest version of every prompt
+    the override does not pin itself (the variant's pins belong to its own pack)."""
+    pack = config["prompt_pack"]
+    if "prompt_pack" not in overrides or pack not in catalog.packs:
+        return
+    for node in catalog.all_nodes():
+        key = version_key(node)
+        if key in overrides:
+            continue
+        if node in catalog.packs[pack]:
+            config[key] = catalog.versions(pack, node)[-1]
+        else:
+            config.pop(key, None)
 
 
 def resolve_config(
-    variant_config: Mapping[str, Any], overrides: Mapping[str, Any], catalog: PromptCatalog
+    variant_config: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    catalog: PromptCatalog,
+    schema: ConfigSchema | None = None,
 ) -> dict[str, Any]:
-    """DEFAULTS < variant < overrides, type-checked; raises one ConfigError with every problem."""
+    """defaults < variant < overrides, type-checked; raises one ConfigError with every problem.
+    `schema`: the project's config keys (framework keys only when None)."""
+    schema = schema or ConfigSchema.for_contract({})
     problems = list(catalog.problems)
-    known = set(DEFAULTS) | {version_key(n) for n in catalog.all_nodes()}
-    config: dict[str, Any] = dict(DEFAULTS)
+    known = set(schema.defaults) | set(catalog.version_keys())
+    config: dict[str, Any] = dict(schema.defaults)
     for source, values in (("variant", variant_config), ("override", overrides)):
         for key, value in values.items():
             if key not in known:
@@ -90,11 +111,12 @@ def resolve_config(
                     f"unknown config key {key!r} ({source}). Known: {', '.join(sorted(known))}."
                 )
                 continue
-            coerced, problem = coerce(key, value)
+            coerced, problem = schema.coerce(key, value)
             if problem:
                 problems.append(problem)
             else:
                 config[key] = coerced
+    _switch_pack(config, overrides, catalog)
     if config["llm_backend"] not in LLM_BACKENDS:
         problems.append(
             f"llm_backend={config['llm_backend']!r} is not a backend. Use one of: {', '.join(LLM_BACKENDS)}."
@@ -102,10 +124,6 @@ def resolve_config(
     if config["llm_cache"] not in CACHE_MODES:
         problems.append(
             f"llm_cache={config['llm_cache']!r} is not a cache mode. Use one of: {', '.join(CACHE_MODES)}."
-        )
-    if config["chunk_overlap_tokens"] >= config["chunk_tokens"]:
-        problems.append(
-            f"chunk_overlap_tokens={config['chunk_overlap_tokens']} must be below chunk_tokens={config['chunk_tokens']}."
         )
     if config["llm_backend"] == "openai" and not os.environ.get("OPENAI_API_KEY"):
         problems.append(
@@ -134,8 +152,91 @@ def _llm(config: dict[str, Any], project: Project, variants: VariantsFile) -> LL
     return LLM(settings, client, cache=cache, prices=variants.prices)
 
 
+def _upstream(graph: HamiltonGraph, names: Sequence[str]) -> set[str]:
+    """`names` and every node they depend on."""
+    nodes = {n.name: n for n in graph.nodes}
+    seen: set[str] = set()
+    stack = [n for n in names if n in nodes]
+    while stack:
+        name = stack.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        node = nodes[name]
+        stack.extend(
+            d for d in (*node.required_dependencies, *node.optional_dependencies) if d in nodes
+        )
+    return seen
+
+
+def check_links(
+    graph: HamiltonGraph,
+    contract: Contract,
+    spec: PipelineSpec,
+    prompt_nodes: Sequence[str],
+    config: Mapping[str, Any],
+) -> list[str]:
+    """Every broken link between the contract and the built graph: LLM steps whose node or
+    prompt is missing (or not upstream), prompt nodes no step uses, pipeline outputs and inputs
+    the graph does not have, and graph inputs the pipeline does not declare."""
+    nodes = {n.name: n for n in graph.nodes}
+    problems: list[str] = []
+    where = "[tool.promptdag.llm_steps"
+    for step in contract.llm_steps.values():
+        if step.node not in nodes:
+            problems.append(
+                f"{where}.{step.name}] node = {step.node!r} is not a node of the dataflow."
+            )
+            continue
+        if step.prompt not in prompt_nodes:
+            problems.append(
+                f"{where}.{step.name}] prompt = {step.prompt!r} is not a prompt node of the "
+                f"selected pack. Prompt nodes: {', '.join(sorted(prompt_nodes)) or 'none'}."
+            )
+            continue
+        upstream = _upstream(graph, [step.node])
+        if step.prompt not in upstream:
+            problems.append(
+                f"{where}.{step.name}] node {step.node!r} does not depend on {step.prompt!r}."
+            )
+        if step.rendered is not None and step.rendered not in upstream:
+            problems.append(
+                f"{where}.{step.name}] rendered = {step.rendered!r} is not upstream of {step.node!r}."
+            )
+    linked = {s.prompt for s in contract.llm_steps.values()}
+    for prompt in sorted(set(prompt_nodes) - linked):
+        problems.append(
+            f"prompt node {prompt!r} is used by no declared LLM step: add "
+            f'[tool.promptdag.llm_steps.NAME] with prompt = "{prompt}" and the node that calls the LLM.'
+        )
+    pwhere = f"[tool.promptdag.pipelines.{spec.name}]"
+    for name in spec.final_vars:
+        if name not in nodes:
+            problems.append(f"{pwhere} output {name!r} is not a node of the dataflow.")
+    needed = _upstream(graph, [n for n in spec.final_vars if n in nodes])
+    for name in spec.inputs:
+        if name not in nodes or not nodes[name].is_external_input:
+            problems.append(f"{pwhere} input {name!r} is not an input of the dataflow.")
+    missing = sorted(
+        n
+        for n in needed
+        if nodes[n].is_external_input
+        and n not in spec.inputs
+        and n != LLM_INPUT
+        and n not in prompt_nodes
+        and n not in config
+    )
+    for name in missing:
+        problems.append(
+            f"{pwhere} does not declare input {name!r}, which its outputs need: add "
+            f"[tool.promptdag.pipelines.{spec.name}.inputs.{name}]."
+        )
+    return problems
+
+
 def build_pipeline(
     *,
+    pipeline: str | None = None,
     variant: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     project: Project | str | Path | None = None,
@@ -143,17 +244,20 @@ def build_pipeline(
     require_clean_tree: bool = False,
     git: dict[str, Any] | None = None,
 ) -> Pipeline:
-    """Build and validate the Driver for `variant` (default: the variants file's default) with
-    `overrides` on top. Raises ConfigError/VariantError/ProjectError listing what is defined.
+    """Build and validate the Driver of the declared `pipeline` (default: the contract's) for
+    `variant` (default: the variants file's) with `overrides` on top. Raises ConfigError,
+    VariantError or ProjectError listing what is defined.
     `git`: the tree's git state when the caller already read it (several Drivers of one tree)."""
     proj = project if isinstance(project, Project) else load_project(project)
+    spec = proj.contract.pipeline(pipeline)
     git = git if git is not None else git_state(proj.root)
     if require_clean_tree:
         require_clean(git)
     variants = load_variants(proj.variants_path)
     chosen = variants.get(variant)
     catalog = discover_prompts(proj)
-    config = resolve_config(chosen.config, dict(overrides or {}), catalog)
+    schema = ConfigSchema.for_contract(proj.contract.config)
+    config = resolve_config(chosen.config, dict(overrides or {}), catalog, schema)
     pack = config["prompt_pack"]
     prompts = {n: catalog.packs[pack][n][config[version_key(n)]] for n in catalog.nodes(pack)}
     try:
@@ -161,15 +265,20 @@ def build_pipeline(
             async_driver.Builder()
             .with_modules(*proj.dataflow_modules, proj.packs[pack])
             .with_config(config)
-            .with_adapters(PromptGuard(list(prompts)), *adapters)
+            .with_adapters(PromptGuard(list(prompts)), NodeScope(), *adapters)
             .build_without_init()
         )
     except (ValueError, ValidationException) as exc:  # Hamilton's graph and validator failures
         raise ConfigError(
             [f"the dataflow does not build with prompt pack {pack!r}: {exc}"]
         ) from exc
+    graph = HamiltonGraph.from_graph(driver.graph)
+    problems = check_links(graph, proj.contract, spec, list(prompts), config)
+    if problems:
+        raise ConfigError(problems)
     return Pipeline(
         project=proj,
+        spec=spec,
         variant=chosen.name,
         config=config,
         driver=driver,

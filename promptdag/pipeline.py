@@ -1,99 +1,170 @@
-"""A built, validated Driver and the one way to run it: request inputs are checked against
-REQUEST_INPUTS (never a prompt node or a config key), the run gets a whole-run deadline, and the
-result carries its provenance fingerprint."""
+"""A built, validated Driver for one declared pipeline and one variant, and the one way to run
+it: request inputs are checked against the pipeline's declared inputs (never a prompt node or a
+config key), the run gets a whole-run deadline, every LLM call is recorded, and the result
+carries its provenance fingerprint."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import copy
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from hamilton.async_driver import AsyncDriver
 from hamilton.graph_types import HamiltonGraph
+from hamilton.lifecycle.base import BasePreNodeExecuteAsync
 
 from promptdag.catalog import PromptVersion, version_key
-from promptdag.config import REQUEST_INPUTS, canonical_config
-from promptdag.errors import ConfigError, DeadlineExceededError, ForbiddenInputError, InputError
-from promptdag.llm.client import LLM, run_scope
+from promptdag.chat import prompt_text
+from promptdag.config import canonical_config
+from promptdag.contract import PipelineSpec
+from promptdag.errors import ConfigError, DeadlineExceededError
+from promptdag.inputs import check_inputs
+from promptdag.llm.client import LLM, LLMCall, enter_node, run_scope
 from promptdag.llm.tokens import token_counter
 from promptdag.project import Project
 from promptdag.provenance import fingerprint_id, library_versions, sha256_text
+from promptdag.tracing.context import RequestContext, current_request, new_request_id, request_scope
 
-__all__ = ["SUMMARY_OUTPUTS", "Pipeline", "RunResult", "render_prompts"]
+__all__ = ["LLM_INPUT", "NodeScope", "Pipeline", "RunResult", "render_prompts", "usage_of"]
 
-SUMMARY_OUTPUTS = (
-    "summary",
-    "chunk_summaries",
-    "usage",
-    "llm_calls",
-    "document_tokens",
-    "text_chunks",
-    "chunk_summary_prompt",
-    "final_summary_prompt",
-)
+# The input through which every dataflow node that calls the model receives the LLM client.
+LLM_INPUT = "llm"
+
 _RUN_TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
     "promptdag_run_tasks", default=None
 )
-_MAX_QUERY_CHARS = 2_000
-_MAX_CONTENT_TYPE_CHARS = 100
+_HAMILTON_LOGGERS = (
+    "hamilton.async_driver",
+    "hamilton.driver",
+    "hamilton.execution.graph_functions",
+)
+
+
+def usage_of(calls: list[LLMCall]) -> dict[str, Any]:
+    """Totals over LLM calls: calls, cache hits, tokens, estimated cost, LLM seconds."""
+    costs = [c.cost_usd for c in calls]
+    return {
+        "calls": len(calls),
+        "cached_calls": sum(1 for c in calls if c.cached),
+        "input_tokens": sum(c.input_tokens for c in calls),
+        "output_tokens": sum(c.output_tokens for c in calls),
+        "cost_usd": None
+        if any(x is None for x in costs)
+        else round(sum(c or 0.0 for c in costs), 6),
+        "llm_seconds": round(sum(c.latency_s for c in calls), 4),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(value).items()}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    if isinstance(value, bytes):
+        return f"<{len(value)} bytes>"
+    return str(value)
 
 
 @dataclass(frozen=True)
 class RunResult:
     """What one run produced, with what produced it."""
 
-    summary: str
+    pipeline: str
+    variant: str
+    answer: Any
     outputs: dict[str, Any]
+    prompts: dict[str, str]
+    llm_calls: list[LLMCall]
     fingerprint: dict[str, Any]
     latency_s: float
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def usage(self) -> dict[str, Any]:
+        return usage_of(self.llm_calls)
+
+    @property
+    def model(self) -> str | None:
+        return self.llm_calls[-1].model if self.llm_calls else None
+
+    def answer_text(self) -> str:
+        """The answer as a person reads it: text as is, anything else as indented JSON."""
+        import json
+
+        if isinstance(self.answer, str):
+            return self.answer
+        return json.dumps(_jsonable(self.answer), indent=2, ensure_ascii=False)
+
     def as_dict(self) -> dict[str, Any]:
-        out = self.outputs
         return {
-            "summary": self.summary,
-            "model": out["llm_calls"][-1]["model"] if out.get("llm_calls") else None,
-            "usage": out.get("usage"),
+            "pipeline": self.pipeline,
+            "variant": self.variant,
+            "answer": _jsonable(self.answer),
+            "outputs": _jsonable(self.outputs),
+            "model": self.model,
+            "usage": self.usage,
             "latency_s": self.latency_s,
-            "document": {
-                "tokens": out.get("document_tokens"),
-                "chunks": len(out.get("text_chunks") or []),
-                **({"pages": len(out["pdf_document"].pages)} if "pdf_document" in out else {}),
-            },
-            "chunk_summaries": out.get("chunk_summaries"),
-            "prompts": {n: {"rendered": out.get(n)} for n in self.fingerprint["prompts"]},
-            "llm_calls": out.get("llm_calls"),
+            "prompts": {n: {"rendered": t} for n, t in self.prompts.items()},
+            "llm_calls": [c.record() for c in self.llm_calls],
             "notes": self.notes,
             "provenance": self.fingerprint,
         }
 
 
+class NodeScope(BasePreNodeExecuteAsync):
+    """Tells the LLM client which node is running, so each call is tied to its declared step."""
+
+    async def pre_node_execute(
+        self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
+    ) -> None:
+        enter_node(node_.name)
+
+
 class _DropHamiltonErrorLogs(logging.Filter):
     """Hamilton logs a failing node's inputs (document text, passwords) and a chat invitation;
-    promptdag raises a typed error instead, so those records are dropped."""
+    promptdag raises a typed error instead, so those records are dropped while a run is on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.ERROR
 
 
-def _quiet_hamilton() -> None:
-    for name in ("hamilton.async_driver", "hamilton.driver", "hamilton.execution.graph_functions"):
-        log = logging.getLogger(name)
-        if not any(isinstance(f, _DropHamiltonErrorLogs) for f in log.filters):
-            log.addFilter(_DropHamiltonErrorLogs())
+class _QuietHamilton:
+    """The filter on Hamilton's loggers for as long as any run of this process is executing;
+    removed when the last one ends, so nothing outlives promptdag's own calls."""
+
+    active: ClassVar[int] = 0
+    filter = _DropHamiltonErrorLogs()
+
+    def __enter__(self) -> None:
+        if _QuietHamilton.active == 0:
+            for name in _HAMILTON_LOGGERS:
+                logging.getLogger(name).addFilter(self.filter)
+        _QuietHamilton.active += 1
+
+    def __exit__(self, *exc: object) -> None:
+        _QuietHamilton.active -= 1
+        if _QuietHamilton.active == 0:
+            for name in _HAMILTON_LOGGERS:
+                logging.getLogger(name).removeFilter(self.filter)
 
 
-def _track_tasks(loop: asyncio.AbstractEventLoop) -> None:
+def _install_task_tracker(loop: asyncio.AbstractEventLoop) -> Any:
     """Record the tasks Hamilton creates for a run (it makes one per node and abandons them on
-    failure), so a failed or timed-out run can cancel and reap its own tasks, and no others."""
+    failure), so a failed or timed-out run can cancel and reap its own tasks, and no others.
+    Returns the previous factory, which the run puts back when it ends."""
     previous = loop.get_task_factory()
     if getattr(previous, "_promptdag", False):
-        return
+        return previous
 
     def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = (
@@ -105,7 +176,33 @@ def _track_tasks(loop: asyncio.AbstractEventLoop) -> None:
         return task
 
     factory._promptdag = True  # type: ignore[attr-defined]
+    factory._previous = previous  # type: ignore[attr-defined]
     loop.set_task_factory(factory)  # type: ignore[arg-type]
+    return previous
+
+
+class _TrackedRuns:
+    """Counts the runs in flight per loop; the task factory goes back when the last one ends."""
+
+    active: ClassVar[dict[int, int]] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+
+    def __enter__(self) -> None:
+        key = id(self.loop)
+        if self.active.get(key, 0) == 0:
+            _install_task_tracker(self.loop)
+        self.active[key] = self.active.get(key, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        key = id(self.loop)
+        self.active[key] -= 1
+        if self.active[key] == 0:
+            del self.active[key]
+            factory = self.loop.get_task_factory()
+            if getattr(factory, "_promptdag", False):
+                self.loop.set_task_factory(factory._previous)  # type: ignore[union-attr]
 
 
 async def _reap(tasks: list[asyncio.Task[Any]]) -> None:
@@ -115,33 +212,13 @@ async def _reap(tasks: list[asyncio.Task[Any]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
-def _check_request(inputs: Mapping[str, Any]) -> None:
-    bad = sorted(k for k in inputs if k not in REQUEST_INPUTS)
-    if bad:
-        raise ForbiddenInputError(bad, REQUEST_INPUTS)
-    query = inputs.get("user_query", "")
-    if not isinstance(query, str) or len(query) > _MAX_QUERY_CHARS:
-        raise InputError(f"user_query must be text of at most {_MAX_QUERY_CHARS} characters.")
-    ctype = inputs.get("content_type")
-    if ctype is not None and (
-        not isinstance(ctype, str)
-        or not ctype.strip()
-        or len(ctype) > _MAX_CONTENT_TYPE_CHARS
-        or any(c in ctype for c in "$\n\r{}<>")
-    ):
-        raise InputError(
-            f"content_type={ctype!r} is not allowed: a short label such as 'a news article' "
-            f"(at most {_MAX_CONTENT_TYPE_CHARS} characters, no $ {{ }} < > or line breaks)."
-        )
-    if ("pdf_bytes" in inputs) == ("text" in inputs):
-        raise InputError("send exactly one document: pdf_bytes (a PDF) or text (plain text).")
-
-
 @dataclass
 class Pipeline:
-    """One variant's Driver, its LLM client, its selected prompts and its build-time provenance."""
+    """One declared pipeline's Driver for one variant: its LLM client, its selected prompts and
+    its build-time provenance."""
 
     project: Project
+    spec: PipelineSpec
     variant: str
     config: dict[str, Any]
     driver: AsyncDriver
@@ -150,10 +227,20 @@ class Pipeline:
     git: dict[str, Any]
     _ready: bool = False
     _build_info: dict[str, Any] | None = None
+    _prompt_outputs: list[str] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
 
     @property
     def graph(self) -> HamiltonGraph:
         return HamiltonGraph.from_graph(self.driver.graph)
+
+    @property
+    def steps(self) -> dict[str, str]:
+        """Node calling the LLM → its declared step name."""
+        return {s.node: s.name for s in self.project.contract.llm_steps.values()}
 
     def build_info(self) -> dict[str, Any]:
         """Everything fixed when the Driver was built (no per-request data); computed once,
@@ -165,6 +252,7 @@ class Pipeline:
     def _compute_build_info(self) -> dict[str, Any]:
         graph = self.graph
         return {
+            "pipeline": self.name,
             "variant": self.variant,
             "git": self.git,
             "config": self.config,
@@ -179,14 +267,27 @@ class Pipeline:
                 }
                 for n, p in sorted(self.prompts.items())
             },
+            "llm_steps": {
+                s.name: s.prompt
+                for s in sorted(self.project.contract.llm_steps.values(), key=lambda s: s.name)
+            },
             "libraries": library_versions(),
         }
 
-    def fingerprint(self, outputs: Mapping[str, Any]) -> dict[str, Any]:
+    def prompt_outputs(self) -> list[str]:
+        """The prompt nodes this pipeline's outputs depend on (rendered and hashed each run)."""
+        if self._prompt_outputs is None:
+            from promptdag.factory import _upstream
+
+            needed = _upstream(self.graph, self.spec.final_vars)
+            self._prompt_outputs = sorted(n for n in self.prompts if n in needed)
+        return list(self._prompt_outputs)
+
+    def fingerprint(self, rendered: Mapping[str, str]) -> dict[str, Any]:
         """Build info plus the hash of each prompt as rendered in this run, and an id over all."""
         info = self.build_info()
         prompts = {
-            n: {**meta, "rendered_sha256": sha256_text(str(outputs[n])) if n in outputs else None}
+            n: {**meta, "rendered_sha256": sha256_text(rendered[n]) if n in rendered else None}
             for n, meta in info.pop("prompt_versions").items()
         }
         info["prompts"] = prompts
@@ -194,61 +295,76 @@ class Pipeline:
         return info
 
     async def execute(
-        self, outputs: list[str], inputs: Mapping[str, Any], *, document_text: str | None = None
+        self,
+        outputs: list[str],
+        inputs: Mapping[str, Any],
+        *,
+        overrides: Mapping[str, Any] | None = None,
+        calls: list[LLMCall] | None = None,
     ) -> dict[str, Any]:
-        """Run the DAG for `outputs`. Only REQUEST_INPUTS are accepted from callers."""
-        _check_request({**inputs, **({"text": document_text} if document_text is not None else {})})
+        """Run the DAG for `outputs` with checked request inputs; LLM calls go to `calls`.
+        `overrides` is for fixtures and tests, never for request data."""
         if not self._ready:
             await self.driver.ainit()
             self._ready = True
-        hamilton_inputs = {k: v for k, v in inputs.items() if k != "text"}
-        hamilton_inputs["llm"] = self.llm
-        overrides = {"document_text": document_text} if document_text is not None else None
+        hamilton_inputs = {**inputs, LLM_INPUT: self.llm}
         deadline = float(self.config["llm_deadline_s"])
-        _quiet_hamilton()
-        _track_tasks(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[Any]] = []
         token = _RUN_TASKS.set(tasks)
-        with run_scope(deadline) as state:
+        with _QuietHamilton(), _TrackedRuns(loop), run_scope(deadline, self.steps) as state:
             try:
                 async with asyncio.timeout(deadline):
                     return await self.driver.execute(
-                        outputs, inputs=hamilton_inputs, overrides=overrides
+                        outputs, inputs=hamilton_inputs, overrides=dict(overrides or {})
                     )
             except TimeoutError as exc:
                 await _reap(tasks)
+                step = state.step or "the steps before the first LLM call"
                 raise DeadlineExceededError(
-                    f"the run passed its deadline of {deadline:g} s during step "
-                    f"{state.step or 'document_text'}. Raise llm_deadline_s, or send a shorter document.",
+                    f"the run passed its deadline of {deadline:g} s during {step}. "
+                    "Raise llm_deadline_s, or send a smaller input.",
                     backend=self.llm.settings.backend,
                     model=self.llm.settings.model,
-                    step=state.step or "document_text",
+                    step=state.step,
                 ) from exc
             except BaseException:
                 await _reap(tasks)
                 raise
             finally:
                 _RUN_TASKS.reset(token)
+                if calls is not None:
+                    calls.extend(state.calls)
 
-    async def summarize(self, *, text: str | None = None, **inputs: Any) -> RunResult:
-        """Summarize one document (PDF bytes or text) and return the result with provenance."""
+    async def run(self, inputs: Mapping[str, Any] | None = None) -> RunResult:
+        """Run the pipeline on one request's inputs and return its outputs with provenance."""
         started = time.perf_counter()
-        wanted = list(SUMMARY_OUTPUTS) + ([] if text is not None else ["pdf_document"])
-        out = await self.execute(wanted, inputs, document_text=text)
-        token_note = self.llm_token_note()
-        notes = [token_note] if token_note else []
-        doc = out.get("pdf_document")
-        if doc is not None:
-            if doc.pypdf_warnings:
-                notes.append(
-                    f"pypdf reported {doc.pypdf_warnings} warning(s) while reading the PDF "
-                    f"(first: {doc.first_warning!r}); the text may be incomplete."
-                )
-            notes.extend(doc.notes)
+        checked = check_inputs(self.spec, dict(inputs or {}))
+        calls: list[LLMCall] = []
+        prompt_nodes = self.prompt_outputs()
+        ctx = current_request() or RequestContext(
+            request_id=new_request_id(),
+            variant=self.variant,
+            assignment="library",
+            source="library",
+        )
+        if not ctx.build:
+            ctx = dataclasses.replace(ctx, build=self.build_info())
+        with request_scope(ctx):
+            out = await self.execute([*self.spec.final_vars, *prompt_nodes], checked, calls=calls)
+        rendered = {n: prompt_text(out[n]) for n in prompt_nodes}
+        note = self.llm_token_note()
+        notes = [note] if note else []
+        if self.spec.notes:
+            notes.extend(str(n) for n in out.get(self.spec.notes) or [])
         return RunResult(
-            summary=out["summary"],
-            outputs=out,
-            fingerprint=self.fingerprint(out),
+            pipeline=self.name,
+            variant=self.variant,
+            answer=out[self.spec.answer],
+            outputs={k: out[k] for k in self.spec.outputs},
+            prompts=rendered,
+            llm_calls=calls,
+            fingerprint=self.fingerprint(rendered),
             latency_s=round(time.perf_counter() - started, 4),
             notes=notes,
         )
@@ -269,12 +385,16 @@ async def render_prompts(
     pipeline: Pipeline, fixture: Mapping[str, Any], name: str = "fixture"
 ) -> dict[str, str]:
     """Each selected prompt rendered on `fixture` through the real DAG: the prompt node's text,
-    plus `<task>_requests` (the per-item rendering) where the dataflow has one. Upstream nodes
-    named in the fixture (text_chunks, chunk_summaries) are set directly; no LLM is called."""
+    or, where its LLM step declares a `rendered` node (per-item prompts), that node's first item.
+    Upstream nodes named in the fixture are set directly; no LLM is called."""
     nodes = {n.name: n for n in pipeline.graph.nodes}
     prompts = sorted(pipeline.prompts)
-    per_item = [f"{p.removesuffix('_prompt')}_requests" for p in prompts]
-    wanted = prompts + [r for r in per_item if r in nodes]
+    per_item = {
+        s.prompt: s.rendered
+        for s in pipeline.project.contract.llm_steps.values()
+        if s.rendered and s.prompt in pipeline.prompts and s.rendered in nodes
+    }
+    wanted = prompts + sorted(set(per_item.values()))
     bad = sorted(k for k in fixture if k in pipeline.prompts or k in pipeline.config)
     if bad:
         raise ConfigError(
@@ -292,13 +412,14 @@ async def render_prompts(
         versions = ", ".join(f"{n}@{p.version}" for n, p in sorted(pipeline.prompts.items()))
         raise ConfigError(
             [
-                f"{versions} cannot be rendered on {name!r}: {' '.join(str(exc).split())} Add the missing input to every "
-                "fixture in prompts/fixtures.toml (or give the prompt parameter a default)."
+                f"{versions} cannot be rendered on {name!r}: {' '.join(str(exc).split())} Add the "
+                f"missing input to every fixture in {pipeline.project.contract.relpath(pipeline.project.contract.fixtures)} "
+                "(or give the prompt parameter a default)."
             ]
         ) from exc
     out = await pipeline.driver.execute(wanted, inputs=inputs, overrides=overrides)
-    rendered = {p: str(out[p]) for p in prompts}
-    for prompt, requests in zip(prompts, per_item, strict=True):
-        if out.get(requests):
-            rendered[prompt] = str(out[requests][0])
+    rendered = {p: prompt_text(out[p]) for p in prompts}
+    for prompt, node in per_item.items():
+        if out.get(node):
+            rendered[prompt] = prompt_text(out[node][0])
     return rendered

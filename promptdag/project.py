@@ -1,35 +1,42 @@
-"""The promptdag project a command works on: the tree that holds `dataflows/`, `prompts/` and
-`prompts/variants.toml`, found from the current directory (or `PROMPTDAG_PROJECT`), with its
-modules imported from that tree and nowhere else."""
+"""The project a command works on: the nearest directory holding a `pyproject.toml` with a
+`[tool.promptdag]` contract (or `PROMPTDAG_PROJECT`), its contract, and its dataflow modules and
+prompt packs imported from that tree and nowhere else.
+
+The project's root is on `sys.path` only while its modules are imported (`project_imports`);
+copies of its packages loaded from another tree are evicted first, so two projects load in one
+process without shadowing each other, and nothing is left on `sys.path` afterwards.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import pkgutil
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from promptdag.errors import ProjectError
+from promptdag.contract import CONTRACT_FILE, Contract, load_contract
+from promptdag.errors import ConfigError, ProjectError
 
-__all__ = ["Project", "find_project", "load_project"]
-
-VARIANTS_FILE = "prompts/variants.toml"
-_PACKAGES = ("dataflows", "prompts")
+__all__ = ["Project", "find_project", "load_project", "project_imports"]
 
 
 @dataclass(frozen=True)
 class Project:
-    """A loaded project: its root, its dataflow modules and its prompt packs by name."""
+    """A loaded project: its root, its contract, its dataflow modules and its prompt packs."""
 
     root: Path
+    contract: Contract
     dataflow_modules: tuple[ModuleType, ...]
     packs: dict[str, ModuleType]
 
     @property
     def variants_path(self) -> Path:
-        return self.root / VARIANTS_FILE
+        return self.contract.variants
 
     def relpath(self, path: str | Path) -> str:
         """`path` relative to the project root when it is inside it."""
@@ -39,28 +46,75 @@ class Project:
         except ValueError:
             return str(p)
 
+    def import_object(self, ref: str) -> object:
+        """`package.module:name` from the project's own tree (e.g. an eval suite's check)."""
+        module_name, sep, attr = ref.partition(":")
+        if not sep or not module_name or not attr:
+            raise ConfigError([f"{ref!r} is not module:name (e.g. ci.evals.checks:my_check)."])
+        with project_imports(self.root):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise ConfigError([f"cannot import {module_name} from {self.root}: {exc}"]) from exc
+        if not hasattr(module, attr):
+            raise ConfigError([f"{module_name} has no {attr!r}."])
+        return getattr(module, attr)
+
+
+def _has_contract(directory: Path) -> bool:
+    path = directory / CONTRACT_FILE
+    if not path.is_file():
+        return False
+    try:
+        return "[tool.promptdag" in path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+
 
 def find_project(start: str | Path | None = None) -> Path:
-    """The nearest directory at or above `start` holding both dataflows/ and prompts/."""
+    """The nearest directory at or above `start` whose pyproject.toml has [tool.promptdag]."""
     env = os.environ.get("PROMPTDAG_PROJECT")
     origin = Path(start or env or Path.cwd()).resolve()
     for candidate in (origin, *origin.parents):
-        if all((candidate / pkg).is_dir() for pkg in _PACKAGES):
+        if _has_contract(candidate):
             return candidate
     raise ProjectError(
-        f"no promptdag project at or above {origin}: expected a directory holding both "
-        "dataflows/ and prompts/. Run the command inside your project, or set PROMPTDAG_PROJECT."
+        f"no promptdag project at or above {origin}: expected a {CONTRACT_FILE} with a "
+        "[tool.promptdag] table. Run the command inside your project, set PROMPTDAG_PROJECT, "
+        "or create one with `promptdag init DIR`."
     )
 
 
-def _module_names(root: Path, package: str) -> list[str]:
-    return sorted(
-        f"{package}.{p.stem}" for p in (root / package).glob("*.py") if not p.name.startswith("_")
-    )
+def _top(name: str) -> str:
+    return name.split(".")[0]
 
 
-def _import_from(root: Path, name: str) -> ModuleType:
-    module = importlib.import_module(name)
+@contextlib.contextmanager
+def project_imports(root: Path, tops: tuple[str, ...] = ()) -> Iterator[None]:
+    """Import from `root` for the duration: it is first on sys.path, and copies of `tops`
+    (top-level package names) loaded from elsewhere are evicted. sys.path is restored after."""
+    root_str = str(root)
+    for name in list(sys.modules):
+        if _top(name) in tops:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            paths = list(getattr(sys.modules[name], "__path__", []) or [])
+            where = [Path(file)] if file else [Path(p) for p in paths]
+            if where and not any(root in w.resolve().parents or w.resolve() == root for w in where):
+                del sys.modules[name]
+    sys.path.insert(0, root_str)
+    importlib.invalidate_caches()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.path.remove(root_str)
+
+
+def _import(root: Path, name: str) -> ModuleType:
+    try:
+        module = importlib.import_module(name)
+    except ImportError as exc:
+        raise ProjectError(f"cannot import {name} from the project at {root}: {exc}") from exc
     file = Path(getattr(module, "__file__", "") or "").resolve()
     if root not in file.parents:
         raise ProjectError(
@@ -70,27 +124,33 @@ def _import_from(root: Path, name: str) -> ModuleType:
     return module
 
 
-def _claim_import_path(root: Path) -> None:
-    """Make `root` win the import of dataflows/prompts, dropping copies loaded from elsewhere."""
-    root_str = str(root)
-    if sys.path[:1] != [root_str]:
-        sys.path.insert(0, root_str)
-    for name in list(sys.modules):
-        if name.split(".")[0] in _PACKAGES:
-            file = getattr(sys.modules[name], "__file__", None) or ""
-            if file and root not in Path(file).resolve().parents:
-                del sys.modules[name]
-    importlib.invalidate_caches()
+def _submodules(module: ModuleType) -> list[str]:
+    """A package's public modules (not starting with _), sorted; a module stands for itself."""
+    if not hasattr(module, "__path__"):
+        return [module.__name__]
+    return sorted(
+        f"{module.__name__}.{info.name}"
+        for info in pkgutil.iter_modules(module.__path__)
+        if not info.name.startswith("_")
+    )
 
 
 def load_project(root: str | Path | None = None) -> Project:
-    """Import the project's dataflow modules and prompt packs from its own tree."""
+    """Read the contract and import the project's dataflow modules and prompt packs."""
     path = find_project(root)
-    _claim_import_path(path)
-    dataflows = tuple(_import_from(path, n) for n in _module_names(path, "dataflows"))
-    packs = {n.split(".")[1]: _import_from(path, n) for n in _module_names(path, "prompts")}
+    contract = load_contract(path)
+    tops = tuple({_top(n) for n in (*contract.dataflows, contract.prompts)})
+    with project_imports(path, tops):
+        dataflows: list[ModuleType] = []
+        for name in contract.dataflows:
+            dataflows += [_import(path, n) for n in _submodules(_import(path, name))]
+        prompts_pkg = _import(path, contract.prompts)
+        packs = {n.rsplit(".", 1)[1]: _import(path, n) for n in _submodules(prompts_pkg)}
     if not dataflows:
-        raise ProjectError(f"{path / 'dataflows'} holds no dataflow modules (*.py).")
-    if not packs:
-        raise ProjectError(f"{path / 'prompts'} holds no prompt pack modules (*.py).")
-    return Project(root=path, dataflow_modules=dataflows, packs=packs)
+        raise ProjectError(f"{contract.dataflows} hold no dataflow modules (*.py) in {path}.")
+    if not packs or not hasattr(prompts_pkg, "__path__"):
+        raise ProjectError(
+            f"{contract.prompts} in {path} holds no prompt pack modules: make it a package "
+            "with one module per pack (e.g. prompts/default.py)."
+        )
+    return Project(root=path, contract=contract, dataflow_modules=tuple(dataflows), packs=packs)

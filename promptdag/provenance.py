@@ -13,7 +13,18 @@ from typing import Any
 
 from promptdag.errors import DirtyTreeError
 
-__all__ = ["fingerprint_id", "git_state", "library_versions", "require_clean", "sha256_text"]
+__all__ = [
+    "STAMP_FILE",
+    "fingerprint_id",
+    "git_state",
+    "library_versions",
+    "require_clean",
+    "sha256_text",
+    "write_stamp",
+]
+
+# Written by `promptdag stamp`, read when there is no .git; never committed (.gitignore).
+STAMP_FILE = ".promptdag-stamp.json"
 
 _LIBRARIES = ("apache-hamilton", "openai", "tiktoken", "pypdf")
 
@@ -32,8 +43,7 @@ def _untracked_digest(repo: Any, root: Path) -> str:
     return h.hexdigest()
 
 
-def git_state(root: Path) -> dict[str, Any]:
-    """SHA, branch, dirty flag and a hash of uncommitted changes; says so outside a checkout."""
+def _from_git(root: Path) -> dict[str, Any]:
     try:
         import git
     except ImportError as exc:  # gitpython needs the git binary at import time
@@ -51,6 +61,7 @@ def git_state(root: Path) -> dict[str, Any]:
     dirty = bool(diff) or bool(repo.untracked_files)
     return {
         "available": True,
+        "source": "git",
         "sha": sha,
         "branch": None if repo.head.is_detached else repo.active_branch.name,
         "dirty": dirty,
@@ -58,14 +69,53 @@ def git_state(root: Path) -> dict[str, Any]:
     }
 
 
+def _from_stamp(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        return {"available": False, "reason": f"the stamp {path.name} is unreadable: {exc}"}
+    keys = ("sha", "branch", "dirty", "diff_sha256")
+    if not isinstance(data, dict) or not isinstance(data.get("sha"), str):
+        return {"available": False, "reason": f"the stamp {path.name} holds no sha"}
+    return {"available": True, "source": "stamp", **{k: data.get(k) for k in keys}}
+
+
+def git_state(root: Path) -> dict[str, Any]:
+    """SHA, branch, dirty flag and a hash of uncommitted changes, with where they came from:
+    the git checkout, else the stamp `promptdag stamp` wrote (an image has no .git); says why
+    when there is neither."""
+    state = _from_git(root)
+    if state["available"]:
+        return state
+    stamped = _from_stamp(Path(root) / STAMP_FILE)
+    return stamped if stamped is not None else state
+
+
+def write_stamp(root: Path) -> dict[str, Any]:
+    """Write the checkout's git state to `STAMP_FILE` in `root` (run at image build, where .git
+    is still there); later runs without .git read it. Raises DirtyTreeError outside git."""
+    state = _from_git(root)
+    if not state["available"]:
+        raise DirtyTreeError(
+            f"promptdag stamp needs a git checkout to read the SHA from, and here: {state['reason']}."
+        )
+    data = {k: state[k] for k in ("sha", "branch", "dirty", "diff_sha256")}
+    path = Path(root) / STAMP_FILE
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return data
+
+
 def require_clean(state: dict[str, Any]) -> None:
     if not state.get("available"):
         raise DirtyTreeError(
-            f"--require-clean needs a git checkout, and here: {state.get('reason')}."
+            f"--require-clean needs a git checkout or a stamp (`promptdag stamp` at build "
+            f"time), and here: {state.get('reason')}."
         )
     if state.get("dirty"):
         raise DirtyTreeError(
-            f"--require-clean: the tree at {state['sha'][:12]} has uncommitted changes. Commit or "
+            f"--require-clean: the tree at {state['sha'][:12]} ({state.get('source', 'git')}) has uncommitted changes. Commit or "
             "stash them ('git status' lists them), or drop --require-clean."
         )
 

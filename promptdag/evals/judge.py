@@ -28,7 +28,8 @@ from promptdag.evals.judge_prompts import (
 )
 from promptdag.llm.cache import CACHE_MODES, ResponseCache
 from promptdag.llm.client import LLM, LLMCall, LLMSettings, make_openai_client
-from promptdag.project import VARIANTS_FILE, Project, find_project
+from promptdag.contract import load_contract
+from promptdag.project import Project, find_project
 from promptdag.variants import load_variants
 
 __all__ = [
@@ -195,5 +196,7 @@ def judge_from_config(
     client = make_openai_client(settings, os.environ.get("OPENAI_API_KEY", ""))
     cache = ResponseCache(data_dir(root) / "llm-cache.sqlite", conf["judge_cache"])
     return Judge(
-        LLM(settings, client, cache=cache, prices=load_variants(root / VARIANTS_FILE).prices)
+        LLM(
+            settings, client, cache=cache, prices=load_variants(load_contract(root).variants).prices
+        )
     )

@@ -31,7 +31,8 @@ from typing import Any
 from promptdag.errors import ConfigError, VariantError
 from promptdag.evals.options import option_problems
 from promptdag.evals.suite import AssertionSpec, Case, Suite
-from promptdag.project import VARIANTS_FILE, find_project
+from promptdag.contract import load_contract
+from promptdag.project import find_project
 from promptdag.variants import load_variants
 
 __all__ = ["MIN_ASSERTIONS", "SUITES_DIR", "list_suites", "load_suite", "suite_path", "suites_dir"]
@@ -164,13 +165,13 @@ def _cross_checks(
                     f"reference_case {ref!r} must name another case. Cases: {', '.join(sorted(set(ids)))}"
                 )
     try:
-        defined = set(load_variants(root / VARIANTS_FILE).variants)
+        defined = set(load_variants(load_contract(root).variants).variants)
     except VariantError as exc:
         problems.extend(exc.problems)
         return
     for name in sorted(v for v in variants if isinstance(v, str) and v not in defined):
         problems.append(
-            f"{file}: variant {name!r} is not defined in {VARIANTS_FILE}. Defined: {', '.join(sorted(defined))}"
+            f"{file}: variant {name!r} is not defined in the variants file. Defined: {', '.join(sorted(defined))}"
         )
 
 

@@ -11,25 +11,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import json
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx2
+import jsonschema
 import openai
 
+from promptdag.chat import ChatPrompt, prompt_messages, prompt_text
 from promptdag.errors import (
     CacheMissError,
+    ConfigError,
     DeadlineExceededError,
     LLMError,
+    LLMOutputError,
     LLMRequestError,
     LLMUnavailableError,
     PromptdagError,
 )
 from promptdag.llm.cache import ResponseCache, request_key
 
-__all__ = ["LLM", "LLMCall", "LLMSettings", "RunState", "current_run", "run_scope"]
+__all__ = [
+    "CALL_LISTENERS",
+    "LLM",
+    "LLMCall",
+    "LLMSettings",
+    "RunState",
+    "current_run",
+    "enter_node",
+    "run_scope",
+]
 
 _REJECTED_HINTS = {
     400: "Check the request parameters (llm_max_output_tokens, llm_temperature) for this model.",
@@ -71,12 +85,13 @@ class LLMCall:
     attempts: int
     request_key: str
     prompt: str = field(default="", repr=False)
+    parsed: Any = field(default=None, repr=False)
 
     def record(self) -> dict[str, Any]:
         """The call's metadata without the prompt and response texts."""
         out = asdict(self)
-        out.pop("text")
-        out.pop("prompt")
+        for key in ("text", "prompt", "parsed"):
+            out.pop(key)
         return out
 
 
@@ -87,6 +102,8 @@ class RunState:
     deadline: float | None = None
     step: str = ""
     attempts: list[int] = field(default_factory=list)
+    steps: Mapping[str, str] | None = None  # node calling the LLM → its declared step
+    calls: list[LLMCall] = field(default_factory=list)
 
 
 _RUN: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
@@ -95,6 +112,16 @@ _RUN: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
 _ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "promptdag_attempts", default=None
 )
+_NODE: contextvars.ContextVar[str] = contextvars.ContextVar("promptdag_node", default="")
+
+
+# Called with every LLMCall as it completes (the CLI's progress display); process-wide.
+CALL_LISTENERS: list[Callable[[LLMCall], None]] = []
+
+
+def enter_node(name: str) -> None:
+    """Mark the running task as executing node `name` (a pre-node hook calls this)."""
+    _NODE.set(name)
 
 
 def current_run() -> RunState | None:
@@ -102,9 +129,14 @@ def current_run() -> RunState | None:
 
 
 @contextlib.contextmanager
-def run_scope(deadline_s: float | None) -> Iterator[RunState]:
-    """Everything called inside shares one deadline, `deadline_s` seconds from now."""
-    state = RunState(deadline=None if deadline_s is None else time.monotonic() + deadline_s)
+def run_scope(
+    deadline_s: float | None, steps: Mapping[str, str] | None = None
+) -> Iterator[RunState]:
+    """Everything called inside shares one deadline, `deadline_s` seconds from now, and records
+    its LLM calls; `steps` maps each node allowed to call the LLM to its declared step."""
+    state = RunState(
+        deadline=None if deadline_s is None else time.monotonic() + deadline_s, steps=steps
+    )
     token = _RUN.set(state)
     try:
         yield state
@@ -161,15 +193,43 @@ class LLM:
             return None
         return round((input_tokens * price[0] + output_tokens * price[1]) / 1_000_000, 8)
 
-    def _request(self, prompt: str) -> dict[str, Any]:
-        return {
+    def _request(self, prompt: str | ChatPrompt) -> dict[str, Any]:
+        request = {
             "backend": self.settings.backend,
             "base_url": self.settings.base_url,
             "model": self.settings.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": prompt_messages(prompt),
             "temperature": self.settings.temperature,
             "max_tokens": self.settings.max_output_tokens,
         }
+        if isinstance(prompt, ChatPrompt) and prompt.schema is not None:
+            request["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": prompt.schema_name,
+                    "schema": prompt.schema,
+                    "strict": True,
+                },
+            }
+        return request
+
+    def _step(self, step: str | None) -> str:
+        """The declared step of the node calling now; a node the contract does not declare as
+        an LLM step may not call the model (its calls would be untraceable to a prompt)."""
+        run = _RUN.get()
+        node = _NODE.get()
+        if run is None or run.steps is None or not node:
+            return step or node or "llm"
+        declared = run.steps.get(node)
+        if declared is None:
+            raise ConfigError(
+                [
+                    f"node {node!r} called the LLM but [tool.promptdag.llm_steps] declares no step "
+                    f"for it. Declared LLM nodes: {', '.join(sorted(run.steps)) or 'none'}. Add "
+                    f'[tool.promptdag.llm_steps.NAME] with node = "{node}" and its prompt node.'
+                ]
+            )
+        return declared
 
     def _remaining(self, step: str) -> float:
         run = _RUN.get()
@@ -183,8 +243,21 @@ class LLM:
             )
         return min(self.settings.timeout_s, left)
 
-    async def complete(self, prompt: str, *, step: str, index: int | None = None) -> LLMCall:
-        """One chat completion for `prompt`, from the cache when allowed."""
+    async def complete(
+        self, prompt: str | ChatPrompt, *, step: str | None = None, index: int | None = None
+    ) -> LLMCall:
+        """One chat completion for `prompt` (text, or a ChatPrompt with roles and an optional
+        answer schema), from the cache when allowed. The step is the calling node's declared one."""
+        step = self._step(step)
+        call = await self._complete(prompt, step, index)
+        run = _RUN.get()
+        if run is not None:
+            run.calls.append(call)
+        for listener in CALL_LISTENERS:
+            listener(call)
+        return call
+
+    async def _complete(self, prompt: str | ChatPrompt, step: str, index: int | None) -> LLMCall:
         request = self._request(prompt)
         key = request_key(request)
         started = time.perf_counter()
@@ -204,11 +277,12 @@ class LLM:
                     step=step,
                 )
         response, attempts = await self._send(request, step, index)
-        if self.cache is not None:
-            self.cache.put(key, request, response)
-        return self._call(
+        call = self._call(
             step, index, key, response, started, cached=False, attempts=attempts, prompt=prompt
         )
+        if self.cache is not None:
+            self.cache.put(key, request, response)
+        return call
 
     async def _send(
         self, request: dict[str, Any], step: str, index: int | None
@@ -222,12 +296,18 @@ class LLM:
             # The SDK retries (and sleeps for retry-after) inside this call: the run's deadline
             # bounds all of it, not only each attempt.
             async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()):
+                extra = (
+                    {"response_format": request["response_format"]}
+                    if "response_format" in request
+                    else {}
+                )
                 completion = await self.client.chat.completions.create(
                     model=request["model"],
                     messages=request["messages"],
                     temperature=request["temperature"],
                     max_tokens=request["max_tokens"],
                     timeout=timeout,
+                    **extra,
                 )
         except TimeoutError as exc:
             raise self._deadline_passed(step, index, attempts[0]) from exc
@@ -309,8 +389,11 @@ class LLM:
         *,
         cached: bool,
         attempts: int,
-        prompt: str,
+        prompt: str | ChatPrompt,
     ) -> LLMCall:
+        parsed = None
+        if isinstance(prompt, ChatPrompt) and prompt.schema is not None:
+            parsed = self._parse(r["text"], prompt.schema, step, index)
         return LLMCall(
             step=step,
             index=index,
@@ -326,15 +409,38 @@ class LLM:
             cached=cached,
             attempts=attempts,
             request_key=key,
-            prompt=prompt,
+            prompt=prompt_text(prompt),
+            parsed=parsed,
         )
 
-    async def complete_all(self, prompts: Sequence[str], *, step: str) -> list[LLMCall]:
+    def _parse(self, text: str, schema: dict[str, Any], step: str, index: int | None) -> Any:
+        """The structured answer, parsed and validated against the prompt's schema."""
+        try:
+            value = json.loads(text)
+            jsonschema.validate(value, schema)
+        except json.JSONDecodeError as exc:
+            what = f"the answer is not JSON ({exc.msg} at character {exc.pos})"
+        except jsonschema.ValidationError as exc:
+            where = "/".join(map(str, exc.absolute_path)) or "the top level"
+            what = f"the answer does not match the prompt's schema at {where}: {exc.message}"
+        else:
+            return value
+        raise LLMOutputError(
+            f"{self._where(step, index)}: {what}. Retry, or try another model or prompt version.",
+            backend=self.settings.backend,
+            model=self.settings.model,
+            step=step,
+        )
+
+    async def complete_all(
+        self, prompts: Sequence[str | ChatPrompt], *, step: str | None = None
+    ) -> list[LLMCall]:
         """One call per prompt, at most `max_concurrency` at once (a new call starts as soon as
         one ends), results in prompt order; the first failure cancels the rest and is raised."""
         gate = asyncio.Semaphore(max(1, self.settings.max_concurrency))
+        step = self._step(step)
 
-        async def one(i: int, prompt: str) -> LLMCall:
+        async def one(i: int, prompt: str | ChatPrompt) -> LLMCall:
             async with gate:
                 return await self.complete(prompt, step=step, index=i)
 

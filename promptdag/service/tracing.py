@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from promptdag.config import data_dir
-from promptdag.project import find_project
 from promptdag.service.settings import ServiceSettings
 
 __all__ = ["ServiceTracing", "start_tracing"]
@@ -28,19 +26,20 @@ class ServiceTracing:
 
 def start_tracing(settings: ServiceSettings) -> ServiceTracing:
     from promptdag.tracing.adapter import TraceAdapter
-    from promptdag.tracing.store import TraceWriter
+    from promptdag.tracing.store import trace_writer
 
     exporter = None
     if settings.otlp_endpoint:
         from promptdag.tracing.otlp import OtlpExporter
 
         exporter = OtlpExporter(settings.otlp_endpoint)
-    path = data_dir(find_project(settings.project)) / "traces.sqlite"
-    writer = TraceWriter(
-        path, redact=settings.redact, retain_days=settings.retain_days, exporter=exporter
-    )
     try:
-        writer.start()
+        writer = trace_writer(
+            settings.project,
+            redact=settings.redact,
+            retain_days=settings.retain_days,
+            exporter=exporter,
+        )
     except BaseException:
         if exporter is not None:
             exporter.shutdown()

@@ -21,6 +21,8 @@ from hamilton.lifecycle.base import (
     BasePreGraphExecuteAsync,
 )
 
+from promptdag.catalog import version_key
+from promptdag.chat import prompt_text
 from promptdag.llm.client import LLMCall, current_run
 from promptdag.provenance import fingerprint_id, sha256_text
 from promptdag.tracing.context import RequestContext, current_request, new_request_id
@@ -39,8 +41,6 @@ class _Run:
     clock: float
     final_vars: list[str]
     calls: list[tuple[str, str, float, LLMCall]] = field(default_factory=list)
-    document_tokens: int | None = None
-    chunks: int | None = None
 
 
 class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostGraphExecuteAsync):
@@ -83,10 +83,6 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
         elif isinstance(result, list) and result and isinstance(result[0], LLMCall):
             now, module = time.time(), node_.tags.get("module", "")
             run.calls.extend((node_.name, module, now, c) for c in result if isinstance(c, LLMCall))
-        elif node_.name == "document_tokens" and isinstance(result, int):
-            run.document_tokens = result
-        elif node_.name == "text_chunks" and isinstance(result, list):
-            run.chunks = len(result)
 
     async def post_graph_execute(
         self,
@@ -115,11 +111,11 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
             hg = HamiltonGraph.from_graph(graph)
             prompts = {
                 n.name: {
-                    "version": graph.config.get(f"{n.name}_version"),
+                    "version": graph.config.get(version_key(n.name)),
                     "source_sha256": n.version,
                 }
                 for n in hg.nodes
-                if n.name.endswith("_prompt") and not n.is_external_input
+                if version_key(n.name) in graph.config and not n.is_external_input
             }
             config = {k: graph.config.get(k) for k in ("llm_backend", "llm_model")}
             build = {"graph_version": hg.version, "prompt_versions": prompts, "config": config}
@@ -178,8 +174,8 @@ def _request_row(
         "input_tokens": sum(c.input_tokens for *_, c in run.calls),
         "output_tokens": sum(c.output_tokens for *_, c in run.calls),
         "cost_usd": None if None in costs else round(sum(c for c in costs if c is not None), 8),
-        "document_tokens": run.document_tokens,
-        "chunks": run.chunks,
+        "document_tokens": None,
+        "chunks": None,
     }
 
 
@@ -187,8 +183,8 @@ def _call_row(
     index: int, entry: tuple[str, str, float, LLMCall], build: dict[str, Any]
 ) -> dict[str, Any]:
     node_name, module, finished, call = entry
-    prompt_node = f"{call.step}_prompt"
-    meta = (build.get("prompt_versions") or {}).get(prompt_node) or {}
+    prompt_node = (build.get("llm_steps") or {}).get(call.step)
+    meta = (build.get("prompt_versions") or {}).get(prompt_node or "") or {}
     return {
         "call_index": index,
         "node": node_name,
@@ -218,7 +214,7 @@ def _dataflow(graph: graph.FunctionGraph, final_vars: list[str], prompts: dict[s
     modules = set()
     for name in final_vars:
         n = graph.nodes.get(name)
-        if n is not None and name not in prompts and not name.endswith("_prompt"):
+        if n is not None and name not in prompts:
             modules.add(n.tags.get("module", ""))
     return ",".join(sorted(m for m in modules if m))
 
@@ -229,7 +225,10 @@ def _fingerprint_id(build: dict[str, Any], results: dict[str, Any] | None) -> st
         return None
     info = {k: v for k, v in build.items() if k != "prompt_versions"}
     info["prompts"] = {
-        n: {**meta, "rendered_sha256": sha256_text(str(results[n])) if n in results else None}
+        n: {
+            **meta,
+            "rendered_sha256": sha256_text(prompt_text(results[n])) if n in results else None,
+        }
         for n, meta in build["prompt_versions"].items()
     }
     return fingerprint_id(info)

@@ -42,6 +42,7 @@ __all__ = [
     "TraceWriterClosedError",
     "prune",
     "scrub",
+    "trace_writer",
 ]
 
 log = logging.getLogger("promptdag.tracing")
@@ -413,3 +414,19 @@ class TraceStore:
         if version == 0:
             raise NoTracesError(self.path)
         raise TraceStoreError(_newer(self.path, version))
+
+
+def trace_writer(
+    project_root: str | Path | None = None,
+    *,
+    redact: bool = False,
+    retain_days: float | None = None,
+    exporter: SpanSink | None = None,
+) -> TraceWriter:
+    """A started TraceWriter on the project's trace database (`traces.sqlite` in its data
+    directory), the one `promptdag serve` and `promptdag traces` use. Close it when done."""
+    from promptdag.config import data_dir
+    from promptdag.project import find_project
+
+    path = data_dir(find_project(project_root)) / "traces.sqlite"
+    return TraceWriter(path, redact=redact, retain_days=retain_days, exporter=exporter).start()
