@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import multiprocessing
+import sys
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -16,9 +17,29 @@ from dataclasses import dataclass, field
 from pypdf import PdfReader
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError, PyPdfError
 
-from promptdag.errors import LimitExceededError, PdfEncryptedError, PdfError, PdfNoTextError
+from promptdag import DocumentError, LimitExceededError, call_in_project, project_root_of
 
-__all__ = ["PdfDocument", "PdfLimits", "extract_pdf"]
+__all__ = [
+    "PdfDocument",
+    "PdfEncryptedError",
+    "PdfError",
+    "PdfLimits",
+    "PdfNoTextError",
+    "extract_pdf",
+]
+
+
+class PdfError(DocumentError):
+    """The PDF cannot be turned into text."""
+
+
+class PdfEncryptedError(PdfError):
+    """Encrypted, and no or a wrong password was given."""
+
+
+class PdfNoTextError(PdfError):
+    """No extractable text (a scan?)."""
+
 
 _PYPDF_LOGGER = logging.getLogger("pypdf")
 _collector = threading.local()
@@ -208,8 +229,9 @@ def _parallel_texts(
     ranges = [(a, min(a + step, count)) for a in range(0, count, step)]
     try:
         pool = _worker_pool(limits.workers)
+        root, ref = project_root_of(sys.modules[__name__]), f"{__name__}:_extract_range"
         futures = [
-            pool.submit(_extract_range, data, password, a, b, count, limits.max_seconds)
+            pool.submit(call_in_project, root, ref, data, password, a, b, count, limits.max_seconds)
             for a, b in ranges
         ]
         parts = [f.result() for f in futures]

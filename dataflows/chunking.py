@@ -8,9 +8,8 @@ Outputs: token_counter, document_tokens, text_chunks.
 from __future__ import annotations
 
 from dataflows._text import token_windows
-from promptdag.errors import ConfigError, InputError, LimitExceededError
-from promptdag.llm.tokens import TokenCounter
-from promptdag.llm.tokens import token_counter as counter_for_model
+from promptdag import ConfigError, InputError, LimitExceededError, TokenCounter
+from promptdag import token_counter as counter_for_model
 
 
 def token_counter(llm_model: str) -> TokenCounter:

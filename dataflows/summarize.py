@@ -13,8 +13,7 @@ from __future__ import annotations
 from string import Template
 
 from dataflows._text import delimit
-from promptdag.errors import ConfigError, LLMError
-from promptdag.llm.client import LLM, LLMCall
+from promptdag import LLM, ConfigError, LLMCall, LLMError
 
 
 def chunk_summary_requests(text_chunks: list[str], chunk_summary_prompt: str) -> list[str]:

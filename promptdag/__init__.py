@@ -19,6 +19,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    "project_root_of": "promptdag.workers",
+    "call_in_project": "promptdag.workers",
+    "token_counter": "promptdag.llm.tokens",
+    "TokenCounter": "promptdag.llm.tokens",
+    "DocumentError": "promptdag.errors",
     "CacheMissError": "promptdag.errors",
     "ChatPrompt": "promptdag.chat",
     "ConfigError": "promptdag.errors",
@@ -75,6 +80,7 @@ __all__ = [
     "Contract",
     "DeadlineExceededError",
     "DirtyTreeError",
+    "DocumentError",
     "ForbiddenInputError",
     "GateError",
     "InputError",
@@ -96,20 +102,24 @@ __all__ = [
     "RenderError",
     "RequestContext",
     "RunResult",
+    "TokenCounter",
     "TraceAdapter",
     "TraceStoreError",
     "TraceWriter",
     "VariantError",
     "__version__",
     "build_pipeline",
+    "call_in_project",
     "chat",
     "git_state",
     "load_contract",
     "load_project",
+    "project_root_of",
     "prompt_text",
     "render_dag",
     "render_prompts",
     "request_scope",
+    "token_counter",
     "trace_writer",
     "write_stamp",
 ]
@@ -143,6 +153,7 @@ if TYPE_CHECKING:
         ConfigError,
         DeadlineExceededError,
         DirtyTreeError,
+        DocumentError,
         ForbiddenInputError,
         GateError,
         InputError,
@@ -159,6 +170,7 @@ if TYPE_CHECKING:
     )
     from promptdag.factory import build_pipeline
     from promptdag.llm.client import LLM, LLMCall, LLMSettings
+    from promptdag.llm.tokens import TokenCounter, token_counter
     from promptdag.pipeline import Pipeline, RunResult, render_prompts
     from promptdag.project import Project, load_project
     from promptdag.provenance import git_state, write_stamp
@@ -166,3 +178,4 @@ if TYPE_CHECKING:
     from promptdag.tracing.adapter import TraceAdapter
     from promptdag.tracing.context import RequestContext, request_scope
     from promptdag.tracing.store import TraceWriter, trace_writer
+    from promptdag.workers import call_in_project, project_root_of

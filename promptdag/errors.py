@@ -7,9 +7,7 @@ options and what to do next; each carries its data as attributes and an exit cod
     │   └── VariantError              unknown variant, or a broken variants file            exit 2
     ├── InputError                    a per-request input is wrong                          exit 3
     │   ├── ForbiddenInputError       a request tried to set a prompt node or config value
-    │   ├── PdfError                  the PDF cannot be turned into text
-    │   │   ├── PdfEncryptedError     encrypted, no or wrong password
-    │   │   └── PdfNoTextError        no extractable text (scanned?)
+    │   ├── DocumentError             an input document cannot be read (apps subclass it)
     │   └── LimitExceededError        a cap on bytes, pages, tokens or time was hit
     ├── LLMError                      the model could not answer                            exit 4
     │   ├── LLMRequestError           rejected at once (400/401/404/422): fix config or key
@@ -35,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DeadlineExceededError",
     "DirtyTreeError",
+    "DocumentError",
     "ForbiddenInputError",
     "GateError",
     "InputError",
@@ -44,9 +43,6 @@ __all__ = [
     "LLMUnavailableError",
     "LimitExceededError",
     "NoTracesError",
-    "PdfEncryptedError",
-    "PdfError",
-    "PdfNoTextError",
     "ProjectError",
     "PromptdagError",
     "RenderError",
@@ -111,18 +107,12 @@ class ForbiddenInputError(InputError):
         )
 
 
-class PdfError(InputError):
+class DocumentError(InputError):
+    """An input document (a file a request sent) cannot be read; `source` names it."""
+
     def __init__(self, message: str, *, source: str = ""):
         self.source = source
         super().__init__(f"{source}: {message}" if source else message)
-
-
-class PdfEncryptedError(PdfError):
-    pass
-
-
-class PdfNoTextError(PdfError):
-    pass
 
 
 class LimitExceededError(InputError):

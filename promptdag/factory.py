@@ -265,7 +265,11 @@ def build_pipeline(
             async_driver.Builder()
             .with_modules(*proj.dataflow_modules, proj.packs[pack])
             .with_config(config)
-            .with_adapters(PromptGuard(list(prompts)), NodeScope(), *adapters)
+            .with_adapters(
+                PromptGuard(list(prompts)),
+                NodeScope({s.node: s.name for s in proj.contract.llm_steps.values()}),
+                *adapters,
+            )
             .build_without_init()
         )
     except (ValueError, ValidationException) as exc:  # Hamilton's graph and validator failures

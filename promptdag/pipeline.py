@@ -25,7 +25,7 @@ from promptdag.config import canonical_config
 from promptdag.contract import PipelineSpec
 from promptdag.errors import ConfigError, DeadlineExceededError
 from promptdag.inputs import check_inputs
-from promptdag.llm.client import LLM, LLMCall, enter_node, run_scope
+from promptdag.llm.client import LLM, LLMCall, run_scope
 from promptdag.llm.tokens import token_counter
 from promptdag.project import Project
 from promptdag.provenance import fingerprint_id, library_versions, sha256_text
@@ -122,12 +122,19 @@ class RunResult:
 
 
 class NodeScope(BasePreNodeExecuteAsync):
-    """Tells the LLM client which node is running, so each call is tied to its declared step."""
+    """Hands each node that takes the LLM a view bound to the node's declared step (Hamilton
+    calls the node with the very kwargs dict this hook receives), so every call is tied to its
+    step and prompt, and an undeclared node cannot call the model."""
+
+    def __init__(self, steps: Mapping[str, str]):
+        self.steps = dict(steps)  # node calling the LLM → its declared step
 
     async def pre_node_execute(
         self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
     ) -> None:
-        enter_node(node_.name)
+        llm = kwargs.get(LLM_INPUT)
+        if isinstance(llm, LLM):
+            kwargs[LLM_INPUT] = llm.bound(node_.name, self.steps.get(node_.name), self.steps)
 
 
 class _DropHamiltonErrorLogs(logging.Filter):
@@ -312,7 +319,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         tasks: list[asyncio.Task[Any]] = []
         token = _RUN_TASKS.set(tasks)
-        with _QuietHamilton(), _TrackedRuns(loop), run_scope(deadline, self.steps) as state:
+        with _QuietHamilton(), _TrackedRuns(loop), run_scope(deadline) as state:
             try:
                 async with asyncio.timeout(deadline):
                     return await self.driver.execute(
@@ -352,6 +359,8 @@ class Pipeline:
             ctx = dataclasses.replace(ctx, build=self.build_info())
         with request_scope(ctx):
             out = await self.execute([*self.spec.final_vars, *prompt_nodes], checked, calls=calls)
+        order = {step: i for i, step in enumerate(self.project.contract.llm_steps)}
+        calls.sort(key=lambda c: (order.get(c.step, len(order)), c.index or 0))
         rendered = {n: prompt_text(out[n]) for n in prompt_nodes}
         note = self.llm_token_note()
         notes = [note] if note else []

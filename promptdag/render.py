@@ -30,8 +30,6 @@ from promptdag.pipeline import Pipeline
 __all__ = ["FORMATS", "render", "to_dot", "to_mermaid"]
 
 FORMATS = ("svg", "png", "dot", "mermaid")
-_SUMMARY_OUTPUTS = ("llm_calls", "summary", "usage")
-_LLM_NODE = "llm"
 _GRID_COLUMNS = 5
 _UNREAD_LABEL = "config values no node reads (used by the driver factory and LLM client)"
 
@@ -40,7 +38,7 @@ _STYLES: dict[str, tuple[str, str, str]] = {
     "input": ("request input", "#dbeafe", "#1d4ed8"),
     "config": ("config value (build time)", "#e5e7eb", "#6b7280"),
     "prompt": ("prompt: @version (pack)", "#fde047", "#a16207"),
-    "llm": ("LLM call (uses llm)", "#e9d5ff", "#7e22ce"),
+    "llm": ("LLM call (a declared LLM step)", "#e9d5ff", "#7e22ce"),
     "step": ("step", "#ffffff", "#374151"),
     "output": ("output (double border)", "#dcfce7", "#15803d"),
 }
@@ -80,7 +78,7 @@ def _kind(node: HamiltonNode, pipeline: Pipeline) -> str:
         return "prompt"
     if node.is_external_input:
         return "config" if node.name in pipeline.config else "input"
-    if _LLM_NODE in node.required_dependencies | node.optional_dependencies:
+    if node.name in pipeline.steps:
         return "llm"
     return "step"
 
@@ -88,14 +86,13 @@ def _kind(node: HamiltonNode, pipeline: Pipeline) -> str:
 def _nodes(pipeline: Pipeline) -> list[_Node]:
     graph_nodes = sorted(pipeline.graph.nodes, key=lambda n: n.name)
     used = {d for n in graph_nodes for d in n.required_dependencies | n.optional_dependencies}
+    outputs = set(pipeline.spec.final_vars)
     out: list[_Node] = []
     for node in graph_nodes:
         kind = _kind(node, pipeline)
         chosen = pipeline.prompts.get(node.name)
         version = f"@{chosen.version} ({chosen.pack})" if chosen else ""
-        is_output = kind not in ("input", "config") and (
-            node.name not in used or node.name in _SUMMARY_OUTPUTS
-        )
+        is_output = kind not in ("input", "config") and node.name in outputs
         kind = "output" if is_output and kind == "step" else kind
         out.append(
             _Node(node.name, kind, is_output, node.name in used, _type_str(node.type), version)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import copy
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,7 +42,6 @@ __all__ = [
     "LLMSettings",
     "RunState",
     "current_run",
-    "enter_node",
     "run_scope",
 ]
 
@@ -102,7 +102,6 @@ class RunState:
     deadline: float | None = None
     step: str = ""
     attempts: list[int] = field(default_factory=list)
-    steps: Mapping[str, str] | None = None  # node calling the LLM → its declared step
     calls: list[LLMCall] = field(default_factory=list)
 
 
@@ -112,16 +111,10 @@ _RUN: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
 _ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "promptdag_attempts", default=None
 )
-_NODE: contextvars.ContextVar[str] = contextvars.ContextVar("promptdag_node", default="")
 
 
 # Called with every LLMCall as it completes (the CLI's progress display); process-wide.
 CALL_LISTENERS: list[Callable[[LLMCall], None]] = []
-
-
-def enter_node(name: str) -> None:
-    """Mark the running task as executing node `name` (a pre-node hook calls this)."""
-    _NODE.set(name)
 
 
 def current_run() -> RunState | None:
@@ -129,14 +122,10 @@ def current_run() -> RunState | None:
 
 
 @contextlib.contextmanager
-def run_scope(
-    deadline_s: float | None, steps: Mapping[str, str] | None = None
-) -> Iterator[RunState]:
+def run_scope(deadline_s: float | None) -> Iterator[RunState]:
     """Everything called inside shares one deadline, `deadline_s` seconds from now, and records
-    its LLM calls; `steps` maps each node allowed to call the LLM to its declared step."""
-    state = RunState(
-        deadline=None if deadline_s is None else time.monotonic() + deadline_s, steps=steps
-    )
+    its LLM calls."""
+    state = RunState(deadline=None if deadline_s is None else time.monotonic() + deadline_s)
     token = _RUN.set(state)
     try:
         yield state
@@ -186,6 +175,16 @@ class LLM:
         self.client = client
         self.cache = cache if cache is not None and cache.mode != "off" else None
         self.prices = dict(prices or {})
+        self.node: str | None = None  # set on a view bound to one node of a run
+        self.bound_step: str | None = None
+        self.declared: tuple[str, ...] = ()
+
+    def bound(self, node: str, step: str | None, declared: Sequence[str]) -> LLM:
+        """A view of this client for one node: its calls carry the node's declared step; a node
+        with no declared step may not call the model. Shares the client, cache and prices."""
+        view = copy.copy(self)
+        view.node, view.bound_step, view.declared = node, step, tuple(sorted(declared))
+        return view
 
     def cost(self, model: str, input_tokens: int, output_tokens: int) -> float | None:
         price = self.prices.get(model) or self.prices.get(self.settings.model)
@@ -214,22 +213,20 @@ class LLM:
         return request
 
     def _step(self, step: str | None) -> str:
-        """The declared step of the node calling now; a node the contract does not declare as
-        an LLM step may not call the model (its calls would be untraceable to a prompt)."""
-        run = _RUN.get()
-        node = _NODE.get()
-        if run is None or run.steps is None or not node:
-            return step or node or "llm"
-        declared = run.steps.get(node)
-        if declared is None:
+        """The declared step of the node this view is bound to; a node the contract does not
+        declare as an LLM step may not call the model (its calls would be untraceable to a
+        prompt). Unbound (used outside a pipeline run): `step`, else "llm"."""
+        if self.node is None:
+            return step or "llm"
+        if self.bound_step is None:
             raise ConfigError(
                 [
-                    f"node {node!r} called the LLM but [tool.promptdag.llm_steps] declares no step "
-                    f"for it. Declared LLM nodes: {', '.join(sorted(run.steps)) or 'none'}. Add "
-                    f'[tool.promptdag.llm_steps.NAME] with node = "{node}" and its prompt node.'
+                    f"node {self.node!r} called the LLM but [tool.promptdag.llm_steps] declares no "
+                    f"step for it. Declared LLM nodes: {', '.join(self.declared) or 'none'}. Add "
+                    f'[tool.promptdag.llm_steps.NAME] with node = "{self.node}" and its prompt node.'
                 ]
             )
-        return declared
+        return self.bound_step
 
     def _remaining(self, step: str) -> float:
         run = _RUN.get()

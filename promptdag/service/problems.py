@@ -1,5 +1,6 @@
 """Errors as RFC 9457 problem responses (type, title, status, detail): every library error maps
-to a status that says whose fault it is, and nothing ever carries a stack trace."""
+to a status that says whose fault it is (4xx the request's, 502/503/504 the model's), and
+nothing ever carries a stack trace."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from promptdag.errors import (
     CacheMissError,
     DeadlineExceededError,
+    DocumentError,
     ForbiddenInputError,
     InputError,
     LimitExceededError,
@@ -26,13 +28,22 @@ _BASE = "https://promptdag.dev/problems/"
 
 
 class ServiceError(Exception):
-    """An HTTP-level refusal (auth, overload, unsupported body) with its status and headers."""
+    """An HTTP-level refusal (auth, overload, unsupported body) with its status and headers;
+    `extra` members go into the problem body (e.g. the limit and cap of a 413)."""
 
     def __init__(
-        self, status: int, slug: str, title: str, detail: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        slug: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
     ):
         self.status, self.slug, self.title, self.detail = status, slug, title, detail
         self.headers = headers or {}
+        self.extra = extra or {}
         super().__init__(detail)
 
 
@@ -52,13 +63,13 @@ def problem(
 
 def _status(error: PromptdagError) -> tuple[int, str, str]:
     if isinstance(error, LimitExceededError):
-        if error.limit == "PDF size":
-            return 413, "upload-too-large", "Upload too large"
         return 422, "limit-exceeded", "A limit was exceeded"
     if isinstance(error, ForbiddenInputError):
-        return 400, "forbidden-input", "Input not allowed"
+        return 422, "forbidden-input", "Input not allowed"
+    if isinstance(error, DocumentError):
+        return 422, "bad-document", "The document cannot be read"
     if isinstance(error, InputError):
-        return 422, "bad-document", "The document cannot be summarized"
+        return 422, "invalid-input", "Invalid input"
     if isinstance(error, DeadlineExceededError):
         return 504, "deadline-exceeded", "The request took too long"
     if isinstance(error, LLMUnavailableError):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dataflows._pdf import PdfLimits, extract_pdf
-from promptdag.errors import LimitExceededError, PdfEncryptedError, PdfError, PdfNoTextError
+from dataflows._pdf import PdfEncryptedError, PdfError, PdfLimits, PdfNoTextError, extract_pdf
+from promptdag.errors import LimitExceededError
 from tests.pdfs import cyclic_page_tree_pdf, misaligned_xref_pdf, text_pdf
 
 PDFS = Path(__file__).resolve().parents[3] / "shared" / "pdfs"

@@ -17,7 +17,7 @@ SAMPLE = "examples/the-man-without-a-body.pdf"
 
 @pytest.mark.parametrize(
     "command",
-    [["summarize"], ["render"], ["prompts", "list"], ["prompts", "show"], ["variants", "list"]],
+    [["run"], ["render"], ["prompts", "list"], ["prompts", "show"], ["variants", "list"]],
 )
 def test_help_has_an_examples_block(cli, command: list[str]) -> None:
     proc = cli(*command, "--help")
@@ -25,13 +25,14 @@ def test_help_has_an_examples_block(cli, command: list[str]) -> None:
     assert "Examples:" in proc.stdout and "promptdag " in proc.stdout
 
 
-def test_summarize_json_carries_summary_usage_and_provenance(cli) -> None:
+def test_run_summarize_json_carries_summary_usage_and_provenance(cli) -> None:
     proc = cli(
-        "summarize", SAMPLE, "--json", "--variant", "concise", "--query", "How did the head travel?"
+        "run",
+        "summarize", SAMPLE, "--json", "--variant", "concise", "--input", "user_query=How did the head travel?"
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert 'Regarding "How did the head travel?"' in out["summary"]
+    assert 'Regarding "How did the head travel?"' in out["answer"]
     prov = out["provenance"]
     assert prov["variant"] == "concise"
     assert prov["prompts"]["chunk_summary_prompt"]["version"] == "v3"
@@ -40,8 +41,10 @@ def test_summarize_json_carries_summary_usage_and_provenance(cli) -> None:
     assert len(out["llm_calls"]) == out["usage"]["calls"]
 
 
-def test_summarize_text_output_and_provenance_line(cli) -> None:
-    proc = cli("summarize", SAMPLE)
+def test_run_summarize_text_output_and_provenance_line(cli) -> None:
+    proc = cli(
+        "run",
+        "summarize", SAMPLE)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     footer = proc.stderr.strip().splitlines()[-1]
@@ -54,7 +57,9 @@ def test_summarize_text_output_and_provenance_line(cli) -> None:
 
 
 def test_config_flag_selects_a_prompt_version(cli) -> None:
-    proc = cli("summarize", SAMPLE, "--json", "--config", "chunk_summary_prompt_version=v1")
+    proc = cli(
+        "run",
+        "summarize", SAMPLE, "--json", "--config", "chunk_summary_prompt_version=v1")
     assert (
         json.loads(proc.stdout)["provenance"]["prompts"]["chunk_summary_prompt"]["version"] == "v1"
     )
@@ -70,19 +75,24 @@ def test_config_flag_selects_a_prompt_version(cli) -> None:
     ],
 )
 def test_bad_build_config_is_one_line_and_exit_2(cli, args: list[str], message: str) -> None:
-    proc = cli("summarize", SAMPLE, *args)
+    proc = cli(
+        "run",
+        "summarize", SAMPLE, *args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and message in proc.stderr
     assert proc.stderr.startswith("error: ")
 
 
 def test_openai_backend_without_a_key_says_what_to_set(cli) -> None:
-    proc = cli("summarize", SAMPLE, "-c", "llm_backend=openai", "-c", "llm_model=gpt-4o-mini")
+    proc = cli(
+        "run",
+        "summarize", SAMPLE, "-c", "llm_backend=openai", "-c", "llm_model=gpt-4o-mini")
     assert proc.returncode == 2 and "OPENAI_API_KEY" in proc.stderr
 
 
 def test_openai_backend_against_a_local_server(cli, openai_server) -> None:
     proc = cli(
+        "run",
         "summarize",
         SAMPLE,
         "--json",
@@ -94,7 +104,7 @@ def test_openai_backend_against_a_local_server(cli, openai_server) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    assert out["model"] == "gpt-test" and out["summary"].startswith("echo:")
+    assert out["model"] == "gpt-test" and out["answer"].startswith("echo:")
     assert all(r["authorization"] for r in openai_server.history)
     assert "sk-local" not in proc.stdout + proc.stderr
 
@@ -102,6 +112,7 @@ def test_openai_backend_against_a_local_server(cli, openai_server) -> None:
 def test_provider_rejection_is_exit_4_naming_backend_and_model(cli, openai_server) -> None:
     openai_server.enqueue(status=401, times=100)
     proc = cli(
+        "run",
         "summarize",
         SAMPLE,
         "-c",
@@ -172,6 +183,7 @@ def _project_copy(tmp_path: Path) -> Path:
     root = tmp_path / "myproj"
     for part in ("dataflows", "prompts"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     return root
 
 
@@ -202,13 +214,19 @@ def test_outside_git_the_fingerprint_says_so(cli, tmp_path: Path) -> None:
     (root / "doc.txt").write_text(
         "A short text about cats. Cats sleep a lot. They also purr loudly."
     )
-    proc = cli("summarize", "doc.txt", "--json", cwd=root)
+    proc = cli(
+        "run",
+        "summarize", "doc.txt", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["provenance"]["git"] == {
         "available": False,
         "reason": "not a git checkout",
     }
-    proc = cli("summarize", "doc.txt", "--require-clean", cwd=root)
+    proc = cli("stamp", cwd=root)
+    assert proc.returncode == 6 and "needs a git checkout" in proc.stderr
+    proc = cli(
+        "run",
+        "summarize", "doc.txt", "--require-clean", cwd=root)
     assert proc.returncode == 6 and "needs a git checkout" in proc.stderr
 
 
@@ -219,14 +237,20 @@ def test_require_clean_refuses_a_dirty_tree(cli, tmp_path: Path) -> None:
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
     (root / "doc.txt").write_text("A short text about dogs. Dogs bark at night. They like walks.")
-    proc = cli("summarize", "doc.txt", "--require-clean", cwd=root)
+    proc = cli(
+        "run",
+        "summarize", "doc.txt", "--require-clean", cwd=root)
     assert proc.returncode == 6 and "uncommitted changes" in proc.stderr
-    clean = cli("summarize", "doc.txt", "--json", cwd=root)
+    clean = cli(
+        "run",
+        "summarize", "doc.txt", "--json", cwd=root)
     git_state = json.loads(clean.stdout)["provenance"]["git"]
     assert git_state["dirty"] is True and len(git_state["diff_sha256"]) == 64
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "doc"], cwd=root, check=True)
-    proc = cli("summarize", "doc.txt", "--require-clean", "--json", cwd=root)
+    proc = cli(
+        "run",
+        "summarize", "doc.txt", "--require-clean", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["provenance"]["git"]["dirty"] is False
 

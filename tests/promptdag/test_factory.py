@@ -133,9 +133,7 @@ def test_request_cannot_set_prompt_nodes_or_config() -> None:
         {"llm": object()},
     ):
         with pytest.raises(ForbiddenInputError) as err:
-            asyncio.run(
-                pipeline.execute(["summary"], bad, document_text="Some text. More text here.")
-            )
+            asyncio.run(pipeline.run({**bad, "text": "Some text. More text here."}))
         assert "prompts and config are chosen when the Driver is built" in str(err.value)
     close(pipeline)
 
@@ -145,9 +143,7 @@ def test_content_type_must_be_a_short_plain_label(ctype: str) -> None:
     pipeline = build_pipeline()
     with pytest.raises(InputError, match="content_type"):
         asyncio.run(
-            pipeline.summarize(
-                text="A sentence about things. Another one here.", content_type=ctype
-            )
+            pipeline.run({"text": "A sentence about things. Another one here.", "content_type": ctype})
         )
     close(pipeline)
 
@@ -163,7 +159,7 @@ def test_prompt_guard_fails_a_graph_with_a_loose_prompt_node() -> None:
             hamilton_driver.Builder()
             .with_modules(*project.dataflow_modules, project.packs["default"])
             .with_config({})
-            .with_adapters(PromptGuard(["chunk_summary_prompt"]))
+            .with_adapters(PromptGuard(["chunk_summary_prompt", "final_summary_prompt"]))
             .build()
         )
 
@@ -172,6 +168,7 @@ def _copy_project(tmp_path: Path) -> Path:
     root = tmp_path / "proj"
     for part in ("dataflows", "prompts"):
         shutil.copytree(REPO / part, root / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     return root
 
 
@@ -214,7 +211,7 @@ def test_missing_version_key_lists_versions(tmp_path: Path) -> None:
 
 def test_no_project_above_directory_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(
-        ProjectError, match="expected a directory holding both dataflows/ and prompts/"
+        ProjectError, match=r"expected a pyproject.toml with a \[tool.promptdag\] table"
     ):
         load_project(tmp_path)
 

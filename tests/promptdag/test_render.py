@@ -23,8 +23,12 @@ from promptdag.variants import load_variants
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPTS = ("chunk_summary_prompt", "final_summary_prompt")
-REQUEST_INPUTS = ("content_type", "llm", "pdf_bytes", "pdf_password", "source_name", "user_query")
-SUMMARY_OUTPUTS = ("llm_calls", "summary", "usage")
+REQUEST_INPUTS = (
+    "content_type", "llm", "pdf_bytes", "pdf_password", "source_name", "text", "user_query",
+)  # fmt: skip
+SUMMARY_OUTPUTS = (
+    "chunk_summaries", "document_notes", "document_pages", "document_tokens", "summary",
+)  # fmt: skip
 VARIANTS = sorted(load_variants(load_project(ROOT).variants_path).variants)
 _DUMP = (
     "import sys\n"

@@ -71,9 +71,9 @@ def run(adapter: TraceAdapter, text: str, ctx: bool = True, **overrides: Any) ->
         pipeline = build_pipeline(overrides={**SMALL_CHUNKS, **overrides}, adapters=[adapter])
         try:
             if not ctx:
-                return await pipeline.summarize(text=text)
+                return await pipeline.run({"text": text})
             with request_scope(context(pipeline)):
-                return await pipeline.summarize(text=text)
+                return await pipeline.run({"text": text})
         finally:
             await pipeline.aclose()
 
@@ -86,7 +86,8 @@ def test_a_request_and_each_llm_call_are_committed_with_their_provenance(
     adapter = TraceAdapter(writer)
     result = run(adapter, STORY)
     [req] = rows(db, "SELECT * FROM requests")
-    out, fp = result.outputs, result.fingerprint
+    fp, usage, chunks = result.fingerprint, result.usage, len(result.outputs["chunk_summaries"])
+    records = [c.record() for c in result.llm_calls]
     assert req["request_id"] == "req-1" and req["source"] == "service"
     assert (req["variant"], req["assignment"], req["subject_id"], req["conversation_id"]) == (
         "baseline",
@@ -106,25 +107,20 @@ def test_a_request_and_each_llm_call_are_committed_with_their_provenance(
     }
     assert req["prompt_set"] == "chunk_summary_prompt@v2 final_summary_prompt@v1"
     assert req["status"] == "ok" and req["error_type"] is None
-    assert req["calls"] == out["usage"]["calls"] == len(out["text_chunks"]) + 1
-    assert (
-        req["chunks"] == len(out["text_chunks"])
-        and req["document_tokens"] == out["document_tokens"]
-    )
-    assert req["input_tokens"] == out["usage"]["input_tokens"]
-    assert req["output_tokens"] == out["usage"]["output_tokens"]
-    assert req["dataflow"] == "dataflows.chunking,dataflows.summarize"
+    assert req["calls"] == usage["calls"] == chunks + 1
+    assert req["input_tokens"] == usage["input_tokens"]
+    assert req["output_tokens"] == usage["output_tokens"]
+    assert req["dataflow"] == "dataflows.chunking,dataflows.ingest,dataflows.summarize"
     assert req["model"] == "offline-extractive" and req["backend"] == "offline"
     assert req["started_ts"] < req["finished_ts"] and req["latency_s"] > 0
 
     calls = rows(db, "SELECT * FROM llm_calls ORDER BY call_index")
-    assert [c["step"] for c in calls] == ["chunk_summary"] * len(out["text_chunks"]) + [
-        "final_summary"
-    ]
-    assert [c["chunk_index"] for c in calls[:-1]] == list(range(len(out["text_chunks"])))
-    for call, record in zip(calls, out["llm_calls"], strict=True):
+    assert [c["step"] for c in calls] == ["chunk_summary"] * chunks + ["final_summary"]
+    assert [c["chunk_index"] for c in calls[:-1]] == list(range(chunks))
+    declared = {"chunk_summary": "chunk_summary_prompt", "final_summary": "final_summary_prompt"}
+    for call, record in zip(calls, records, strict=True):
         meta = versions[call["prompt_node"]]
-        assert call["prompt_node"] == f"{call['step']}_prompt"
+        assert call["prompt_node"] == declared[call["step"]]  # the contract's link, not a name
         assert call["prompt_version"] == meta["version"]
         assert call["prompt_source_sha256"] == meta["source_sha256"]
         assert call["prompt_sha256"] == sha256_text(call["prompt_text"])
@@ -136,8 +132,8 @@ def test_a_request_and_each_llm_call_are_committed_with_their_provenance(
         calls[0]["node"] == "chunk_summary_responses"
         and calls[0]["dataflow"] == "dataflows.summarize"
     )
-    assert calls[-1]["prompt_text"] == out["final_summary_prompt"]
-    assert calls[-1]["response_text"].strip() == result.summary
+    assert calls[-1]["prompt_text"] == result.prompts["final_summary_prompt"]
+    assert calls[-1]["response_text"].strip() == result.answer
     assert adapter.runs == {}
 
 
@@ -157,7 +153,8 @@ def test_runs_outside_a_request_are_recorded_as_library_runs(writer: TraceWriter
     adapter = TraceAdapter(writer)
     result = run(adapter, STORY, ctx=False, chunk_summary_prompt_version="v3")
     [req] = rows(db, "SELECT * FROM requests")
-    assert req["source"] == "library" and len(req["request_id"]) == 32 and req["variant"] is None
+    assert req["source"] == "library" and len(req["request_id"]) == 32
+    assert req["variant"] == "baseline" and req["fingerprint_id"] == result.fingerprint["id"]
     assert req["prompt_set"] == "chunk_summary_prompt@v3 final_summary_prompt@v1"
     versions = json.loads(req["prompt_versions"])
     for node, meta in result.fingerprint["prompts"].items():

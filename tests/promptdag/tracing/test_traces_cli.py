@@ -118,8 +118,8 @@ def test_the_default_store_is_in_the_data_dir_else_the_project(
     code, _, err = traces("list")
     assert code == 3 and str(tmp_path / "empty" / "traces.sqlite") in err
     project = tmp_path / "project"
-    for package in ("dataflows", "prompts"):
-        (project / package).mkdir(parents=True)
+    project.mkdir()
+    (project / "pyproject.toml").write_text("[tool.promptdag]\n", encoding="utf-8")
     monkeypatch.delenv("PROMPTDAG_DATA_DIR")
     monkeypatch.delenv("PROMPTDAG_PROJECT", raising=False)
     monkeypatch.chdir(project)
