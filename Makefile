@@ -42,7 +42,7 @@ $(STAMP): requirements.lock pyproject.toml
 setup: system-deps $(STAMP)
 
 demo: setup
-	$(BIN)/promptdag summarize $(SAMPLE)
+	$(BIN)/promptdag run summarize $(SAMPLE)
 
 lint: setup
 	$(BIN)/ruff check .

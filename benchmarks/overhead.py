@@ -1,6 +1,7 @@
-"""Orchestration overhead: the summarizer DAG through `Pipeline.execute` vs its node functions
-called by hand, sharing one LLM that answers instantly; the difference is Hamilton's async driver
-plus promptdag's run wrapper (the raw `AsyncDriver.execute` is timed too, to split the two)."""
+"""Orchestration overhead: the summarizer through `Pipeline.run` (the public path: input checks,
+the DAG, usage and the fingerprint) vs its node functions called by hand, sharing one LLM that
+answers instantly; the difference is Hamilton's async driver plus promptdag's run wrapper (the
+raw `AsyncDriver.execute` is timed too, to split the two)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from typing import Any
 from benchmarks._fakes import CannedTransport, use_transport
 from benchmarks._report import Report, at_most, differences, median, require, spread
 from benchmarks._timing import AsyncCall, interleaved
-from dataflows import chunking, summarize
+from dataflows import chunking, ingest, summarize
 from promptdag.factory import build_pipeline
-from promptdag.pipeline import SUMMARY_OUTPUTS, Pipeline
+from promptdag.pipeline import LLM_INPUT, Pipeline, usage_of
 from prompts import default
 
 __all__ = ["NAME", "TITLE", "run"]
@@ -21,7 +22,6 @@ NAME = "overhead"
 TITLE = "Orchestration overhead"
 GOAL_US, CHUNKS = 1000.0, 4
 OVERRIDES = {"llm_cache": "off", "chunk_tokens": 64, "chunk_overlap_tokens": 8}
-_SAME = [k for k in SUMMARY_OUTPUTS if k not in ("usage", "llm_calls")]  # no timings
 _SENTENCE = "Paragraph {p} sentence {s} says one plain thing about the benchmark document."
 
 
@@ -32,9 +32,12 @@ def _document() -> str:
 
 
 async def _direct(p: Pipeline, text: str) -> dict[str, Any]:
-    """The DAG's 12 executed nodes, called by hand with the arguments Hamilton would pass."""
+    """The DAG's executed nodes, called by hand with the arguments Hamilton would pass, plus
+    the usage totals `Pipeline.run` computes."""
     c, llm = p.config, p.llm
-    counter = chunking.token_counter(c["llm_model"])
+    document = await ingest.pdf_document(c["pdf_max_pages"], c["pdf_max_seconds"], c["pdf_workers"])
+    text = ingest.document_text(document, text)
+    counter = chunking.tokenizer(c["llm_model"])
     tokens = chunking.document_tokens(text, counter, c["max_document_tokens"])
     chunks = chunking.text_chunks(
         text, tokens, counter, c["chunk_tokens"], c["chunk_overlap_tokens"]
@@ -45,25 +48,26 @@ async def _direct(p: Pipeline, text: str) -> dict[str, Any]:
     summaries = summarize.chunk_summaries(responses)
     final_prompt = default.final_summary_prompt__v1(summaries)
     final = await summarize.final_summary_response(final_prompt, llm)
-    calls = summarize.llm_calls(responses, final)
+    usage_of([*responses, final])
     return {
         "summary": summarize.summary(final),
         "chunk_summaries": summaries,
-        "usage": summarize.usage(calls),
-        "llm_calls": calls,
         "document_tokens": tokens,
-        "text_chunks": chunks,
+        "document_pages": ingest.document_pages(document),
+        "document_notes": ingest.document_notes(document),
         "chunk_summary_prompt": template,
         "final_summary_prompt": final_prompt,
     }
 
 
+def _outputs(p: Pipeline) -> list[str]:
+    return [*p.spec.final_vars, *p.prompt_outputs()]
+
+
 def _executed_nodes(p: Pipeline) -> int:
-    """Nodes the DAG computes for SUMMARY_OUTPUTS when document_text is set as an override."""
-    nodes, _ = p.driver.graph.get_upstream_nodes(
-        list(SUMMARY_OUTPUTS), {"llm": p.llm}, {"document_text": ""}
-    )
-    return sum(1 for n in nodes if not n.user_defined and n.name != "document_text")
+    """Nodes the DAG computes for the pipeline's outputs and prompts."""
+    nodes, _ = p.driver.graph.get_upstream_nodes(_outputs(p), {LLM_INPUT: p.llm, "text": ""})
+    return sum(1 for n in nodes if not n.user_defined)
 
 
 async def _measure(reps: int, batch: int) -> Report:
@@ -74,20 +78,19 @@ async def _measure(reps: int, batch: int) -> Report:
         ("final_summary_prompt", default.final_summary_prompt__v1),
     ):
         require(p.prompts[node].function is fn, f"variant baseline no longer uses {fn.__name__}")
-    text, outputs = _document(), list(SUMMARY_OUTPUTS)
+    text, outputs = _document(), _outputs(p)
 
     paths: dict[str, AsyncCall] = {
-        "dag": lambda: p.execute(outputs, {}, document_text=text),
-        "hamilton": lambda: p.driver.execute(
-            outputs, inputs={"llm": p.llm}, overrides={"document_text": text}
-        ),
+        "dag": lambda: p.run({"text": text}),
+        "hamilton": lambda: p.driver.execute(outputs, inputs={LLM_INPUT: p.llm, "text": text}),
         "direct": lambda: _direct(p, text),
     }
-    a, b = await p.execute(outputs, {}, document_text=text), await _direct(p, text)
-    require(all(a[k] == b[k] for k in _SAME), "the DAG and the direct path computed otherwise")
-    require(len(a["text_chunks"]) == CHUNKS, f"{len(a['text_chunks'])} chunks, not {CHUNKS}")
+    a, b = await p.driver.execute(outputs, inputs={LLM_INPUT: p.llm, "text": text}), await _direct(p, text)
+    require(a == b, "the DAG and the direct path computed otherwise")
+    chunks = len(a["chunk_summaries"])
+    require(chunks == CHUNKS, f"{chunks} chunks, not {CHUNKS}")
     nodes = _executed_nodes(p)
-    require(nodes == 12, f"the DAG executes {nodes} nodes; make _direct call the same ones")
+    require(nodes == 14, f"the DAG executes {nodes} nodes; make _direct call the same ones")
     wall, cpu = await interleaved(paths, reps, batch)
     await p.aclose()
     pairs = (("dag", "direct"), ("hamilton", "direct"), ("dag", "hamilton"))
@@ -113,7 +116,7 @@ async def _measure(reps: int, batch: int) -> Report:
         goals=[at_most("DAG − direct, CPU per request", GOAL_US, over_us, " µs")],
         headers=["Measure", "CPU time", f"CPU range, {reps} reps (µs)", "Wall time"],
         rows=[
-            row("DAG (`Pipeline.execute`), per request", "dag"),
+            row("DAG (`Pipeline.run`), per request", "dag"),
             row("raw `AsyncDriver.execute`, per request", "hamilton"),
             row("direct calls, per request", "direct"),
             row("**overhead: DAG − direct**, per request", "dag", "direct"),

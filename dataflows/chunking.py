@@ -2,28 +2,28 @@
 
 Inputs: document_text.
 Config: llm_model (picks the tokenizer), chunk_tokens, chunk_overlap_tokens, max_document_tokens.
-Outputs: token_counter, document_tokens, text_chunks.
+Outputs: tokenizer, document_tokens, text_chunks.
 """
 
 from __future__ import annotations
 
 from dataflows._text import token_windows
 from promptdag import ConfigError, InputError, LimitExceededError, TokenCounter
-from promptdag import token_counter as counter_for_model
+from promptdag import token_counter
 
 
-def token_counter(llm_model: str) -> TokenCounter:
+def tokenizer(llm_model: str) -> TokenCounter:
     """The tokenizer of the configured model (or the bundled one, marked approximate)."""
-    return counter_for_model(llm_model)
+    return token_counter(llm_model)
 
 
 def document_tokens(
-    document_text: str, token_counter: TokenCounter, max_document_tokens: int
+    document_text: str, tokenizer: TokenCounter, max_document_tokens: int
 ) -> int:
     """How many tokens the document holds; over the cap is an error, not a truncation."""
     if not document_text.strip():
         raise InputError("the document has no text to summarize. Send a document with text in it.")
-    n = token_counter.count(document_text)
+    n = tokenizer.count(document_text)
     if n > max_document_tokens:
         raise LimitExceededError(
             "document length",
@@ -37,7 +37,7 @@ def document_tokens(
 def text_chunks(
     document_text: str,
     document_tokens: int,
-    token_counter: TokenCounter,
+    tokenizer: TokenCounter,
     chunk_tokens: int,
     chunk_overlap_tokens: int,
 ) -> list[str]:
@@ -49,12 +49,12 @@ def text_chunks(
                 "chunk_tokens >= 16 and 0 <= chunk_overlap_tokens < chunk_tokens."
             ]
         )
-    enc = token_counter.encoding
+    enc = tokenizer.encoding
     return token_windows(
         document_text,
         window=chunk_tokens,
         overlap=chunk_overlap_tokens,
-        count=token_counter.count,
-        encode=token_counter.encode,
+        count=tokenizer.count,
+        encode=tokenizer.encode,
         decode=enc.decode,
     )

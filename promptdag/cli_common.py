@@ -6,14 +6,22 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from promptdag.config import parse_assignments
 from promptdag.errors import PromptdagError
 
-__all__ = ["ConfigOpt", "JsonOpt", "QuietOpt", "VariantOpt", "err", "overrides", "user_errors"]
+__all__ = [
+    "ConfigOpt",
+    "JsonOpt",
+    "QuietOpt",
+    "VariantOpt",
+    "err",
+    "overrides",
+    "user_errors",
+]
 
 ConfigOpt = Annotated[
     list[str] | None,
@@ -26,6 +34,22 @@ VariantOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress display on stderr.")]
+
+
+def hide_flag_types() -> None:
+    """Show flags as `--json`, not `--json <bool>`: this typer prints a type beside every
+    option, flags included. Called once by the CLI's entry module (the CLI's own process)."""
+    from typer.core import TyperOption
+
+    if getattr(TyperOption.display_type_rich, "_promptdag", False):
+        return
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich._promptdag = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
 
 
 def err(message: str) -> None:

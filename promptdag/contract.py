@@ -8,29 +8,29 @@ Every command and the library read it; nothing in promptdag knows an application
     variants = "prompts/variants.toml"   # named variants (default: that path)
     fixtures = "prompts/fixtures.toml"   # inputs every prompt version is rendered on
     suites = "ci/evals/suites"           # eval suites (*.toml)
-    default_pipeline = "summarize"       # optional when there is one pipeline
+    default_pipeline = "triage"          # optional when there is one pipeline
 
-    [tool.promptdag.config.chunk_tokens]          # app config: build-time, per variant
-    default = 800
-    min = 16
-    max = 100000
+    [tool.promptdag.config.max_reply_words]       # app config: build-time, per variant
+    default = 120
+    min = 10
+    max = 1000
 
-    [tool.promptdag.llm_steps.chunk_summary]      # the node calling the LLM, and its prompt
-    node = "chunk_summary_responses"
-    prompt = "chunk_summary_prompt"
-    rendered = "chunk_summary_requests"           # optional: the per-item rendered prompts
+    [tool.promptdag.llm_steps.classify]           # the node calling the LLM, and its prompt
+    node = "classification_response"
+    prompt = "classification_prompt"
+    rendered = "classification_requests"          # optional: per-item rendered prompts
 
-    [tool.promptdag.pipelines.summarize]
-    outputs = ["summary", "chunk_summaries"]
-    answer = "summary"                            # what `run` prints and evals check
-    file_input = "pdf_bytes"                      # a positional file binds here
-    one_of = [["pdf_bytes", "text"]]              # exactly one of these per run
+    [tool.promptdag.pipelines.triage]
+    outputs = ["classification", "reply"]
+    answer = "reply"                              # what `run` prints and evals check
+    file_input = "attachment"                     # a positional file binds here
+    one_of = [["ticket", "attachment"]]           # exactly one of these per run
 
-    [tool.promptdag.pipelines.summarize.inputs.pdf_bytes]
+    [tool.promptdag.pipelines.triage.inputs.attachment]
     kind = "file"                                 # file | text | string | number | integer | boolean
-    media_types = ["application/pdf"]
-    max_bytes = 52428800
-    filename_input = "source_name"
+    media_types = ["text/plain"]
+    max_bytes = 1048576
+    filename_input = "attachment_name"
 
 Unknown keys and broken references are one ConfigError listing every problem and what exists.
 """

@@ -20,7 +20,7 @@ from hamilton.graph_types import HamiltonGraph
 from hamilton.lifecycle.base import BasePreNodeExecuteAsync
 
 from promptdag.catalog import PromptVersion, version_key
-from promptdag.chat import prompt_text
+from promptdag.prompting import prompt_text
 from promptdag.config import canonical_config
 from promptdag.contract import PipelineSpec
 from promptdag.errors import ConfigError, DeadlineExceededError
@@ -252,9 +252,13 @@ class Pipeline:
     def build_info(self) -> dict[str, Any]:
         """Everything fixed when the Driver was built (no per-request data); computed once,
         a deep copy each call so callers may change theirs."""
+        return copy.deepcopy(self._build())
+
+    def _build(self) -> dict[str, Any]:
+        """The build info itself, shared: read it, never change it."""
         if self._build_info is None:
             self._build_info = self._compute_build_info()
-        return copy.deepcopy(self._build_info)
+        return self._build_info
 
     def _compute_build_info(self) -> dict[str, Any]:
         graph = self.graph
@@ -292,12 +296,11 @@ class Pipeline:
 
     def fingerprint(self, rendered: Mapping[str, str]) -> dict[str, Any]:
         """Build info plus the hash of each prompt as rendered in this run, and an id over all."""
-        info = self.build_info()
-        prompts = {
+        info = {k: v for k, v in self._build().items() if k != "prompt_versions"}
+        info["prompts"] = {
             n: {**meta, "rendered_sha256": sha256_text(rendered[n]) if n in rendered else None}
-            for n, meta in info.pop("prompt_versions").items()
+            for n, meta in self._build()["prompt_versions"].items()
         }
-        info["prompts"] = prompts
         info["id"] = fingerprint_id(info)
         return info
 
@@ -356,7 +359,7 @@ class Pipeline:
             source="library",
         )
         if not ctx.build:
-            ctx = dataclasses.replace(ctx, build=self.build_info())
+            ctx = dataclasses.replace(ctx, build=self._build())
         with request_scope(ctx):
             out = await self.execute([*self.spec.final_vars, *prompt_nodes], checked, calls=calls)
         order = {step: i for i, step in enumerate(self.project.contract.llm_steps)}
@@ -373,7 +376,7 @@ class Pipeline:
             outputs={k: out[k] for k in self.spec.outputs},
             prompts=rendered,
             llm_calls=calls,
-            fingerprint=self.fingerprint(rendered),
+            fingerprint=copy.deepcopy(self.fingerprint(rendered)),
             latency_s=round(time.perf_counter() - started, 4),
             notes=notes,
         )

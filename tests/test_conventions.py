@@ -6,6 +6,7 @@ import ast
 import importlib
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ def test_quickstart_targets_exist_in_the_makefile() -> None:
         ["make", "-n", "demo", "test"], cwd=REPO, capture_output=True, text=True, check=False
     )
     assert dry.returncode == 0, dry.stderr
-    assert "promptdag summarize examples/the-man-without-a-body.pdf" in dry.stdout
+    assert "promptdag run summarize examples/the-man-without-a-body.pdf" in dry.stdout
     assert "pytest" in dry.stdout
 
 
@@ -123,3 +124,79 @@ def test_gate_workflow_runs_the_gate_against_the_base_branch() -> None:
     assert "fetch-depth: 0" in workflow and "prompts/**" in workflow and "dataflows/**" in workflow
     hooks = (REPO / "ci" / "pre-commit-config.yaml").read_text(encoding="utf-8")
     assert "promptdag prompts lock --check" in hooks
+
+
+# Words that are app names but also generic terms promptdag uses for itself: FastAPI's
+# `summary=` and HTML's <summary>, an LLM answer's `text`, HTTP's `content_type`, and the verb
+# "summarize" that the offline model recognises in instructions. Every other node, input, config key, output and
+# pipeline of the reference app must be absent from promptdag/.
+_GENERIC_WORDS = {"summary", "text", "summarize", "content_type"}
+
+
+def _app_names() -> set[str]:
+    from promptdag.contract import load_contract
+
+    contract = load_contract(REPO)
+    names = set(contract.config) | set(contract.llm_steps)
+    for step in contract.llm_steps.values():
+        names |= {step.node, step.prompt, step.rendered or step.node}
+    for spec in contract.pipelines.values():
+        names |= {spec.name, *spec.final_vars, *spec.inputs}
+    for path in _python_modules("dataflows", "prompts"):
+        if path.name.startswith("_"):
+            continue  # helpers, not nodes
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        names |= {
+            n.name.split("__")[0]
+            for n in tree.body
+            if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef) and not n.name.startswith("_")
+        }
+    return names - _GENERIC_WORDS
+
+
+def test_the_framework_names_no_node_input_or_output_of_the_reference_app() -> None:
+    names = _app_names()
+    assert {"chunk_summary_prompt", "text_chunks", "pdf_bytes", "chunk_tokens"} <= names
+    pattern = re.compile(r"\b(" + "|".join(sorted(map(re.escape, names))) + r")\b")
+    found = [
+        f"{path.relative_to(REPO)}:{i}: {m.group(1)}"
+        for path in _python_modules("promptdag")
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        for m in pattern.finditer(line)
+    ]
+    assert found == [], "promptdag/ names the reference app:\n" + "\n".join(found)
+
+
+def test_the_public_api_is_a_sorted_complete_all() -> None:
+    import promptdag
+
+    def group(name: str) -> tuple[int, str]:  # ruff RUF022: CONSTANTS, Classes, functions
+        return (0 if name.isupper() else 1 if name[0].isupper() else 2), name
+
+    assert promptdag.__all__ == sorted(promptdag.__all__, key=group)
+    for name in promptdag.__all__:
+        assert getattr(promptdag, name) is not None, name
+    assert sorted(dir(promptdag)) == sorted(promptdag.__all__)
+
+
+def test_importing_promptdag_loads_no_heavy_library() -> None:
+    code = (
+        "import sys, promptdag\n"
+        "heavy = [m for m in ('hamilton', 'openai', 'pandas', 'fastapi') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert proc.stdout.strip() == ""
+
+
+def test_the_wheel_installs_only_promptdag() -> None:
+    """setuptools finds only the promptdag package (the app's folders are not shipped)."""
+    from setuptools import find_packages
+
+    found = find_packages(str(REPO), include=["promptdag", "promptdag.*"])
+    tops = {name.split(".")[0] for name in found}
+    assert tops == {"promptdag"}
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
+    assert 'include = ["promptdag", "promptdag.*"]' in text

@@ -22,7 +22,7 @@ from hamilton.lifecycle.base import (
 )
 
 from promptdag.catalog import version_key
-from promptdag.chat import prompt_text
+from promptdag.prompting import prompt_text
 from promptdag.llm.client import LLMCall, current_run
 from promptdag.provenance import fingerprint_id, sha256_text
 from promptdag.tracing.context import RequestContext, current_request, new_request_id
@@ -174,8 +174,7 @@ def _request_row(
         "input_tokens": sum(c.input_tokens for *_, c in run.calls),
         "output_tokens": sum(c.output_tokens for *_, c in run.calls),
         "cost_usd": None if None in costs else round(sum(c for c in costs if c is not None), 8),
-        "document_tokens": None,
-        "chunks": None,
+        "pipeline": build.get("pipeline"),
     }
 
 
