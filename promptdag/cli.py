@@ -27,6 +27,7 @@ from promptdag.config import parse_assignments
 from promptdag.contract import InputSpec, PipelineSpec
 from promptdag.errors import ConfigError, InputError, LimitExceededError
 from promptdag.eval_cli import register as register_eval
+from promptdag.init_cli import register as register_init
 from promptdag.prompts_cli import prompts_app
 from promptdag.traces_cli import traces_app
 
@@ -51,6 +52,7 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(variants_app, name="variants")
 app.add_typer(traces_app, name="traces")
 register_eval(app)
+register_init(app)
 
 
 def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipeline:
