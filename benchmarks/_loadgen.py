@@ -2,8 +2,8 @@
 soon as their previous one is answered, first a warm-up, then a measured batch bounded in count
 and in time; it prints one JSON summary line.
 
-    python -m benchmarks._loadgen --url http://127.0.0.1:8000/v1/summaries --concurrency 64 \\
-        --requests 640 --warmup 128 --time-limit 60 --watch server=1234 < body.json
+    python -m benchmarks._loadgen --url http://127.0.0.1:8000/v1/pipelines/summarize/runs \\
+        --concurrency 64 --requests 640 --warmup 128 --time-limit 60 --watch server=1234 < body.json
 
 The request body is read from stdin and POSTed as JSON over one keep-alive HTTP/1.1 connection
 per client, with a minimal asyncio client: httpx.AsyncClient, tried first, spent 4 ms of CPU per
@@ -200,7 +200,7 @@ async def _phase(
 
 
 def _answer_facts(body: bytes) -> tuple[Any, float | None]:
-    """`usage.calls` and `latency_s` of a summary answer (None where missing or not JSON)."""
+    """`usage.calls` and `latency_s` of a run's answer (None where missing or not JSON)."""
     try:
         answer = json.loads(body)
     except ValueError:

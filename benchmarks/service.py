@@ -26,12 +26,15 @@ from benchmarks._fake_llm import FakeLLM, fake_llm
 from benchmarks._loadgen import run_load
 from benchmarks._report import Report, at_most, median, require, spread, table
 from dataflows import chunking
-from promptdag.config import DEFAULTS
+from promptdag.contract import load_contract
+from promptdag.llm.tokens import token_counter
 
 __all__ = ["NAME", "TITLE", "run"]
 
 NAME = "service"
 TITLE = "Service under load"
+REPO = Path(__file__).resolve().parents[1]
+PIPELINE = "summarize"  # the reference app's pipeline, sent {"text": ...} as JSON
 LATENCY_S, CHUNKS = 0.200, 2
 BOUND_S = 2 * LATENCY_S  # the chunk calls side by side (llm_max_concurrency ≥ 2), then the final
 LEVELS, GOAL_C = (16, 64, 256), 64
@@ -68,14 +71,20 @@ class Service:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/summaries"
+        return f"http://127.0.0.1:{self.port}/v1/pipelines/{PIPELINE}/runs"
+
+
+def _chunk_config() -> tuple[int, int]:
+    """The contract's default chunk_tokens and chunk_overlap_tokens."""
+    keys = load_contract(REPO).config
+    return int(keys["chunk_tokens"].default), int(keys["chunk_overlap_tokens"].default)
 
 
 def _document() -> str:
     """About 1.5 windows of numbered sentences: CHUNKS chunks at the default chunk size, cut by
     the pipeline's own chunker (every response is checked for CHUNKS + 1 LLM calls, too)."""
-    counter = chunking.token_counter(CONFIG["llm_model"])
-    window, overlap = DEFAULTS["chunk_tokens"], DEFAULTS["chunk_overlap_tokens"]
+    counter = token_counter(CONFIG["llm_model"])
+    window, overlap = _chunk_config()
     sentences: list[str] = []
     while counter.count(" ".join(sentences)) < 1.5 * window:
         sentences.append(_SENTENCE.format(i=len(sentences), n=40 + len(sentences) % 17))
@@ -146,7 +155,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def _service(workdir: Path, fake: FakeLLM, traces: bool) -> Iterator[Service]:
     """`promptdag serve` on a free port with its own data dir until the block ends (the pattern
-    of tests/drivers/service/live.py: a few attempts, in case another process takes the port)."""
+    of tests/promptdag/service/live.py: a few attempts, in case another process takes the port)."""
     exe = str(Path(sys.executable).with_name("promptdag"))
     config = {**CONFIG, "llm_base_url": fake.base_url}
     pairs = [a for k, v in config.items() for a in ("--config", f"{k}={v}")]
@@ -160,7 +169,7 @@ def _service(workdir: Path, fake: FakeLLM, traces: bool) -> Iterator[Service]:
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
                 guard + argv,
-                cwd=Path(__file__).resolve().parents[1],
+                cwd=REPO,
                 env=_env(workdir / f"data-{tag}"),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -436,8 +445,9 @@ def _report(res: _Results, sizes: Sizes) -> Report:
             "PROMPTDAG_DATA_DIR, twice: `--traces` and `--no-traces`. The LLM is "
             "`benchmarks/_fake_llm.py`, an OpenAI-compatible Starlette app on uvicorn in its own "
             f"process that answers each call after `asyncio.sleep({LATENCY_S:g})`. Each request "
-            f'is JSON `{{"text": ...}}`, a {res.text_chars:,}-character text that the default '
-            f"chunker (chunk_tokens={DEFAULTS['chunk_tokens']}) cuts into {CHUNKS} chunks; every "
+            f'is JSON `{{"text": ...}}` to `POST /v1/pipelines/{PIPELINE}/runs`, a '
+            f"{res.text_chars:,}-character text that the default chunker "
+            f"(chunk_tokens={_chunk_config()[0]}) cuts into {CHUNKS} chunks; every "
             f"answer is checked for usage.calls = {CHUNKS + 1}. Critical-path bound: the "
             f"{CHUNKS} chunk calls side by side ({LATENCY_S * 1e3:.0f} ms), then the final call "
             f"({LATENCY_S * 1e3:.0f} ms): {BOUND_S * 1e3:.0f} ms; C clients in a closed loop can "

@@ -311,9 +311,13 @@ def serve(
     max_in_flight: Annotated[
         int, typer.Option(help="Requests processed at once; more get 503 + Retry-After.")
     ] = 64,
-    max_upload_bytes: Annotated[int, typer.Option(help="Largest accepted request body.")] = 20
-    * 1024
-    * 1024,
+    max_upload_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest accepted request body, for every pipeline (default: each pipeline's "
+            "largest file input max_bytes + 64 KiB, from the contract)."
+        ),
+    ] = None,
     traces: Annotated[
         bool, typer.Option(help="Record every request and LLM call in the trace store.")
     ] = True,
@@ -330,7 +334,8 @@ def serve(
         int, typer.Option(help="Seconds to let in-flight requests finish on shutdown.")
     ] = 30,
 ) -> None:
-    """Serve summaries over HTTP: every variant's Driver built once, A/B assignment, traces."""
+    """Serve every declared pipeline over HTTP (POST /v1/pipelines/NAME/runs): each variant's
+    Driver built once, A/B assignment, traces."""
     import uvicorn
 
     from promptdag.service.app import create_app, preflight
@@ -355,7 +360,9 @@ def serve(
         )
         served = asyncio.run(preflight(settings))
     err(
-        f"serving {', '.join(f'{n} ({w:.0%})' for n, w in served.items())} on http://{host}:{port} (docs: /docs)"
+        f"serving {', '.join(served.pipelines)} with variants "
+        f"{', '.join(f'{n} ({w:.0%})' for n, w in served.weights.items())} "
+        f"on http://{host}:{port} (docs: /docs)"
     )
     # uvicorn re-raises SIGTERM after its graceful shutdown; a drained, flushed stop exits 0.
     previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -1,6 +1,12 @@
-"""The FastAPI app. At startup it builds, through the one driver factory, a Pipeline for every
-served variant and refuses to start if any is invalid; requests share those Pipelines, are
-A/B-assigned, capped, traced, and answered with their provenance."""
+"""The FastAPI app. It serves every pipeline the project's contract declares, one route each:
+`POST /v1/pipelines/{name}/runs`, with that pipeline's own request and response schemas.
+
+At startup it builds, through the one driver factory, a Pipeline for every (pipeline, served
+variant) pair (one git reading for all) and refuses to start if any is invalid; requests share
+those Pipelines, are A/B-assigned, capped, traced, and answered with their provenance.
+
+A/B assignment: one Assigner over the served variants, sticky by `subject_id` with the server's
+salt, so a subject gets the same variant in every pipeline (and across restarts and replicas)."""
 
 from __future__ import annotations
 
@@ -9,48 +15,74 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from promptdag.errors import ConfigError, PromptdagError
+from promptdag.contract import Contract, load_contract
+from promptdag.errors import ConfigError, InputError, PromptdagError
 from promptdag.factory import build_pipeline
-from promptdag.pipeline import Pipeline, RunResult
-from promptdag.project import load_project
+from promptdag.pipeline import Pipeline, RunResult, _jsonable
+from promptdag.project import Project, find_project, load_project
 from promptdag.provenance import git_state
 from promptdag.service.assignment import Assigner
-from promptdag.service.body import SummaryInput, read_summary_input, request_body_openapi
+from promptdag.service.body import body_cap, read_run_request, servable_problems
 from promptdag.service.metrics import ServiceMetrics
 from promptdag.service.problems import ServiceError, problem, problem_for
+from promptdag.service.schema import (
+    PROBLEM_REF,
+    request_openapi,
+    run_path,
+    run_response_schema,
+    run_schema_name,
+    shared_schemas,
+)
 from promptdag.service.settings import ServiceSettings
 from promptdag.tracing.context import RequestContext, new_request_id, request_scope
 from promptdag.variants import load_variants
 
-__all__ = ["ServiceState", "create_app", "preflight"]
+__all__ = ["Served", "ServiceState", "create_app", "preflight"]
 
 log = logging.getLogger("promptdag.service")
 OPS_PATHS = ("/healthz", "/readyz", "/v1/version", "/metrics")
+PIPELINES_PREFIX = "/v1/pipelines/"
+REQUEST_ID = "X-Promptdag-Request-Id"
+Built = dict[str, dict[str, Pipeline]]  # pipeline → variant → its built Pipeline
 
 
 @dataclass
 class ServiceState:
     settings: ServiceSettings
-    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    contract: Contract
+    pipelines: Built = field(default_factory=dict)
     assigner: Assigner | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     tracer: Any = None  # promptdag.tracing: writer + adapter, when tracing is on
     in_flight: int = 0
     ready: bool = False
 
+    def pipeline_of(self, path: str) -> str:
+        """The declared pipeline a request path runs, or "" for any other path."""
+        return next((n for n in self.contract.pipelines if run_path(n) == path), "")
 
-def _served_weights(settings: ServiceSettings) -> dict[str, float]:
-    variants = load_variants(load_project(settings.project).variants_path)
+
+@dataclass(frozen=True)
+class Served:
+    """What `preflight` found servable: the pipelines and the normalized variant weights."""
+
+    pipelines: tuple[str, ...]
+    weights: dict[str, float]
+
+
+def _served_weights(settings: ServiceSettings, project: Project) -> dict[str, float]:
+    variants = load_variants(project.variants_path)
     names = (
         list(settings.variants)
         if settings.variants
@@ -66,38 +98,61 @@ def _served_weights(settings: ServiceSettings) -> dict[str, float]:
         for n in settings.weights
         if n not in names
     ]
+    problems += [p for spec in project.contract.pipelines.values() for p in servable_problems(spec)]
     if problems:
         raise ConfigError(problems)
     return {n: settings.weights.get(n, variants.variants[n].weight) for n in names}
 
 
-async def _build_variants(
-    settings: ServiceSettings, weights: dict[str, float], adapters: list[Any]
-) -> dict[str, Pipeline]:
-    """One Pipeline per served variant, through the factory; every problem of every variant is
-    reported at once, and nothing built is left open when any variant fails."""
-    pipelines: dict[str, Pipeline] = {}
-    problems: list[str] = []
-    project = load_project(settings.project)
-    git = git_state(project.root)  # one reading for every variant: they report the same build
-    for name in weights:
-        try:
-            pipelines[name] = build_pipeline(
-                variant=name, overrides=settings.config, project=project, adapters=adapters, git=git
-            )
-        except ConfigError as exc:
-            problems.extend(f"variant {name!r}: {p}" for p in exc.problems)
-    if problems:
-        for pipeline in pipelines.values():
+async def _close_all(built: Built) -> None:
+    for variants in built.values():
+        for pipeline in variants.values():
             await pipeline.aclose()
+
+
+async def _build_all(
+    settings: ServiceSettings, project: Project, weights: dict[str, float], adapters: list[Any]
+) -> Built:
+    """One Pipeline per declared pipeline and served variant, through the factory; every
+    problem of every build is reported at once, and nothing built is left open on failure."""
+    built: Built = {}
+    problems: list[str] = []
+    git = git_state(project.root)  # one reading for every build: they report the same tree
+    for name in project.contract.pipelines:
+        for variant in weights:
+            try:
+                built.setdefault(name, {})[variant] = build_pipeline(
+                    pipeline=name,
+                    variant=variant,
+                    overrides=settings.config,
+                    project=project,
+                    adapters=adapters,
+                    git=git,
+                )
+            except ConfigError as exc:
+                problems.extend(
+                    f"pipeline {name!r}, variant {variant!r}: {p}" for p in exc.problems
+                )
+    if problems:
+        await _close_all(built)
         raise ConfigError(problems)
-    return pipelines
+    return built
 
 
 async def _start(state: ServiceState) -> None:
     settings = state.settings
     settings.check()
-    weights = _served_weights(settings)
+    project = load_project(settings.project)
+    if set(project.contract.pipelines) != set(state.contract.pipelines):
+        raise ConfigError(
+            [
+                f"the project's pipelines changed since the app was made: now "
+                f"{', '.join(sorted(project.contract.pipelines))}, routes for "
+                f"{', '.join(sorted(state.contract.pipelines))}. Restart the service."
+            ]
+        )
+    state.contract = project.contract
+    weights = _served_weights(settings, project)
     state.assigner = Assigner(
         weights, salt=settings.assignment_salt, allow_forced=settings.allow_variant_header
     )
@@ -108,32 +163,34 @@ async def _start(state: ServiceState) -> None:
         state.tracer = start_tracing(settings)
         adapters = [state.tracer.adapter]
     try:
-        state.pipelines = await _build_variants(settings, weights, adapters)
+        state.pipelines = await _build_all(settings, project, weights, adapters)
     except ConfigError:
         if state.tracer is not None:
             await asyncio.to_thread(state.tracer.close)
         raise
-    for pipeline in state.pipelines.values():
-        await pipeline.driver.ainit()
+    for variants in state.pipelines.values():
+        for pipeline in variants.values():
+            await pipeline.driver.ainit()
     state.ready = True
 
 
 async def _stop(state: ServiceState) -> None:
     state.ready = False
-    for pipeline in state.pipelines.values():
-        await pipeline.aclose()
+    await _close_all(state.pipelines)
     if state.tracer is not None:
         await asyncio.to_thread(state.tracer.close)
 
 
-async def preflight(settings: ServiceSettings) -> dict[str, float]:
-    """Validate settings and build every served variant once, before the server starts, so a
-    bad variant is one clear line instead of a failed startup. Returns the normalized weights."""
+async def preflight(settings: ServiceSettings) -> Served:
+    """Validate settings and build every pipeline of every served variant once, before the
+    server starts, so a bad one is one clear line instead of a failed startup."""
     settings.check()
-    weights = _served_weights(settings)
-    for pipeline in (await _build_variants(settings, weights, [])).values():
-        await pipeline.aclose()
-    return Assigner(weights, salt=settings.assignment_salt).weights
+    project = load_project(settings.project)
+    weights = _served_weights(settings, project)
+    await _close_all(await _build_all(settings, project, weights, []))
+    return Served(
+        tuple(project.contract.pipelines), Assigner(weights, salt=settings.assignment_salt).weights
+    )
 
 
 def _authorized(state: ServiceState, request: Request) -> bool:
@@ -145,12 +202,13 @@ def _authorized(state: ServiceState, request: Request) -> bool:
     return any(hmac.compare_digest(token.encode(), key.encode()) for key in state.settings.api_keys)
 
 
-def _provenance_headers(result: RunResult, request_id: str, variant: str) -> dict[str, str]:
+def _provenance_headers(result: RunResult, request_id: str) -> dict[str, str]:
     fp = result.fingerprint
     git = fp["git"]
     return {
-        "X-Promptdag-Request-Id": request_id,
-        "X-Promptdag-Variant": variant,
+        REQUEST_ID: request_id,
+        "X-Promptdag-Pipeline": result.pipeline,
+        "X-Promptdag-Variant": result.variant,
         "X-Promptdag-Git-Sha": (git["sha"] + ("-dirty" if git["dirty"] else ""))
         if git.get("available")
         else "none",
@@ -161,15 +219,17 @@ def _provenance_headers(result: RunResult, request_id: str, variant: str) -> dic
     }
 
 
-def _response_body(result: RunResult, ctx: RequestContext) -> dict[str, Any]:
+def _response_body(result: RunResult, ctx: RequestContext, usage: dict[str, Any]) -> dict[str, Any]:
     fp = result.fingerprint
     return {
         "request_id": ctx.request_id,
+        "pipeline": result.pipeline,
         "variant": ctx.variant,
         "assignment": ctx.assignment,
-        "summary": result.summary,
-        "model": result.outputs["llm_calls"][-1]["model"],
-        "usage": result.outputs["usage"],
+        "answer": _jsonable(result.answer),
+        "outputs": _jsonable(result.outputs),
+        "model": result.model,
+        "usage": usage,
         "latency_s": result.latency_s,
         "notes": result.notes,
         "provenance": {
@@ -182,12 +242,28 @@ def _response_body(result: RunResult, ctx: RequestContext) -> dict[str, Any]:
     }
 
 
-async def _summarize(state: ServiceState, request: Request) -> Response:
+def _refused(state: ServiceState, name: str, exc: ServiceError, request_id: str) -> Response:
+    state.metrics.reject(name, exc.slug)
+    headers = {**exc.headers, REQUEST_ID: request_id}
+    return problem(
+        exc.status, exc.slug, exc.title, exc.detail, headers, request_id=request_id, **exc.extra
+    )
+
+
+async def _run(state: ServiceState, name: str, request: Request) -> Response:
     request_id = new_request_id()
-    body: SummaryInput = await read_summary_input(request, state.settings)
+    spec = state.contract.pipelines[name]
     assert state.assigner is not None
-    assignment = state.assigner.assign(body.subject_id, request.headers.get("x-promptdag-variant"))
-    pipeline = state.pipelines[assignment.variant]
+    try:
+        body = await read_run_request(request, spec, body_cap(spec, state.settings))
+        forced = request.headers.get("x-promptdag-variant")
+        assignment = state.assigner.assign(body.subject_id, forced)
+    except ServiceError as exc:
+        return _refused(state, name, exc, request_id)
+    except InputError as exc:
+        state.metrics.reject(name, "invalid-input")
+        return problem_for(exc, request_id)
+    pipeline = state.pipelines[name][assignment.variant]
     ctx = RequestContext(
         request_id=request_id,
         variant=assignment.variant,
@@ -199,47 +275,101 @@ async def _summarize(state: ServiceState, request: Request) -> Response:
     started = time.perf_counter()
     try:
         with request_scope(ctx):
-            result = await pipeline.summarize(**body.pipeline_inputs())
+            result = await pipeline.run(body.inputs)
     except PromptdagError as exc:
-        state.metrics.observe_error(
-            assignment.variant, time.perf_counter() - started, type(exc).__name__
-        )
+        seconds = time.perf_counter() - started
+        state.metrics.observe_error(name, assignment.variant, seconds, type(exc).__name__)
         return problem_for(exc, request_id)
-    state.metrics.observe_ok(
-        assignment.variant, time.perf_counter() - started, result.outputs["usage"]
-    )
+    usage = result.usage
+    state.metrics.observe_ok(name, assignment.variant, time.perf_counter() - started, usage)
     return JSONResponse(
-        _response_body(result, ctx),
-        headers=_provenance_headers(result, request_id, assignment.variant),
+        _response_body(result, ctx, usage), headers=_provenance_headers(result, request_id)
     )
 
 
 def _version(state: ServiceState) -> dict[str, Any]:
-    infos = {name: p.build_info() for name, p in state.pipelines.items()}
-    first = next(iter(infos.values()), {})
     weights = state.assigner.weights if state.assigner else {}
-    return {
-        "git": first.get("git"),
-        "libraries": first.get("libraries"),
-        "variants": {
-            name: {
-                "weight": weights.get(name),
-                "config_sha256": info["config_sha256"],
-                "graph_version": info["graph_version"],
-                "prompts": info["prompt_versions"],
-            }
-            for name, info in infos.items()
-        },
-    }
+    first = next((p for v in state.pipelines.values() for p in v.values()), None)
+    info = first.build_info() if first is not None else {}
+    pipelines: dict[str, Any] = {}
+    for name, variants in state.pipelines.items():
+        spec = state.contract.pipelines[name]
+        builds = {v: p.build_info() for v, p in variants.items()}
+        pipelines[name] = {
+            "path": run_path(name),
+            "description": spec.description,
+            "answer": spec.answer,
+            "outputs": list(spec.outputs),
+            "inputs": sorted(spec.inputs),
+            "variants": {
+                v: {
+                    "weight": weights.get(v),
+                    "config_sha256": b["config_sha256"],
+                    "graph_version": b["graph_version"],
+                    "prompts": b["prompt_versions"],
+                }
+                for v, b in builds.items()
+            },
+        }
+    return {"git": info.get("git"), "libraries": info.get("libraries"), "pipelines": pipelines}
+
+
+def _run_route(state: ServiceState, name: str) -> Callable[[Request], Awaitable[Response]]:
+    async def run(request: Request) -> Response:
+        return await _run(state, name, request)
+
+    return run
+
+
+def _openapi(app: FastAPI, state: ServiceState) -> dict[str, Any]:
+    """FastAPI's document plus each pipeline's response schema; cached once every pipeline is
+    built (its answer and outputs are typed from the built graphs)."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    schemas.update(shared_schemas())
+    for name, spec in state.contract.pipelines.items():
+        schema, defs = run_response_schema(spec, state.pipelines.get(name, {}))
+        schemas.update(defs)
+        schemas[run_schema_name(name)] = schema
+    if state.ready:
+        app.openapi_schema = doc
+    return doc
+
+
+def _register_pipelines(app: FastAPI, state: ServiceState) -> None:
+    for name, spec in state.contract.pipelines.items():
+        ref = {"$ref": f"#/components/schemas/{run_schema_name(name)}"}
+        app.add_api_route(
+            run_path(name),
+            _run_route(state, name),
+            methods=["POST"],
+            name=f"run_{name}",
+            operation_id=f"run_{name}",
+            summary=f"Run pipeline {name}",
+            description=spec.description or None,
+            tags=["pipelines"],
+            openapi_extra=request_openapi(spec),
+            response_class=JSONResponse,
+            responses={
+                200: {"description": "The answer, outputs and provenance", **_json(ref)},
+                **_RESPONSES,
+            },
+        )
 
 
 def create_app(settings: ServiceSettings) -> FastAPI:
-    """The app; nothing is built until startup (the lifespan), where any invalid variant stops it."""
-    state = ServiceState(settings)
+    """The app, with one route per declared pipeline; nothing is built until startup (the
+    lifespan), where any invalid pipeline or variant stops it."""
+    state = ServiceState(settings, load_contract(find_project(settings.project)))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _start(state)
+        app.openapi_schema = None  # now typed from the built graphs
         try:
             yield
         finally:
@@ -249,16 +379,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         title="promptdag",
         version="0.1.0",
         lifespan=lifespan,
-        description="Summaries from versioned prompts, with the provenance of every answer.",
+        description="The project's pipelines over HTTP, from versioned prompts, with the "
+        "provenance of every answer.",
     )
     app.state.promptdag = state
+    app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
 
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Response:
-        ops = request.url.path in OPS_PATHS
-        needs_key = request.url.path.startswith("/v1/summaries") or (ops and settings.protect_ops)
+        path = request.url.path
+        name = state.pipeline_of(path)
+        ops = path in OPS_PATHS
+        needs_key = path.startswith(PIPELINES_PREFIX) or (ops and settings.protect_ops)
         if needs_key and not _authorized(state, request):
-            state.metrics.rejected.labels("auth").inc()
+            state.metrics.reject(name, "auth")
             return problem(
                 401,
                 "unauthorized",
@@ -266,10 +400,10 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "send a valid API key as 'Authorization: Bearer KEY'.",
                 {"WWW-Authenticate": "Bearer"},
             )
-        if not request.url.path.startswith("/v1/summaries"):
+        if not name:
             return await call_next(request)
         if state.in_flight >= settings.max_in_flight:
-            state.metrics.rejected.labels("overload").inc()
+            state.metrics.reject(name, "overload")
             return problem(
                 503,
                 "overloaded",
@@ -278,17 +412,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 {"Retry-After": "1"},
             )
         state.in_flight += 1
-        state.metrics.in_flight.inc()
+        state.metrics.in_flight.labels(name).inc()
         try:
             return await call_next(request)
         finally:
             state.in_flight -= 1
-            state.metrics.in_flight.dec()
+            state.metrics.in_flight.labels(name).dec()
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
-        state.metrics.rejected.labels(exc.slug).inc()
-        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers)
+        state.metrics.reject(state.pipeline_of(request.url.path), exc.slug)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
@@ -314,29 +448,32 @@ def create_app(settings: ServiceSettings) -> FastAPI:
             500, "internal", "Internal error", "an unexpected error occurred; it has been logged."
         )
 
-    @app.post(
-        "/v1/summaries",
-        summary="Summarize a PDF (multipart or raw) or a text (JSON)",
-        openapi_extra=request_body_openapi(),
-        responses=_RESPONSES,
-    )
-    async def create_summary(request: Request) -> Response:
-        return await _summarize(state, request)
+    _register_pipelines(app, state)
 
     @app.get(
-        "/v1/version", summary="The running build: git SHA, variants, weights, prompt versions"
+        "/v1/version",
+        summary="The running build: git SHA, and per pipeline its variants, weights and prompts",
+        responses={200: {"description": "The running build", **_json(_VERSION)}},
     )
     async def version() -> dict[str, Any]:
         return _version(state)
 
-    @app.get("/healthz", summary="Liveness")
+    @app.get(
+        "/healthz",
+        summary="Liveness",
+        responses={200: {"description": "Alive", **_json(_STATUS)}},
+    )
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get(
         "/readyz",
-        summary="Readiness: every variant built and serving",
-        responses={503: {"description": "Not ready"}},
+        summary="Readiness: every pipeline of every variant built and serving",
+        response_class=JSONResponse,
+        responses={
+            200: {"description": "Ready", **_json(_READY)},
+            503: {"description": "Not ready", **_PROBLEM},
+        },
     )
     async def readyz() -> Response:
         if not state.ready:
@@ -347,9 +484,20 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "the service is starting or stopping.",
                 {"Retry-After": "1"},
             )
-        return JSONResponse({"status": "ready", "variants": sorted(state.pipelines)})
+        served = {name: sorted(variants) for name, variants in state.pipelines.items()}
+        return JSONResponse({"status": "ready", "pipelines": served})
 
-    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    @app.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=Response,
+        responses={
+            200: {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+    )
     async def metrics() -> Response:
         return Response(
             state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
@@ -358,13 +506,55 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     return app
 
 
-_PROBLEM = {"content": {"application/problem+json": {"schema": {"type": "object"}}}}
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
+_PROBLEM = {"content": {"application/problem+json": {"schema": PROBLEM_REF}}}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong API key", **_PROBLEM},
-    413: {"description": "Upload too large", **_PROBLEM},
+    413: {"description": "The body, or a file, is over its cap", **_PROBLEM},
     415: {"description": "Unsupported content type", **_PROBLEM},
-    422: {"description": "The document or a field is invalid, or a cap was hit", **_PROBLEM},
+    422: {"description": "An input is unknown or invalid, or a cap was hit", **_PROBLEM},
     502: {"description": "The model rejected the request", **_PROBLEM},
     503: {"description": "Overloaded or the model is unavailable (see Retry-After)", **_PROBLEM},
     504: {"description": "The request passed its deadline", **_PROBLEM},
+}
+_STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
+_NAMES = {"type": "array", "items": {"type": "string"}}
+_READY = {
+    "type": "object",
+    "required": ["status", "pipelines"],
+    "properties": {
+        "status": {"type": "string", "const": "ready"},
+        "pipelines": {"type": "object", "additionalProperties": _NAMES},
+    },
+}
+_VERSION = {
+    "type": "object",
+    "required": ["git", "libraries", "pipelines"],
+    "properties": {
+        "git": {"anyOf": [{"$ref": "#/components/schemas/GitState"}, {"type": "null"}]},
+        "libraries": {
+            "anyOf": [
+                {"type": "object", "additionalProperties": {"type": "string"}},
+                {"type": "null"},
+            ]
+        },
+        "pipelines": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["path", "answer", "outputs", "inputs", "variants"],
+                "properties": {
+                    "path": {"type": "string"},
+                    "description": {"type": "string"},
+                    "answer": {"type": "string"},
+                    "outputs": _NAMES,
+                    "inputs": _NAMES,
+                    "variants": {"type": "object", "additionalProperties": {"type": "object"}},
+                },
+            },
+        },
+    },
 }

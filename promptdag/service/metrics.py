@@ -1,4 +1,5 @@
-"""Prometheus metrics of the service, by variant: requests, errors, latency, tokens and cost."""
+"""Prometheus metrics of the service, by pipeline and variant: requests, errors, latency, tokens
+and cost; requests refused before running (auth, overload, size, invalid input) by reason."""
 
 from __future__ import annotations
 
@@ -12,61 +13,73 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120
 
 
 class ServiceMetrics:
-    """One registry per app, so two apps in one process (tests) never share counters."""
+    """One registry per app, so two apps in one process (tests) never share counters. The
+    `pipeline` label is empty on refusals that name no pipeline (auth on an ops endpoint)."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
             "promptdag_requests",
-            "Summary requests by variant and outcome.",
-            ["variant", "status"],
+            "Pipeline runs by pipeline, variant and outcome.",
+            ["pipeline", "variant", "status"],
             registry=r,
         )
         self.errors = Counter(
             "promptdag_errors",
-            "Failed summary requests by variant and error type.",
-            ["variant", "error"],
+            "Failed pipeline runs by pipeline, variant and error type.",
+            ["pipeline", "variant", "error"],
             registry=r,
         )
         self.latency = Histogram(
             "promptdag_request_seconds",
-            "Summary request latency.",
-            ["variant"],
+            "Pipeline run latency.",
+            ["pipeline", "variant"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.tokens = Counter(
             "promptdag_llm_tokens",
-            "LLM tokens by variant and direction.",
-            ["variant", "direction"],
+            "LLM tokens by pipeline, variant and direction.",
+            ["pipeline", "variant", "direction"],
             registry=r,
         )
         self.cost = Counter(
-            "promptdag_llm_cost_usd", "Estimated LLM cost in USD.", ["variant"], registry=r
+            "promptdag_llm_cost_usd",
+            "Estimated LLM cost in USD.",
+            ["pipeline", "variant"],
+            registry=r,
         )
         self.in_flight = Gauge(
-            "promptdag_in_flight", "Summary requests being processed.", registry=r
+            "promptdag_in_flight",
+            "Run requests being processed, by pipeline.",
+            ["pipeline"],
+            registry=r,
         )
         self.rejected = Counter(
             "promptdag_rejected",
-            "Requests refused before running (auth, overload, size).",
-            ["reason"],
+            "Requests refused before running (auth, overload, size, invalid input).",
+            ["pipeline", "reason"],
             registry=r,
         )
 
-    def observe_ok(self, variant: str, seconds: float, usage: dict[str, Any]) -> None:
-        self.requests.labels(variant, "ok").inc()
-        self.latency.labels(variant).observe(seconds)
-        self.tokens.labels(variant, "input").inc(usage.get("input_tokens") or 0)
-        self.tokens.labels(variant, "output").inc(usage.get("output_tokens") or 0)
+    def observe_ok(
+        self, pipeline: str, variant: str, seconds: float, usage: dict[str, Any]
+    ) -> None:
+        self.requests.labels(pipeline, variant, "ok").inc()
+        self.latency.labels(pipeline, variant).observe(seconds)
+        self.tokens.labels(pipeline, variant, "input").inc(usage.get("input_tokens") or 0)
+        self.tokens.labels(pipeline, variant, "output").inc(usage.get("output_tokens") or 0)
         if usage.get("cost_usd") is not None:
-            self.cost.labels(variant).inc(usage["cost_usd"])
+            self.cost.labels(pipeline, variant).inc(usage["cost_usd"])
 
-    def observe_error(self, variant: str, seconds: float, error: str) -> None:
-        self.requests.labels(variant, "error").inc()
-        self.errors.labels(variant, error).inc()
-        self.latency.labels(variant).observe(seconds)
+    def observe_error(self, pipeline: str, variant: str, seconds: float, error: str) -> None:
+        self.requests.labels(pipeline, variant, "error").inc()
+        self.errors.labels(pipeline, variant, error).inc()
+        self.latency.labels(pipeline, variant).observe(seconds)
+
+    def reject(self, pipeline: str, reason: str) -> None:
+        self.rejected.labels(pipeline, reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,5 +1,9 @@
 """What `promptdag serve` is told: which variants with which weights, the API keys, the caps,
-and tracing. Keys come from PROMPTDAG_API_KEYS (comma-separated) or a key file, never a flag."""
+and tracing. Keys come from PROMPTDAG_API_KEYS (comma-separated) or a key file, never a flag.
+
+Every declared pipeline is served; the caps on each request's inputs are the contract's
+(`max_bytes`, `max_chars`, `min`/`max`). The one cap set here is on whole request bodies:
+`max_upload_bytes` when given, else each pipeline's own (see `promptdag.service.body.body_cap`)."""
 
 from __future__ import annotations
 
@@ -46,8 +50,7 @@ class ServiceSettings:
     protect_ops: bool = False  # require the key on /healthz, /readyz, /v1/version, /metrics too
     insecure_no_auth: bool = False
     max_in_flight: int = 64
-    max_upload_bytes: int = 20 * 1024 * 1024
-    max_text_chars: int = 1_000_000
+    max_upload_bytes: int | None = None  # None: each pipeline's cap, from its contract
     assignment_salt: str = "promptdag"
     traces: bool = True
     redact: bool = False
@@ -63,7 +66,7 @@ class ServiceSettings:
             )
         if self.max_in_flight < 1:
             problems.append(f"max_in_flight={self.max_in_flight}: use 1 or more.")
-        if self.max_upload_bytes < 1024:
+        if self.max_upload_bytes is not None and self.max_upload_bytes < 1024:
             problems.append(f"max_upload_bytes={self.max_upload_bytes}: use at least 1024.")
         if self.retain_days is not None and self.retain_days <= 0:
             problems.append(f"retain_days={self.retain_days}: use a number of days > 0.")

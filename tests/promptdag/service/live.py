@@ -2,7 +2,7 @@
 signals, restarts, a killed server, the real SDK over real sockets.
 
     with live_server(tmp_path, config={"llm_cache": "off"}) as server:
-        r = server.client().post("/v1/summaries", json={"text": TEXT})
+        r = server.client().post("/v1/pipelines/summarize/runs", json={"text": TEXT})
         server.terminate()  # SIGTERM: drain, flush traces, exit
 
 Each server gets a free port, its own PROMPTDAG_DATA_DIR (so its own trace database) and the

@@ -8,7 +8,7 @@ import pytest
 
 from promptdag.errors import ConfigError, InputError
 from promptdag.service.assignment import Assigner
-from tests.promptdag.service.conftest import AUTH, TEXT
+from tests.promptdag.service.conftest import AUTH, POEM, SUMMARIZE, TEXT, WORDS
 
 
 @pytest.mark.parametrize(
@@ -56,20 +56,38 @@ def test_forced_needs_permission_and_a_served_variant() -> None:
 
 def test_sticky_assignment_survives_a_service_restart(make_client) -> None:
     subjects = [f"user-{i}" for i in range(12)]
+
+    def variants(client) -> dict[str, str]:
+        return {
+            s: client.post(SUMMARIZE, headers=AUTH, json={"text": TEXT, "subject_id": s}).json()[
+                "variant"
+            ]
+            for s in subjects
+        }
+
     first = make_client()
-    before = {
-        s: first.post("/v1/summaries", headers=AUTH, json={"text": TEXT, "subject_id": s}).json()[
-            "variant"
-        ]
-        for s in subjects
-    }
+    before = variants(first)
     first.__exit__(None, None, None)
-    second = make_client()
-    after = {
-        s: second.post("/v1/summaries", headers=AUTH, json={"text": TEXT, "subject_id": s}).json()[
-            "variant"
-        ]
-        for s in subjects
-    }
+    after = variants(make_client())
     assert before == after
     assert len(set(before.values())) == 2  # both variants are in use
+
+
+def test_each_pipeline_splits_its_requests_and_a_subject_keeps_its_variant_in_every_one(
+    tiny,
+) -> None:
+    subjects = [f"user-{i}" for i in range(16)]
+    poem, words = {}, {}
+    for s in subjects:
+        r = tiny.post(POEM, headers=AUTH, json={"topic": "rain", "subject_id": s})
+        assert r.status_code == 200, r.text
+        poem[s] = r.json()["variant"]
+        r = tiny.post(
+            WORDS + f"?subject_id={s}",
+            headers={**AUTH, "Content-Type": "text/plain"},
+            content=b"one two",
+        )
+        assert r.status_code == 200, r.text
+        words[s] = r.json()["variant"]
+    assert set(poem.values()) == {"a", "b"}
+    assert poem == words

@@ -23,7 +23,7 @@ import pytest
 
 from promptdag.tracing.store import TraceStore
 from tests.fakes.openai_server import OpenAIServer
-from tests.promptdag.service.conftest import TEXT
+from tests.promptdag.service.conftest import SUMMARIZE, TEXT
 from tests.promptdag.service.live import KEY, LiveServer, live_server
 
 pytestmark = pytest.mark.slow
@@ -103,7 +103,7 @@ class Calls:
             ) as client:
                 gate.wait(timeout=10)
                 try:
-                    self.results[i] = client.post("/v1/summaries", json=payload)
+                    self.results[i] = client.post(SUMMARIZE, json=payload)
                 except httpx.HTTPError as exc:
                     self.results[i] = exc
 
@@ -160,16 +160,16 @@ def test_live_summary_goes_through_the_real_sdk_with_the_llm_key_only(sdk) -> No
     server, fake = sdk
     fake.enqueue(body=completion("A point from the fake."), times=50)
     r = server.client().post(
-        "/v1/summaries", json={"text": LONG_TEXT, "subject_id": "e2e-1", "user_query": "Why?"}
+        SUMMARIZE, json={"text": LONG_TEXT, "subject_id": "e2e-1", "user_query": "Why?"}
     )
     assert r.status_code == 200, r.text
     body = r.json()
     request_id = body["request_id"]
     [row] = trace_rows(server.db_path, "SELECT * FROM requests WHERE request_id = ?", request_id)
-    chunks = row["chunks"]
-    assert chunks >= 2, row
+    chunks = len(body["outputs"]["chunk_summaries"])
+    assert chunks >= 2, body["outputs"]
     assert body["usage"]["calls"] == chunks + 1 == len(fake.history), fake.history
-    assert body["model"] == SERVED_MODEL and body["summary"] == "A point from the fake."
+    assert body["model"] == SERVED_MODEL and body["answer"] == "A point from the fake."
     assert row["status"] == "ok" and row["backend"] == "openai" and row["model"] == MODEL
     # Every call went to the fake over HTTP from the openai SDK, with the LLM key (the fake
     # answers 401 to any other) and never the service's own key.
@@ -192,7 +192,7 @@ def test_live_summary_goes_through_the_real_sdk_with_the_llm_key_only(sdk) -> No
 def test_live_429_is_retried_and_the_trace_shows_the_retry(sdk) -> None:
     server, fake = sdk
     fake.enqueue(status=429, headers=FAST_RETRY)
-    r = server.client().post("/v1/summaries", json={"text": TEXT})
+    r = server.client().post(SUMMARIZE, json={"text": TEXT})
     assert r.status_code == 200, r.text
     assert [h["status"] for h in fake.history] == [429, 200, 200]
     calls = trace_rows(
@@ -209,7 +209,7 @@ def test_live_429_is_retried_and_the_trace_shows_the_retry(sdk) -> None:
 def test_live_401_from_the_model_is_a_502_naming_the_key_without_retry(sdk) -> None:
     server, fake = sdk
     fake.enqueue(status=401)
-    r = server.client().post("/v1/summaries", json={"text": TEXT})
+    r = server.client().post(SUMMARIZE, json={"text": TEXT})
     body = assert_problem(r, 502, "model-rejected")
     assert "OPENAI_API_KEY" in body["detail"] and body["step"] == "chunk_summary", body
     assert LLM_KEY not in r.text and KEY not in r.text
@@ -241,7 +241,7 @@ def strict(strict_service) -> Iterator[tuple[LiveServer, OpenAIServer]]:
 def test_live_persistent_500_is_a_503_naming_the_step_after_the_retry_policy(strict) -> None:
     server, fake = strict
     fake.enqueue(status=500, headers=FAST_RETRY, times=10)
-    r = server.client().post("/v1/summaries", json={"text": TEXT})
+    r = server.client().post(SUMMARIZE, json={"text": TEXT})
     body = assert_problem(r, 503, "model-unavailable")
     assert r.headers["Retry-After"].isdigit(), r.headers
     assert body["step"] == "chunk_summary" and "chunk_summary" in body["detail"], body
@@ -254,7 +254,7 @@ def test_live_deadline_is_a_504_naming_the_step_long_before_the_slow_reply(stric
     delay_s = 10.0
     fake.enqueue(delay_s=delay_s)
     started = time.monotonic()
-    r = server.client().post("/v1/summaries", json={"text": TEXT})
+    r = server.client().post(SUMMARIZE, json={"text": TEXT})
     elapsed = time.monotonic() - started
     body = assert_problem(r, 504, "deadline-exceeded")
     assert body["step"] in ("chunk_summary", "final_summary"), body
@@ -287,7 +287,7 @@ def test_live_overload_answers_503_with_retry_after_and_serves_the_rest(
                 assert r.headers["Retry-After"].isdigit()
         assert openai_server.max_in_flight <= 2  # one call at a time per admitted request
         openai_server.default_delay_s = 0.0
-        assert server.client().post("/v1/summaries", json={"text": TEXT}).status_code == 200
+        assert server.client().post(SUMMARIZE, json={"text": TEXT}).status_code == 200
 
 
 # --- sticky assignment across a restart ------------------------------------------------------
@@ -297,7 +297,7 @@ def _variants(server: LiveServer, subjects: list[str]) -> dict[str, str]:
     client = server.client()
     out = {}
     for subject in subjects:
-        r = client.post("/v1/summaries", json={"text": TEXT, "subject_id": subject})
+        r = client.post(SUMMARIZE, json={"text": TEXT, "subject_id": subject})
         assert r.status_code == 200, r.text
         assert r.json()["assignment"] == "sticky"
         out[subject] = r.json()["variant"]
@@ -351,7 +351,7 @@ def test_live_sigterm_drains_in_flight_requests_and_keeps_their_traces(
 
 def test_live_sigterm_exit_status_is_0(tmp_path) -> None:
     with live_server(tmp_path) as server:
-        assert server.client().post("/v1/summaries", json={"text": TEXT}).status_code == 200
+        assert server.client().post(SUMMARIZE, json={"text": TEXT}).status_code == 200
         code = server.terminate()
     assert code == 0, server.log()
 
@@ -393,7 +393,7 @@ class Load:
                     return
                 payload = {"text": TEXT, "subject_id": f"load-{n}-{i}"}
                 try:
-                    r = client.post("/v1/summaries", json=payload)
+                    r = client.post(SUMMARIZE, json=payload)
                 except httpx.TransportError as exc:  # the server is gone
                     with self.lock:
                         self.errors.append(type(exc).__name__)

@@ -1,6 +1,8 @@
 """Schemathesis against the app's own OpenAPI: every operation, and every declared request body
-media type of /v1/summaries (JSON, multipart, raw PDF), gets generated requests with a valid
-API key, through the ASGI app with its lifespan running (every variant built, tracing on).
+media type of /v1/pipelines/summarize/runs (JSON, multipart, raw PDF), gets generated requests
+with a valid API key, through the ASGI app with its lifespan running (every variant built,
+tracing on); so does every operation of a small project with a JSON-only pipeline and a
+text-file pipeline (see conftest.py)
 
 No generated request may get a 5xx. Valid requests must also get answers the spec declares
 (status code, content type, body schema); invalid ones (schemathesis' negative mode) must not
@@ -29,11 +31,12 @@ from schemathesis.transport.wsgi import WSGI_TRANSPORT
 
 from promptdag.service.app import create_app
 from promptdag.service.settings import ServiceSettings
-from tests.promptdag.service.conftest import AUTH, KEY, REPO, SAMPLE
+from tests.promptdag.service.conftest import AUTH, KEY, REPO, SAMPLE, SUMMARIZE
 
 pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 40
+FIELD_BODIES = ("application/json", "multipart/form-data")
 CONFORMANCE = [
     not_a_server_error,
     status_code_conformance,
@@ -41,18 +44,14 @@ CONFORMANCE = [
     response_schema_conformance,
 ]
 # The spec alone, without starting the app: what the parametrization below must cover.
-SPEC = create_app(ServiceSettings(api_keys=frozenset({KEY}))).openapi()
+SPEC = create_app(ServiceSettings(api_keys=frozenset({KEY}), project=REPO)).openapi()
 TARGETS = [
     (method.upper(), path, media_type)
     for path, operations in SPEC["paths"].items()
     for method, operation in operations.items()
     for media_type in ((operation.get("requestBody") or {}).get("content") or [None])
 ]
-BODY_TYPES = [t for m, p, t in TARGETS if (m, p) == ("POST", "/v1/summaries")]
-# Known bug, reported (drivers/service/body.py, _multipart): more form fields (or files) than
-# Starlette's limits is a 400 {"detail": ...} from Starlette, not a problem response. Exactly
-# that answer is excused from the conformance checks (never from not_a_server_error) until the
-# fix; test_schema_refusals_from_starlette_are_problem_responses pins it down.
+BODY_TYPES = [t for m, p, t in TARGETS if (m, p) == ("POST", SUMMARIZE)]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,7 +69,7 @@ def api(tmp_path, monkeypatch) -> Iterator[Any]:
     """The schema loaded from a fresh app; loading it starts the app's lifespan."""
     monkeypatch.setenv("PROMPTDAG_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(REPO)
-    app = create_app(ServiceSettings(api_keys=frozenset({KEY}), traces=True))
+    app = create_app(ServiceSettings(api_keys=frozenset({KEY}), traces=True, project=REPO))
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
     finally:
@@ -130,10 +129,10 @@ def test_schema_generated_requests_get_no_5xx_and_conform(api, method, path, med
 
 # Not application/pdf: any bytes are a valid binary body, so schemathesis can negate nothing
 # there; the damaged-PDF test below covers that body instead.
-@pytest.mark.parametrize("media_type", ["application/json", "multipart/form-data"])
+@pytest.mark.parametrize("media_type", FIELD_BODIES)
 def test_schema_invalid_summary_requests_get_no_5xx(api, media_type) -> None:
     mode = GenerationMode.NEGATIVE
-    sent = run_cases(strategy(api["/v1/summaries"]["POST"], media_type, mode), mode)
+    sent = run_cases(strategy(api[SUMMARIZE]["POST"], media_type, mode), mode)
     assert {c.media_type for c in sent} == {media_type}
     assert len(sent) >= MAX_EXAMPLES // 2
 
@@ -142,7 +141,7 @@ def test_schema_truncated_and_corrupted_pdfs_get_no_5xx(api) -> None:
     """Generated binary rarely looks like a PDF: cut and corrupt a real one instead, so the
     PDF reader's failures are reached."""
     pdf = SAMPLE.read_bytes()
-    operation = api["/v1/summaries"]["POST"]
+    operation = api[SUMMARIZE]["POST"]
 
     def damaged(cut: int, flips: list[tuple[int, int]]) -> bytes:
         data = bytearray(pdf[:cut])
@@ -166,7 +165,7 @@ def test_schema_truncated_and_corrupted_pdfs_get_no_5xx(api) -> None:
 def _multipart(fields: int = 0, files: int = 1) -> dict[str, Any]:
     pdf = SAMPLE.read_bytes()
     return {
-        "files": [("file", (f"d{i}.pdf", pdf, "application/pdf")) for i in range(files)],
+        "files": [("pdf_bytes", (f"d{i}.pdf", pdf, "application/pdf")) for i in range(files)],
         "data": {f"extra_{i}": "x" for i in range(fields)},
     }
 
@@ -174,15 +173,16 @@ def _multipart(fields: int = 0, files: int = 1) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("method", "path", "kwargs"),
     [
-        pytest.param("POST", "/v1/summaries", _multipart(fields=8), id="too-many-fields"),
-        pytest.param("POST", "/v1/summaries", _multipart(files=2), id="two-files"),
+        pytest.param("POST", SUMMARIZE, _multipart(fields=12), id="too-many-fields"),
+        pytest.param("POST", SUMMARIZE, _multipart(files=7), id="too-many-files"),
+        pytest.param("POST", SUMMARIZE, _multipart(files=2), id="two-files"),
         pytest.param(
             "POST",
-            "/v1/summaries",
+            SUMMARIZE,
             {"content": b"x", "headers": {"Content-Type": "multipart/form-data"}},
             id="no-boundary",
         ),
-        pytest.param("GET", "/v1/summaries", {}, id="wrong-method"),
+        pytest.param("GET", SUMMARIZE, {}, id="wrong-method"),
         pytest.param("GET", "/v1/nothing-here", {}, id="unknown-path"),
     ],
 )
@@ -197,3 +197,38 @@ def test_schema_refusals_from_starlette_are_problem_responses(
     assert {"type", "title", "status", "detail"} <= set(r.json()), r.text
     declared = SPEC["paths"].get(path, {}).get(method.lower(), {}).get("responses", {})
     assert not declared or str(r.status_code) in declared, (r.status_code, sorted(declared))
+
+
+@pytest.fixture
+def tiny_api(tiny_project, tmp_path, monkeypatch) -> Iterator[Any]:
+    """The small project's schema, from a fresh app with its lifespan running."""
+    monkeypatch.setenv("PROMPTDAG_DATA_DIR", str(tmp_path / "data"))
+    app = create_app(ServiceSettings(api_keys=frozenset({KEY}), traces=True, project=tiny_project))
+    try:
+        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+    finally:
+        asgi.shutdown_lifespans()
+
+
+@pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+def test_schema_every_operation_of_every_pipeline_gets_no_5xx(tiny_api, mode) -> None:
+    """Every operation and body type of a project with two pipelines: a JSON-only one (typed
+    string, integer and boolean inputs) and a text-file one (raw or multipart, a secret header).
+    Negative mode only where a body can be invalid (not a raw file, not a bodiless GET)."""
+    covered = set()
+    for path, operations in tiny_api.raw_schema["paths"].items():
+        for method, operation in operations.items():
+            for media_type in (operation.get("requestBody") or {}).get("content") or [None]:
+                if mode is GenerationMode.NEGATIVE and media_type not in FIELD_BODIES:
+                    continue
+                cases = strategy(tiny_api[path][method.upper()], media_type, mode)
+                sent = run_cases(cases, mode, examples=25)
+                covered |= {(path, c.media_type) for c in sent}
+    assert {
+        ("/v1/pipelines/poem/runs", "application/json"),
+        ("/v1/pipelines/poem/runs", "multipart/form-data"),
+        ("/v1/pipelines/words/runs", "multipart/form-data"),
+    } <= covered, covered
+    if mode is GenerationMode.POSITIVE:
+        assert ("/v1/pipelines/words/runs", "text/plain") in covered, covered
+        assert ("/healthz", None) in covered, covered
