@@ -25,7 +25,7 @@ _EXPORTS = {
     "TokenCounter": "promptdag.llm.tokens",
     "DocumentError": "promptdag.errors",
     "CacheMissError": "promptdag.errors",
-    "ChatPrompt": "promptdag.chat",
+    "ChatPrompt": "promptdag.prompting",
     "ConfigError": "promptdag.errors",
     "ConfigKey": "promptdag.contract",
     "Contract": "promptdag.contract",
@@ -44,7 +44,7 @@ _EXPORTS = {
     "LLMStep": "promptdag.contract",
     "LLMUnavailableError": "promptdag.errors",
     "LimitExceededError": "promptdag.errors",
-    "Message": "promptdag.chat",
+    "Message": "promptdag.prompting",
     "Pipeline": "promptdag.pipeline",
     "PipelineSpec": "promptdag.contract",
     "Project": "promptdag.project",
@@ -58,11 +58,11 @@ _EXPORTS = {
     "TraceWriter": "promptdag.tracing.store",
     "VariantError": "promptdag.errors",
     "build_pipeline": "promptdag.factory",
-    "chat": "promptdag.chat",
+    "chat": "promptdag.prompting",
     "git_state": "promptdag.provenance",
     "load_contract": "promptdag.contract",
     "load_project": "promptdag.project",
-    "prompt_text": "promptdag.chat",
+    "prompt_text": "promptdag.prompting",
     "render_dag": "promptdag.render",
     "render_prompts": "promptdag.pipeline",
     "request_scope": "promptdag.tracing.context",
@@ -139,7 +139,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from promptdag.chat import ChatPrompt, Message, chat, prompt_text
+    from promptdag.prompting import ChatPrompt, Message, chat, prompt_text
     from promptdag.contract import (
         ConfigKey,
         Contract,

@@ -20,6 +20,7 @@ from promptdag.cli_common import (
     QuietOpt,
     VariantOpt,
     err,
+    hide_flag_types,
     overrides,
     user_errors,
 )
@@ -36,18 +37,43 @@ if TYPE_CHECKING:
 
 __all__ = ["app", "main"]
 
-TEXT_SUFFIXES = {".txt", ".md", ".text"}
-
+hide_flag_types()
 app = typer.Typer(
     name="promptdag",
-    help="Prompts as code on a Hamilton DAG: summarize documents, inspect prompt versions, render the DAG.",
+    help="Prompts as code on a Hamilton DAG: run your pipelines, inspect and gate prompt versions, serve them, render the DAG.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 variants_app = typer.Typer(
-    help="Inspect the named variants in prompts/variants.toml.", no_args_is_help=True
+    help="Inspect the named variants in the project's variants file.", no_args_is_help=True
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from promptdag import __version__
+
+        typer.echo(f"promptdag {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Prompts as code on a Hamilton DAG: run your pipelines, inspect and gate prompt versions,
+    serve them, render the DAG."""
+
+
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(variants_app, name="variants")
 app.add_typer(traces_app, name="traces")
@@ -114,9 +140,9 @@ def _run_inputs(spec: PipelineSpec, path: Path | None, pairs: list[str] | None) 
         if target.filename_input:
             inputs[target.filename_input] = path.name
     for name, value in parse_assignments(pairs or [], flag="--input").items():
-        target = spec.inputs.get(name)
-        if target is not None and value.startswith("@") and target.kind in ("file", "text"):
-            inputs[name] = _read_file(Path(value[1:]), target)
+        declared = spec.inputs.get(name)
+        if declared is not None and value.startswith("@") and declared.kind in ("file", "text"):
+            inputs[name] = _read_file(Path(value[1:]), declared)
         else:
             inputs[name] = value
     return inputs
@@ -154,17 +180,18 @@ async def _run_once(pipeline: Pipeline, inputs: dict[str, Any], quiet: bool) -> 
 @app.command(
     "run",
     epilog="Examples:\n\n"
-    "  promptdag run summarize examples/the-man-without-a-body.pdf\n\n"
-    "  promptdag run summarize paper.pdf --input user_query='What is new?' --variant concise --json\n\n"
-    "  promptdag run summarize paper.pdf -c chunk_summary_prompt_version=v1\n\n"
+    "  promptdag run PIPELINE FILE\n\n"
+    "  promptdag run PIPELINE FILE --input NAME='a value' --variant NAME --json\n\n"
+    "  promptdag run triage --input ticket=@ticket.txt -c NODE_version=v2\n\n"
     "  promptdag run triage --input ticket='The app crashes on login' --json\n\n"
-    "  OPENAI_API_KEY=... promptdag run summarize paper.pdf -c llm_backend=openai -c llm_model=gpt-4o-mini",
+    "  OPENAI_API_KEY=... promptdag run PIPELINE FILE -c llm_backend=openai -c llm_model=gpt-4o-mini",
 )
 def run_command(
     pipeline_name: Annotated[
         str,
         typer.Argument(
-            metavar="PIPELINE", help="A pipeline declared in [tool.promptdag.pipelines]."
+            metavar="PIPELINE",
+            help="A pipeline declared in the project's contract (pyproject.toml).",
         ),
     ],
     path: Annotated[

@@ -54,7 +54,7 @@ def _text(spec: InputSpec, value: Any) -> str:
             f"input {spec.name} may not contain {shown}"
             f"{f' ({spec.description})' if spec.description else ''}."
         )
-    if spec.kind == "string" and spec.default is None and not value.strip():
+    if spec.kind == "string" and spec.default != "" and not value.strip():
         raise InputError(f"input {spec.name} is empty: leave it out, or give a value.")
     return value
 

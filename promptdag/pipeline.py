@@ -134,7 +134,7 @@ class NodeScope(BasePreNodeExecuteAsync):
     ) -> None:
         llm = kwargs.get(LLM_INPUT)
         if isinstance(llm, LLM):
-            kwargs[LLM_INPUT] = llm.bound(node_.name, self.steps.get(node_.name), self.steps)
+            kwargs[LLM_INPUT] = llm.bound(node_.name, self.steps.get(node_.name), list(self.steps))
 
 
 class _DropHamiltonErrorLogs(logging.Filter):

@@ -22,7 +22,7 @@ import httpx2
 import jsonschema
 import openai
 
-from promptdag.chat import ChatPrompt, prompt_messages, prompt_text
+from promptdag.prompting import ChatPrompt, prompt_messages, prompt_text
 from promptdag.errors import (
     CacheMissError,
     ConfigError,

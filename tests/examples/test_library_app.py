@@ -33,9 +33,13 @@ def test_the_library_example_answers_and_traces_like_the_service(
     assert ok.status_code == 200, ok.text
     assert "head" in ok.json()["summary"].lower()
     assert bad.status_code == 422 and "no text" in bad.json()["detail"]
-    rows = sqlite3.connect(tmp_path / "traces.sqlite").execute(
-        "SELECT source, variant, pipeline, fingerprint_id, status FROM requests ORDER BY started_ts"
-    ).fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "traces.sqlite")
+        .execute(
+            "SELECT source, variant, pipeline, fingerprint_id, status FROM requests ORDER BY started_ts"
+        )
+        .fetchall()
+    )
     assert rows[0] == ("library", "baseline", "summarize", ok.json()["fingerprint"], "ok")
     assert rows[1][-1] == "error"
     assert sys.path == path_before and asyncio.get_event_loop_policy() is factory_before

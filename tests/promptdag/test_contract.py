@@ -176,3 +176,27 @@ def test_chat_prompts_have_one_canonical_text() -> None:
     with pytest.raises(KeyError):
         prompt.substitute(other="x")
     assert prompt_text("plain") == "plain"
+
+
+def test_a_stamp_gives_provenance_where_there_is_no_git(tiny: Path, monkeypatch) -> None:
+    import shutil
+    import subprocess
+
+    from promptdag import DirtyTreeError, git_state, write_stamp
+
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tiny.parent))
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    (tiny / ".gitignore").write_text(".promptdag-stamp.json\n__pycache__/\n", encoding="utf-8")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run([*git, *args], cwd=tiny, check=True)
+    stamped = write_stamp(tiny)
+    assert stamped["dirty"] is False and len(stamped["sha"]) == 40
+    shutil.rmtree(tiny / ".git")  # the image: no .git, the stamp stays
+    state = git_state(tiny)
+    assert state["source"] == "stamp" and state["sha"] == stamped["sha"]
+    result = run(tiny, {"name": "Ada"}, require_clean_tree=True)
+    assert result.fingerprint["git"]["source"] == "stamp"
+    (tiny / ".promptdag-stamp.json").unlink()
+    assert git_state(tiny) == {"available": False, "reason": "not a git checkout"}
+    with pytest.raises(DirtyTreeError, match="needs a git checkout"):
+        write_stamp(tiny)

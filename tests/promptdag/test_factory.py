@@ -224,3 +224,15 @@ def test_project_is_loaded_from_its_own_tree(tmp_path: Path) -> None:
     close(pipeline)
     close(build_pipeline(project=REPO))  # and back: the repo's own modules are loaded again
     assert str(REPO) in load_project(REPO).dataflow_modules[0].__file__
+
+
+def test_switching_the_pack_by_override_takes_that_packs_latest_versions() -> None:
+    pipeline = build_pipeline(overrides={"prompt_pack": "german"})  # the default variant pins v2
+    assert pipeline.selected_versions() == {
+        "chunk_summary_prompt": "v1",
+        "final_summary_prompt": "v1",
+    }
+    assert {p.pack for p in pipeline.prompts.values()} == {"german"}
+    close(pipeline)
+    with pytest.raises(ConfigError, match=r"'v9' is not defined in prompts/german.py\. Defined: v1"):
+        build_pipeline(overrides={"prompt_pack": "german", "final_summary_prompt_version": "v9"})
