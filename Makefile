@@ -67,8 +67,8 @@ bench: setup
 	$(BIN)/python -m benchmarks
 
 lock:
-	uv pip compile pyproject.toml --extra dev --generate-hashes --no-emit-index-url \
-		--python-version 3.11 -o requirements.lock
+	uv pip compile pyproject.toml --all-extras --generate-hashes --no-emit-index-url \
+		--python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock
 	@! grep -n '://' requirements.lock
 
 clean:
