@@ -200,3 +200,25 @@ def test_the_wheel_installs_only_promptdag() -> None:
     assert tops == {"promptdag"}
     text = (REPO / "pyproject.toml").read_text(encoding="utf-8")
     assert 'include = ["promptdag", "promptdag.*"]' in text
+
+
+def test_the_readme_contract_is_the_triage_examples() -> None:
+    """The contract shown in the README is (a subset of) the one examples/ticket-triage uses."""
+    import tomllib
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    shown = tomllib.loads(re.search(r"```toml\n(\[tool\.promptdag\].*?)```", text, re.S).group(1))
+    real = tomllib.loads(
+        (REPO / "examples" / "ticket-triage" / "pyproject.toml").read_text(encoding="utf-8")
+    )
+
+    def subset(a: object, b: object, where: str) -> None:
+        if isinstance(a, dict):
+            assert isinstance(b, dict), where
+            for key, value in a.items():
+                assert key in b, f"{where}.{key} is not in the example"
+                subset(value, b[key], f"{where}.{key}")
+        else:
+            assert a == b, f"{where}: README {a!r}, example {b!r}"
+
+    subset(shown["tool"]["promptdag"], real["tool"]["promptdag"], "tool.promptdag")
