@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,6 +107,20 @@ def test_a_new_project_runs_evaluates_locks_tests_and_gates(tmp_path: Path) -> N
     assert git(root, env, "status", "--porcelain").stdout == ""  # out/, caches: all ignored
 
 
+@pytest.fixture
+def app_modules_restored() -> Iterator[None]:
+    """Loading another project in this process replaces the reference app's `dataflows` and
+    `prompts` modules in sys.modules; put the originals back so later tests see the classes
+    they imported."""
+    tops = ("dataflows", "prompts")
+    saved = {k: m for k, m in sys.modules.items() if k.split(".")[0] in tops}
+    yield
+    for name in [k for k in sys.modules if k.split(".")[0] in tops]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+@pytest.mark.usefixtures("app_modules_restored")
 def test_the_new_project_is_served_over_http(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
