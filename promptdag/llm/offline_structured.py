@@ -4,8 +4,9 @@
 Still no language model: every value is picked from the input, never invented.
 
 - The *source* is the delimited block(s) (``<ticket>\\n...\\n</ticket>``, any tag name) of the
-  messages; without a block, the last user message minus the lines that list two or more of an
-  enum's values (an option list is an instruction, not evidence). Everything else (system
+  messages; without one, the document as the summarizer finds it (the text after a line ending
+  in "Content:", else the last user message) minus the lines that list two or more of an enum's
+  values (an option list is an instruction, not evidence). Everything else (system
   messages, text around the blocks) is the *instructions*, and cannot become evidence.
 - ``enum``: each value's cue words are its own words plus its *gloss* in the instructions or in
   the property's ``description`` (``bug: crashes, errors, broken`` / ``billing (refunds,
@@ -34,7 +35,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptdag.llm.offline import _content_words, _query_weights, _scores, _sentences, _Spec
+from promptdag.llm.offline import (
+    _content_words,
+    _query_weights,
+    _scores,
+    _sentences,
+    _Spec,
+    _split_prompt,
+)
 
 __all__ = ["CATCH_ALL", "structured_answer"]
 
@@ -93,17 +101,15 @@ def _split(messages: Sequence[tuple[str, str]], schema: Mapping[str, Any]) -> tu
         source = "\n\n".join(m.group(2) for m in blocks)
         source = re.sub(r"<\\/([A-Za-z][\w-]{0,40})>", r"</\1>", source)
         return source, _BLOCK.sub("\n", joined)
-    users = [i for i, (role, _) in enumerate(messages) if role == "user"] or [len(messages) - 1]
-    last = messages[users[-1]][1]
-    others = [c for i, (_, c) in enumerate(messages) if i != users[-1]]
+    instructions, document, _ = _split_prompt(list(messages))
     options = [_enum_words(values) for values in _enums(schema)]
     kept: list[str] = []
     moved: list[str] = []
-    for line in last.splitlines():
+    for line in document.splitlines():
         words = set(_tokens(line))
         listing = any(sum(1 for w in value_words if w <= words) >= 2 for value_words in options)
         (moved if listing else kept).append(line)
-    return "\n".join(kept), "\n\n".join([*others, *moved])
+    return "\n".join(kept), "\n\n".join([instructions, *moved])
 
 
 def _enums(schema: Any) -> list[list[Any]]:

@@ -528,6 +528,17 @@ def test_an_option_list_in_an_undelimited_message_is_not_evidence() -> None:
     assert "Answer with one of" not in answer["reply"]
 
 
+def test_without_a_block_the_text_after_content_is_the_only_evidence() -> None:
+    content = "Classify the billing problem below.\n\nContent:\nThe app crashes on start."
+    response_format = {"type": "json_schema", "json_schema": {"schema": TRIAGE_SCHEMA}}
+    reply = offline_complete(
+        [{"role": "user", "content": content}], response_format=response_format
+    )
+    answer = json.loads(reply.text)
+    assert answer["category"] == "other"
+    assert answer["reply"] == "The app crashes on start."
+
+
 def test_strings_come_from_the_most_relevant_sentence_within_max_length() -> None:
     answer = structured("Hi team. " + TICKET)
     assert len(answer["reply"]) <= 120
