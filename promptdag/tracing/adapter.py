@@ -25,7 +25,7 @@ from promptdag.catalog import version_key
 from promptdag.prompting import prompt_text
 from promptdag.llm.client import LLMCall, current_run
 from promptdag.provenance import fingerprint_id, sha256_text
-from promptdag.tracing.context import RequestContext, current_request, new_request_id
+from promptdag.tracing.context import RequestContext, current_request, http_status, new_request_id
 
 if TYPE_CHECKING:
     from hamilton import graph, node
@@ -101,6 +101,7 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
         )
         build = ctx.build or self._graph_build(graph)
         request = _request_row(run, ctx, build, graph, _status(success, error), results)
+        request["http_status"] = http_status(error, request["error_type"])
         calls = [_call_row(i, c, build) for i, c in enumerate(run.calls)]
         await self.writer.submit(request, calls)
 
@@ -175,6 +176,8 @@ def _request_row(
         "output_tokens": sum(c.output_tokens for *_, c in run.calls),
         "cost_usd": None if None in costs else round(sum(c for c in costs if c is not None), 8),
         "pipeline": build.get("pipeline"),
+        "key_id": ctx.key_id,
+        "client_request_id": ctx.client_request_id,
     }
 
 

@@ -46,14 +46,15 @@ __all__ = [
 ]
 
 log = logging.getLogger("promptdag.tracing")
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _REQUEST_DDL = """request_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, started_ts REAL NOT NULL,
     finished_at TEXT NOT NULL, finished_ts REAL NOT NULL, source TEXT NOT NULL, subject_id TEXT,
     conversation_id TEXT, variant TEXT, assignment TEXT, dataflow TEXT, backend TEXT, model TEXT,
     git_sha TEXT, git_dirty INTEGER, fingerprint_id TEXT, graph_version TEXT, config_sha256 TEXT,
     prompt_versions TEXT, prompt_set TEXT, status TEXT NOT NULL, error_type TEXT,
     error_message TEXT, latency_s REAL, calls INTEGER, input_tokens INTEGER, output_tokens INTEGER,
-    cost_usd REAL, pipeline TEXT, redacted INTEGER NOT NULL DEFAULT 0"""
+    cost_usd REAL, pipeline TEXT, redacted INTEGER NOT NULL DEFAULT 0, key_id TEXT,
+    http_status INTEGER, client_request_id TEXT"""
 _CALL_DDL = """request_id TEXT NOT NULL REFERENCES requests (request_id) ON DELETE CASCADE,
     call_index INTEGER NOT NULL, node TEXT, dataflow TEXT, step TEXT, chunk_index INTEGER,
     prompt_node TEXT, prompt_version TEXT, prompt_source_sha256 TEXT, prompt_text TEXT,
@@ -110,8 +111,12 @@ def _connect_rw(path: Path) -> sqlite3.Connection:
         if version == 0:
             for statement in _SCHEMA:
                 conn.execute(statement)
-        elif version == 1:  # v2 records the declared pipeline of each request
-            conn.execute("ALTER TABLE requests ADD COLUMN pipeline TEXT")
+        elif version < SCHEMA_VERSION:
+            if version == 1:  # v2 records the declared pipeline of each request
+                conn.execute("ALTER TABLE requests ADD COLUMN pipeline TEXT")
+            # v3: the API key's id (never the key), the HTTP status, the client's X-Request-Id
+            for column in ("key_id TEXT", "http_status INTEGER", "client_request_id TEXT"):
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {column}")
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise TraceStoreError(_newer(path, version))
