@@ -3,7 +3,11 @@ recent requests, one request with its LLM calls, per-group stats, and CSV/parque
 
 Stats are over requests: count, p50/p95 latency (linear interpolation between the closest
 ranks, as numpy and pandas do), input/output tokens (sum and mean), cost (sum of the known
-costs) and the share of requests that failed.
+costs) and the share of requests that failed: in all (`error_rate`), through the request's
+fault (`input_error_rate`: a 4xx, such as invalid input or a cap) and through the model's or
+the server's (`server_error_rate`: a 5xx). A request's class comes from its recorded
+`http_status`; rows written before trace schema v3 have none and are classed by error type
+(promptdag's input errors are 4xx, anything else 5xx).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any, NoReturn
 
 import pandas as pd
 
+from promptdag import errors
 from promptdag.errors import InputError
 from promptdag.tracing.store import TraceStore
 
@@ -41,8 +46,13 @@ STATS_GROUPS = {"variant": "variant", "prompt_version": "prompt_set", "model": "
 EXPORT_FORMATS = ("csv", "parquet")
 EXPORT_TABLES = ("requests", "llm_calls")
 LIST_COLUMNS = (
-    *("request_id", "started_at", "source", "variant", "status", "latency_s", "calls"),
-    *("input_tokens", "output_tokens", "cost_usd", "error_type"),
+    *("request_id", "started_at", "source", "variant", "status", "http_status", "latency_s"),
+    *("calls", "input_tokens", "output_tokens", "cost_usd", "key_id", "error_type"),
+)
+_INPUT_ERRORS = frozenset(
+    name
+    for name in errors.__all__
+    if isinstance(cls := getattr(errors, name), type) and issubclass(cls, InputError)
 )
 
 
@@ -77,9 +87,16 @@ def list_requests(
 ) -> pd.DataFrame:
     """The most recent requests first, at most `limit`."""
     where, params = _since(since)
-    sql = f"SELECT {', '.join(LIST_COLUMNS)} FROM requests{where} ORDER BY started_ts DESC LIMIT ?"
     with _reader(db) as conn:
+        have = _columns(conn)
+        columns = ", ".join(c if c in have else f"NULL AS {c}" for c in LIST_COLUMNS)
+        sql = f"SELECT {columns} FROM requests{where} ORDER BY started_ts DESC LIMIT ?"
         return pd.read_sql(sql, conn, params=[*params, limit])
+
+
+def _columns(conn: sqlite3.Connection) -> set[str]:
+    """The columns of the requests table (older schemas lack the newer ones)."""
+    return {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
 
 
 def show_request(
@@ -121,18 +138,25 @@ def stats(
     db: str | Path | TraceStore, by: str = "variant", since: timedelta | None = None
 ) -> pd.DataFrame:
     """Per group of `by` (variant, prompt_version, model): requests, p50/p95 latency (s), tokens
-    (sum and mean), cost (sum) and error rate."""
+    (sum and mean), cost (sum) and error rates: all, input (4xx), model and server (5xx)."""
     if by not in STATS_GROUPS:
         raise ValueError(f"--by {by!r} is not a grouping. Use one of: {', '.join(STATS_GROUPS)}.")
     where, params = _since(since)
-    sql = (
-        f"SELECT {STATS_GROUPS[by]} AS {by}, status, latency_s, input_tokens, output_tokens, "
-        f"cost_usd FROM requests{where}"
-    )
     with _reader(db) as conn:
+        status = "http_status" if "http_status" in _columns(conn) else "NULL AS http_status"
+        sql = (
+            f"SELECT {STATS_GROUPS[by]} AS {by}, status, {status}, error_type, latency_s, "
+            f"input_tokens, output_tokens, cost_usd FROM requests{where}"
+        )
         df = pd.read_sql(sql, conn, params=params)
     df[by] = df[by].fillna("(none)")
-    df["failed"] = (df["status"] == "error").astype(float)
+    failed = df["status"] == "error"
+    by_type = df["error_type"].isin(_INPUT_ERRORS)
+    by_status = df["http_status"].between(400, 499)
+    input_error = failed & by_status.where(df["http_status"].notna(), by_type).astype(bool)
+    df["failed"] = failed.astype(float)
+    df["input_failed"] = input_error.astype(float)
+    df["server_failed"] = (failed & ~input_error).astype(float)
     groups = df.groupby(by, sort=True)
     out = pd.DataFrame(
         {
@@ -145,6 +169,8 @@ def stats(
             "output_tokens_mean": groups["output_tokens"].mean(),
             "cost_usd": groups["cost_usd"].sum(min_count=1),
             "error_rate": groups["failed"].mean(),
+            "input_error_rate": groups["input_failed"].mean(),
+            "server_error_rate": groups["server_failed"].mean(),
         }
     )
     return out.reset_index()

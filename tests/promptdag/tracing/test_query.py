@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +13,13 @@ import pytest
 
 from promptdag.errors import InputError
 from promptdag.tracing.query import export, list_requests, parse_since, show_request, stats
-from promptdag.tracing.store import CALL_COLUMNS, REQUEST_COLUMNS, NoTracesError, TraceWriter
+from promptdag.tracing.store import (
+    CALL_COLUMNS,
+    REQUEST_COLUMNS,
+    SCHEMA_VERSION,
+    NoTracesError,
+    TraceWriter,
+)
 from tests.promptdag.tracing.rows import KNOWN, request_row
 
 
@@ -119,3 +126,66 @@ def test_since_rejects_anything_else_naming_the_units(text: str) -> None:
 def test_readers_need_a_database(tmp_path: Path) -> None:
     with pytest.raises(NoTracesError):
         list_requests(tmp_path / "nothing.sqlite")
+
+
+def _write(db: Path, rows: list[dict]) -> None:
+    writer = TraceWriter(db).start()
+
+    async def main() -> None:
+        for row in rows:
+            await writer.submit(row)
+
+    asyncio.run(main())
+    writer.close()
+
+
+def test_stats_separate_input_errors_from_model_and_server_errors(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    outcomes = [  # (status, http_status, error_type)
+        ("ok", 200, None),
+        ("ok", 200, None),
+        ("error", 422, "InputError"),
+        ("error", 413, "upload-too-large"),
+        ("error", 408, "body-timeout"),
+        ("error", 502, "LLMOutputError"),
+        ("error", 503, "CancelledError"),
+        ("error", 500, "KeyError"),
+        # rows from before schema v3 carry no status: classed by error type
+        ("error", None, "LimitExceededError"),
+        ("error", None, "LLMUnavailableError"),
+    ]
+    _write(
+        db,
+        [
+            request_row(f"req{i:04d}", status=s, http_status=code, error_type=t)
+            for i, (s, code, t) in enumerate(outcomes)
+        ],
+    )
+    row = stats(db).set_index("variant").loc["baseline"]
+    assert row["requests"] == 10
+    assert row["error_rate"] == pytest.approx(0.8)
+    assert row["input_error_rate"] == pytest.approx(0.4)  # 422, 413, 408, LimitExceededError
+    assert row["server_error_rate"] == pytest.approx(0.4)  # 502, 503, 500, LLMUnavailableError
+
+
+def test_a_v2_database_is_read_as_it_is_and_migrated_by_the_next_writer(
+    known_db: Path, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(known_db)
+    for column in ("key_id", "http_status", "client_request_id"):
+        conn.execute(f"ALTER TABLE requests DROP COLUMN {column}")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    df = stats(known_db).set_index("variant")  # read-only: no migration
+    assert df.loc["A", "input_error_rate"] == pytest.approx(0.2)  # InputError, by its type
+    assert df.loc["A", "server_error_rate"] == 0.0
+    assert list_requests(known_db, limit=1)["http_status"].isna().all()
+    _write(known_db, [request_row("after-migration", key_id="k1", http_status=200)])
+    conn = sqlite3.connect(known_db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute(
+        "SELECT key_id, http_status FROM requests WHERE request_id = 'after-migration'"
+    ).fetchone() == ("k1", 200)
+    conn.close()
+    assert len(list_requests(known_db)) == len(KNOWN) + 1
