@@ -1,7 +1,7 @@
 """The prompt gate on a one-prompt change: how many LLM calls `promptdag gate` makes with a warm
 response cache, against a full uncached run of every eval case, and how long each takes.
 
-A throwaway git repository holds a copy of this project (tests/ci/repo.py builds it). A full
+A throwaway git repository holds a copy of this project (tests/promptdag/gate/repo.py builds it). A full
 `promptdag gate HEAD --all` on the unchanged tree warms the response cache; then one commit adds
 `final_summary_prompt@v3` and switches variant `concise` to it (re-locked). Each rep restores the
 warm cache and times, in a fresh process each, (a) `promptdag gate HEAD~1` (the selected cases,

@@ -1,5 +1,5 @@
-"""`promptdag eval`: run an eval suite's golden cases through the driver factory and score them
-against the suite's pass-rate threshold.
+"""`promptdag eval`: run an eval suite's golden cases through its declared pipeline (built by the
+driver factory) and score them against the suite's pass-rate threshold.
 
 Exit codes: 0 the suite passed, 1 it ran and missed its threshold, 2 it could not run (unknown
 suite, invalid suite file, bad config, a variant that does not build, an unwritable report).
@@ -31,11 +31,14 @@ __all__ = ["EVAL_EPILOG", "app", "eval_command", "register"]
 
 EVAL_EPILOG = (
     "Examples:\n\n"
-    "  promptdag eval --suite summarize\n\n"
-    "  promptdag eval --suite summarize --variant concise --json\n\n"
-    "  promptdag eval --suite summarize --cache replay-only --junit evals.xml\n\n"
-    "  promptdag eval --suite summarize --case news-article --case german-pack\n\n"
-    "  OPENAI_API_KEY=... promptdag eval --suite summarize --judge-model gpt-4o-mini"
+    "  promptdag eval --suite SUITE\n\n"
+    "  promptdag eval --suite SUITE --variant VARIANT --json\n\n"
+    "  promptdag eval --suite SUITE --cache replay-only --junit evals.xml\n\n"
+    "  promptdag eval --suite SUITE --case CASE --case OTHER_CASE\n\n"
+    "  promptdag eval --suite path/to/suite.toml\n\n"
+    "  OPENAI_API_KEY=... promptdag eval --suite SUITE --judge-model gpt-4o-mini\n\n"
+    "A suite is a .toml file in the directory the contract's `suites` names; "
+    "`promptdag eval` alone lists them."
 )
 EXIT_PASSED, EXIT_FAILED, EXIT_CANNOT_RUN = 0, 1, 2
 
@@ -87,7 +90,9 @@ def eval_command(
     suite: Annotated[
         str | None,
         typer.Option(
-            "--suite", "-s", help="A suite in ci/evals/suites/ (e.g. summarize) or a .toml path."
+            "--suite",
+            "-s",
+            help="A suite's name (a .toml in the contract's suites directory) or a .toml path.",
         ),
     ] = None,
     variant: Annotated[

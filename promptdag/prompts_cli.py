@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from promptdag.catalog import discover_prompts, load_fixtures
+from promptdag.catalog import discover_prompts, load_fixtures, version_key
 from promptdag.cli_common import ConfigOpt, JsonOpt, VariantOpt, err, overrides, user_errors
 from promptdag.errors import ConfigError
 from promptdag.factory import build_pipeline
@@ -44,7 +44,7 @@ def prompts_list(json_out: JsonOpt = False) -> None:
                     v.name
                     for v in variants.variants.values()
                     if v.config.get("prompt_pack", "default") == pack
-                    and v.config.get(f"{node}_version") == version
+                    and v.config.get(version_key(node)) == version
                 )
                 rows.append(
                     {
@@ -73,17 +73,20 @@ def prompts_list(json_out: JsonOpt = False) -> None:
 
 @prompts_app.command(
     "show",
-    epilog="Examples:\n\n  promptdag prompts show chunk_summary_prompt --version v2\n\n"
-    "  promptdag prompts show final_summary_prompt --version v1 --fixture story_with_query\n\n"
-    "  promptdag prompts show final_summary_prompt --variant german",
+    epilog="Examples (`promptdag prompts list` names the prompt nodes):\n\n"
+    "  promptdag prompts show NODE\n\n"
+    "  promptdag prompts show NODE --version v2\n\n"
+    "  promptdag prompts show NODE --version v1 --fixture FIXTURE\n\n"
+    "  promptdag prompts show NODE --variant VARIANT",
 )
 def prompts_show(
-    node: Annotated[str, typer.Argument(help="A prompt node, e.g. chunk_summary_prompt.")],
+    node: Annotated[str, typer.Argument(help="A prompt node (see `promptdag prompts list`).")],
     version: Annotated[
         str | None, typer.Option("--version", help="The version, e.g. v2 (default: the variant's).")
     ] = None,
     fixture: Annotated[
-        str | None, typer.Option("--fixture", help="A fixture set from prompts/fixtures.toml.")
+        str | None,
+        typer.Option("--fixture", help="A fixture set of the contract's fixtures file."),
     ] = None,
     variant: VariantOpt = None,
     config: ConfigOpt = None,
@@ -92,7 +95,7 @@ def prompts_show(
     with user_errors():
         chosen = overrides(config)
         if version:
-            chosen[f"{node}_version"] = version
+            chosen[version_key(node)] = version
         pipeline = build_pipeline(variant=variant, overrides=chosen)
         if node not in pipeline.prompts:
             raise ConfigError(
@@ -104,9 +107,11 @@ def prompts_show(
         fixtures = load_fixtures(pipeline.project)
         name = fixture or next(iter(fixtures), None)
         if name is None or name not in fixtures:
+            contract = pipeline.project.contract
             raise ConfigError(
                 [
-                    f"fixture {name!r} is not in prompts/fixtures.toml. Defined: {', '.join(fixtures) or 'none'}."
+                    f"fixture {name!r} is not in {contract.relpath(contract.fixtures)}. "
+                    f"Defined: {', '.join(fixtures) or 'none'}."
                 ]
             )
         rendered = asyncio.run(render_prompts(pipeline, fixtures[name], name))

@@ -1,4 +1,4 @@
-"""Python-callable assertions for suites (`type = "python"`, `callable = "promptdag.evals.python_checks__KEEP:NAME"`).
+"""Python-callable assertions for suites (`type = "python"`, `callable = "ci.evals.python_checks:NAME"`).
 Each takes (output, context) and returns (passed, detail); options come from `options = {...}`."""
 
 from __future__ import annotations

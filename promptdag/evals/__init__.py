@@ -1,12 +1,14 @@
-"""Eval suites: golden cases with assertions, run through the driver factory, scored against a
-pass-rate threshold and reported as pandas tables, Markdown, JSON and JUnit XML.
+"""Eval suites: golden cases of a declared pipeline with assertions, run through the driver
+factory, scored against a pass-rate threshold and reported as pandas tables, Markdown, JSON and
+JUnit XML.
 
-    suite = load_suite("summarize")
+    suite = load_suite("smoke")
     result = await run_suite(suite, overrides={"llm_cache": "replay-only"})
     print(result.to_markdown()); result.write_junit("evals.xml")
 
-Suite files: ci/evals/suites/<name>.toml (format: ci/evals/suite_file.py; assertion options:
-ci/evals/options.py). Judge-based assertions need a real model (ci/evals/judge.py).
+Suite files: `<suites>/<name>.toml` in the directory the contract names (format:
+promptdag/evals/suite_file.py; assertion options: promptdag/evals/options.py). Judge-based
+assertions need a real model (promptdag/evals/judge.py).
 """
 
 from promptdag.evals.assertions import AssertionResult, CaseOutput, Status

@@ -1,5 +1,6 @@
 """The deterministic assertions: each takes its options and what a case produced, and returns a
-status and a detail that says, for a failure, what was expected and what was found."""
+status and a detail that says, for a failure, what was expected and what was found. Each checks
+the output its `output` option names (default: the pipeline's answer)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from promptdag.errors import ConfigError
 from promptdag.evals.options import regex_flags
 
-__all__ = ["CHECKS", "AssertionResult", "CaseOutput", "Status", "measure"]
+__all__ = ["CHECKS", "AssertionResult", "CaseOutput", "Status", "import_callable", "measure"]
 
 Status = Literal["pass", "fail", "skip", "error"]
 Outcome = tuple[Status, str]
@@ -33,7 +35,9 @@ class AssertionResult:
 
 @dataclass(frozen=True)
 class CaseOutput:
-    """What one case's run produced: the summary text and the run's other outputs."""
+    """What one case's run produced: the answer as text, every declared output (JSON-ready
+    values, the answer among them, by name), the run's usage and fingerprint, and the case's
+    inputs (`request`: as the judge reads them)."""
 
     case_id: str
     variant: str
@@ -41,7 +45,33 @@ class CaseOutput:
     usage: dict[str, Any] = field(default_factory=dict)
     fingerprint: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, Any] = field(default_factory=dict)
-    query: str = ""
+    answer: str = "answer"
+    model: str | None = None
+    inputs: dict[str, Any] = field(default_factory=dict)
+    request: str = ""
+
+    def value(self, output: str | None = None) -> Any:
+        """The value of `output`: a declared output, `usage` or `fingerprint` (None: the answer)."""
+        name = output or self.answer
+        if name == "usage":
+            return self.usage
+        if name == "fingerprint":
+            return self.fingerprint
+        if name in self.outputs:
+            return self.outputs[name]
+        if name == self.answer:
+            return self.text
+        known = ", ".join([*self.outputs, "usage", "fingerprint"])
+        raise LookupError(f"the run has no output {name!r}. Outputs: {known}")
+
+    def text_of(self, output: str | None = None) -> str:
+        """`output` as text: the answer's text, a string output as is, any other as JSON."""
+        if output is None or output == self.answer:
+            return self.text
+        value = self.value(output)
+        if isinstance(value, str):
+            return value
+        return json.dumps(value, indent=2, ensure_ascii=False, default=str)
 
 
 def _quote(values: list[str]) -> str:
@@ -58,7 +88,7 @@ def _found(opts: Mapping[str, Any], text: str) -> tuple[list[str], list[str]]:
 
 
 def contains(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
-    hits, missing = _found(opts, out.text)
+    hits, missing = _found(opts, out.text_of(opts.get("output")))
     mode = opts.get("mode", "all")
     ok = not missing if mode == "all" else bool(hits)
     if ok:
@@ -67,7 +97,7 @@ def contains(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
 
 
 def not_contains(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
-    hits, missing = _found(opts, out.text)
+    hits, missing = _found(opts, out.text_of(opts.get("output")))
     mode = opts.get("mode", "all")
     ok = not hits if mode == "all" else bool(missing)
     if ok:
@@ -79,7 +109,7 @@ def not_contains(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
 def regex(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
     flags = opts.get("flags", "")
     shown = f"/{opts['pattern']}/{flags}"
-    match = re.search(opts["pattern"], out.text, regex_flags(flags))
+    match = re.search(opts["pattern"], out.text_of(opts.get("output")), regex_flags(flags))
     expect = opts.get("expect", True)
     found = f"{match.group(0)[:80]!r} at {match.start()}" if match else "none"
     if bool(match) == expect:
@@ -105,7 +135,7 @@ def measure(unit: str, text: str) -> int:
 
 def length(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
     unit, lo, hi = opts["unit"], opts.get("min"), opts.get("max")
-    n = measure(unit, out.text)
+    n = measure(unit, out.text_of(opts.get("output")))
     if lo is not None and hi is not None:
         bound = f"{lo} to {hi} {unit}"
     else:
@@ -117,10 +147,11 @@ def length(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
 
 
 def _json_document(opts: Mapping[str, Any], out: CaseOutput) -> tuple[Any, str | None]:
-    source = opts.get("output", "summary")
-    if source != "summary":
-        return (out.usage if source == "usage" else out.fingerprint), None
-    raw = out.text.strip()
+    """The value to validate: a string output parsed as JSON (bare or fenced), else the value."""
+    value = out.value(opts.get("output"))
+    if not isinstance(value, str):
+        return value, None
+    raw = value.strip()
     fenced = _FENCE.match(raw)
     try:
         return json.loads(fenced.group(1) if fenced else raw), None
@@ -136,7 +167,7 @@ def json_schema(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
         return "fail", problem
     validator = validators.validator_for(opts["schema"])(opts["schema"])
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
-    source = opts.get("output", "summary")
+    source = opts.get("output") or out.answer
     if not errors:
         return "pass", f"{source} matches the schema"
     shown = "; ".join(f"{e.json_path}: {e.message}" for e in errors[:3])
@@ -144,28 +175,37 @@ def json_schema(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
     return "fail", f"expected {source} to match the schema; {shown}{more}"
 
 
-def _load_callable(ref: str) -> Callable[..., Any]:
+def import_callable(ref: str) -> Any:
+    """`module:name` imported from sys.path (the runner imports from the project tree)."""
     module_name, _, name = ref.partition(":")
-    return getattr(importlib.import_module(module_name), name)  # type: ignore[no-any-return]
+    return getattr(importlib.import_module(module_name), name)
 
 
-def python(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
+def python(
+    opts: Mapping[str, Any],
+    out: CaseOutput,
+    load: Callable[[str], Any] = import_callable,
+) -> Outcome:
+    """`callable(text, context)`: the output's text, and a context with the case, its
+    variant and inputs, the output's name, the run's usage, fingerprint and outputs, and the
+    assertion's `options`. `load` imports the callable (the project's `import_object`)."""
     ref = opts["callable"]
     try:
-        func = _load_callable(ref)
-    except (ImportError, AttributeError) as exc:
+        func = load(ref)
+    except (ImportError, AttributeError, ConfigError) as exc:
         return "error", f"cannot import {ref}: {type(exc).__name__}: {exc}"
     context = {
         "case": out.case_id,
         "variant": out.variant,
-        "query": out.query,
+        "inputs": out.inputs,
+        "output": opts.get("output") or out.answer,
         "usage": out.usage,
         "fingerprint": out.fingerprint,
         "outputs": out.outputs,
         "options": dict(opts.get("options", {})),
     }
     try:
-        verdict = func(out.text, context)
+        verdict = func(out.text_of(opts.get("output")), context)
     except Exception as exc:  # the user's code: report it, never crash the suite
         return "error", f"{ref} raised {type(exc).__name__}: {exc}"
     ok, detail = verdict if isinstance(verdict, tuple) and len(verdict) == 2 else (verdict, "")
@@ -194,12 +234,10 @@ def token_budget(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
 
 def cost_budget(opts: Mapping[str, Any], out: CaseOutput) -> Outcome:
     cost, cap = out.usage.get("cost_usd"), opts["max_usd"]
-    calls = out.outputs.get("llm_calls") or [{}]
-    model = calls[-1].get("model", "?")
     if cost is None:
         return "fail", (
-            f"the price of model {model!r} is unknown (add it to [prices] in "
-            f"prompts/variants.toml), so the ${cap:g} budget cannot be checked"
+            f"the price of model {out.model or '?'!r} is unknown (add it to [prices] in the "
+            f"variants file), so the ${cap:g} budget cannot be checked"
         )
     cached = out.usage.get("cached_calls", 0)
     note = f" ({cached} of {out.usage.get('calls', 0)} calls cached at $0)" if cached else ""

@@ -25,6 +25,8 @@ def suite_changes(base: Suite, head: Suite) -> list[str]:
             f"threshold {direction}: {base.threshold:g} → {head.threshold:g} "
             "(the gate uses the base value)"
         )
+    if base.pipeline != head.pipeline:
+        lines.append(f"pipeline: {base.pipeline!r} → {head.pipeline!r}")
     if base.variant != head.variant:
         lines.append(f"default variant: {base.variant!r} → {head.variant!r}")
     base_ids = [c.id for c in base.cases]
@@ -33,7 +35,7 @@ def suite_changes(base: Suite, head: Suite) -> list[str]:
     lines += [f"case added: {i} (not gated until merged)" for i in head_ids if i not in base_ids]
     for case_id in (i for i in base_ids if i in head_ids):
         old, new = base.case_definition(case_id), head.case_definition(case_id)
-        for key in sorted(k for k in old if old[k] != new[k]):
+        for key in sorted(k for k in {*old, *new} if old.get(k) != new.get(k)):
             if key == "asserts":
                 lines += [
                     f"case {case_id}: assertion removed: {_short(a)}"
@@ -46,5 +48,6 @@ def suite_changes(base: Suite, head: Suite) -> list[str]:
                     if a not in old[key]
                 ]
             else:
-                lines.append(f"case {case_id}: {key}: {_short(old[key])} → {_short(new[key])}")
+                before, after = _short(old.get(key)), _short(new.get(key))
+                lines.append(f"case {case_id}: {key}: {before} → {after}")
     return lines

@@ -3,11 +3,11 @@ ask the judge, or are skipped ("skipped: no judge model configured") and never c
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from promptdag.errors import PromptdagError
-from promptdag.evals.assertions import CHECKS, AssertionResult, CaseOutput, Status
+from promptdag.evals.assertions import CHECKS, AssertionResult, CaseOutput, Status, python
 from promptdag.evals.judge import NO_JUDGE_REASON, Judge
 from promptdag.evals.options import ASSERTION_TYPES
 from promptdag.evals.suite import AssertionSpec
@@ -26,7 +26,9 @@ def expectation_met(outcome: str, expect: str) -> bool:
 
 
 async def _rubric(opts: Mapping[str, Any], out: CaseOutput, judge: Judge) -> tuple[Status, str]:
-    verdict = await judge.rubric(out.text, opts["rubric"], query=out.query)
+    verdict = await judge.rubric(
+        out.text_of(opts.get("output")), opts["rubric"], request=out.request
+    )
     if verdict.passed is None:
         return (
             "error",
@@ -37,17 +39,24 @@ async def _rubric(opts: Mapping[str, Any], out: CaseOutput, judge: Judge) -> tup
 
 
 async def _pairwise(
-    opts: Mapping[str, Any], out: CaseOutput, judge: Judge, outputs: Mapping[str, str | None]
+    opts: Mapping[str, Any],
+    out: CaseOutput,
+    judge: Judge,
+    outputs: Mapping[str, CaseOutput | None],
 ) -> tuple[Status, str]:
     reference = opts.get("reference")
     if reference is None:
         ref_case = opts["reference_case"]
-        reference = outputs.get(ref_case)
-        if reference is None:
+        ref_out = outputs.get(ref_case)
+        if ref_out is None:
             return "error", f"reference case {ref_case!r} has no output (its run failed)"
+        reference = ref_out.text_of(opts.get("output"))
     expect = opts.get("expect", "win-or-tie")
     verdict = await judge.compare(
-        out.text, reference, criteria=opts.get("criteria", ""), query=out.query
+        out.text_of(opts.get("output")),
+        reference,
+        criteria=opts.get("criteria", ""),
+        request=out.request,
     )
     if verdict.outcome == "error":
         raw = " | ".join(r[:_RAW_CHARS] for r in verdict.raw)
@@ -61,7 +70,10 @@ async def _pairwise(
 
 
 async def _judged(
-    spec: AssertionSpec, out: CaseOutput, judge: Judge | None, outputs: Mapping[str, str | None]
+    spec: AssertionSpec,
+    out: CaseOutput,
+    judge: Judge | None,
+    outputs: Mapping[str, CaseOutput | None],
 ) -> tuple[Status, str]:
     if judge is None:
         return "skip", SKIPPED_NO_JUDGE
@@ -78,14 +90,19 @@ async def evaluate(
     out: CaseOutput,
     *,
     judge: Judge | None = None,
-    outputs: Mapping[str, str | None] | None = None,
+    outputs: Mapping[str, CaseOutput | None] | None = None,
+    load: Callable[[str], Any] | None = None,
 ) -> AssertionResult:
-    """Evaluate `spec` on `out`; `outputs` (case id → output) serves `reference_case`."""
+    """Evaluate `spec` on `out`; `outputs` (case id → its output) serves `reference_case`;
+    `load` imports a `python` check's callable (default: from sys.path)."""
     if ASSERTION_TYPES[spec.type].judge:
         status, detail = await _judged(spec, out, judge, outputs or {})
     else:
         try:
-            status, detail = CHECKS[spec.type](spec.options, out)
+            if spec.type == "python" and load is not None:
+                status, detail = python(spec.options, out, load)
+            else:
+                status, detail = CHECKS[spec.type](spec.options, out)
         except Exception as exc:  # a check must never take the suite down: report it
             status, detail = (
                 "error",

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from promptdag.config import coerce, data_dir
+from promptdag.contract import load_contract
 from promptdag.errors import ConfigError
 from promptdag.evals.judge_prompts import (
     pairwise_prompt,
@@ -28,7 +29,6 @@ from promptdag.evals.judge_prompts import (
 )
 from promptdag.llm.cache import CACHE_MODES, ResponseCache
 from promptdag.llm.client import LLM, LLMCall, LLMSettings, make_openai_client
-from promptdag.contract import load_contract
 from promptdag.project import Project, find_project
 from promptdag.variants import load_variants
 
@@ -98,9 +98,10 @@ class Judge:
         self.calls.append(call)
         return call.text
 
-    async def rubric(self, output: str, rubric: str, *, query: str = "") -> Verdict:
-        """Pass/fail against `rubric`; an unparseable answer gives passed=None with the raw text."""
-        raw = await self._ask(rubric_prompt(output, rubric, query), "judge_rubric")
+    async def rubric(self, output: str, rubric: str, *, request: str = "") -> Verdict:
+        """Pass/fail against `rubric` (`request`: the inputs the output answers); an
+        unparseable answer gives passed=None with the raw text."""
+        raw = await self._ask(rubric_prompt(output, rubric, request), "judge_rubric")
         verdict = parse_verdict(raw)
         passed = (
             None if verdict is None else passed_value(verdict.get("pass", verdict.get("verdict")))
@@ -109,15 +110,15 @@ class Judge:
         return Verdict(passed, reason, raw)
 
     async def compare(
-        self, output: str, reference: str, *, criteria: str = "", query: str = ""
+        self, output: str, reference: str, *, criteria: str = "", request: str = ""
     ) -> PairwiseVerdict:
         """`output` against `reference`, asked with the output first and then second: a win
         (or loss) only when both orders agree; a verdict that changes with the order is a tie."""
         first = await self._ask(
-            pairwise_prompt(output, reference, criteria, query), "judge_pairwise"
+            pairwise_prompt(output, reference, criteria, request), "judge_pairwise"
         )
         second = await self._ask(
-            pairwise_prompt(reference, output, criteria, query), "judge_pairwise"
+            pairwise_prompt(reference, output, criteria, request), "judge_pairwise"
         )
         verdict = parse_verdict(first)
         a, b = winner(verdict), winner(parse_verdict(second))

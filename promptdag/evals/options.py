@@ -5,12 +5,16 @@ contains        values              mode (all|any), case_sensitive
 not-contains    values              mode (all|any), case_sensitive
 regex           pattern             flags ("i", "m", "s", "x"), expect (true|false)
 length          unit, min and/or max    unit: words|sentences|bullets|chars
-json-schema     schema              output (summary|usage|fingerprint)
+json-schema     schema
 python          callable            options (a table handed to the callable)
 token-budget    one of max_input_tokens, max_output_tokens, max_total_tokens, max_calls
 cost-budget     max_usd
 llm-rubric      rubric                                               (needs a judge model)
 pairwise-judge  reference or reference_case    criteria, expect      (needs a judge model)
+
+Every type but the two budgets also takes `output`: the output it checks (a declared output of
+the suite's pipeline, `usage` or `fingerprint`; default: the pipeline's answer). The suite file
+checks the name against the contract (suite_file.py).
 """
 
 from __future__ import annotations
@@ -139,8 +143,9 @@ class AssertionType:
     extra: Callable[[Mapping[str, Any]], list[str]] | None = None
 
 
+_OUTPUT: dict[str, Check] = {"output": _text}
 _CONTAINS = AssertionType(
-    {"values": _texts}, {"mode": _choice("all", "any"), "case_sensitive": _flag}
+    {"values": _texts}, {"mode": _choice("all", "any"), "case_sensitive": _flag, **_OUTPUT}
 )
 _BUDGETS = ("max_input_tokens", "max_output_tokens", "max_total_tokens", "max_calls")
 
@@ -148,23 +153,23 @@ ASSERTION_TYPES: dict[str, AssertionType] = {
     "contains": _CONTAINS,
     "not-contains": _CONTAINS,
     "regex": AssertionType(
-        {"pattern": _text}, {"flags": _flags, "expect": _flag}, extra=_regex_compiles
+        {"pattern": _text}, {"flags": _flags, "expect": _flag, **_OUTPUT}, extra=_regex_compiles
     ),
     "length": AssertionType(
         {"unit": _choice(*LENGTH_UNITS)},
-        {"min": _count, "max": _count},
+        {"min": _count, "max": _count, **_OUTPUT},
         any_of=("min", "max"),
         extra=_min_le_max,
     ),
     "json-schema": AssertionType(
         {"schema": _table},
-        {"output": _choice("summary", "usage", "fingerprint")},
+        _OUTPUT,
         extra=_schema_valid,
     ),
-    "python": AssertionType({"callable": _callable}, {"options": _table}),
+    "python": AssertionType({"callable": _callable}, {"options": _table, **_OUTPUT}),
     "token-budget": AssertionType({}, dict.fromkeys(_BUDGETS, _count), any_of=_BUDGETS),
     "cost-budget": AssertionType({"max_usd": _money}),
-    "llm-rubric": AssertionType({"rubric": _text}, judge=True),
+    "llm-rubric": AssertionType({"rubric": _text}, _OUTPUT, judge=True),
     "pairwise-judge": AssertionType(
         {},
         {
@@ -172,6 +177,7 @@ ASSERTION_TYPES: dict[str, AssertionType] = {
             "reference_case": _text,
             "criteria": _text,
             "expect": _choice(*PAIRWISE_EXPECT),
+            **_OUTPUT,
         },
         any_of=("reference", "reference_case"),
         judge=True,

@@ -1,6 +1,7 @@
-"""Run a suite: one Pipeline per variant the cases use (built through the driver factory with the
-given overrides, e.g. `{"llm_cache": "replay-only"}`), every case run with a few at once, each
-case's failure caught and reported as its error, then every assertion evaluated.
+"""Run a suite: one Pipeline of the suite's declared pipeline per variant the cases use (built
+through the driver factory with the given overrides, e.g. `{"llm_cache": "replay-only"}`), every
+case's inputs run through `Pipeline.run` with a few at once, each case's failure caught and
+reported as its error, then every assertion evaluated on the answer or the output it names.
 
 Variant of a case: the case's own `variant`, else the `variant` argument, else the suite's,
 else the variants file's default. Problems that stop the whole suite (unknown case ids, a
@@ -16,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from promptdag.contract import PipelineSpec
 from promptdag.errors import PromptdagError
 from promptdag.evals.assertions import AssertionResult, CaseOutput
 from promptdag.evals.evaluate import evaluate
@@ -27,7 +29,10 @@ from promptdag.pipeline import Pipeline
 from promptdag.project import Project, load_project
 from promptdag.variants import load_variants
 
-__all__ = ["run_suite"]
+__all__ = ["request_text", "run_suite"]
+
+# How much of one input value the judge reads (the rest is cut, saying how long it was).
+_REQUEST_CHARS = 4000
 
 
 def _with_references(suite: Suite, selected: list[Case]) -> list[Case]:
@@ -47,12 +52,14 @@ def _variant_of(case: Case, variant: str | None, suite: Suite, default: str) -> 
 
 
 async def _build(
-    variants: Iterable[str], project: Project, overrides: Mapping[str, Any]
+    variants: Iterable[str], suite: Suite, project: Project, overrides: Mapping[str, Any]
 ) -> dict[str, Pipeline]:
     pipelines: dict[str, Pipeline] = {}
     try:
         for name in sorted(set(variants)):
-            pipelines[name] = build_pipeline(variant=name, overrides=overrides, project=project)
+            pipelines[name] = build_pipeline(
+                pipeline=suite.pipeline or None, variant=name, overrides=overrides, project=project
+            )
     except BaseException:
         await _close(pipelines)
         raise
@@ -64,27 +71,46 @@ async def _close(pipelines: Mapping[str, Pipeline]) -> None:
         await pipeline.aclose()
 
 
+def request_text(case: Case, spec: PipelineSpec) -> str:
+    """The case's inputs as the judge reads them: one `name: value` line each (a file by its
+    path, a secret input left out, a long value cut)."""
+    lines = [f"{name}: <file {path}>" for name, path in sorted(case.files.items())]
+    for name, value in sorted(case.inputs.items()):
+        if name in spec.inputs and spec.inputs[name].secret:
+            continue
+        text = str(value)
+        if len(text) > _REQUEST_CHARS:
+            text = f"{text[:_REQUEST_CHARS]}… ({len(text)} chars in all)"
+        lines.append(f"{name}: {text}")
+    return "\n".join(lines)
+
+
 async def _run_case(
     case: Case, pipeline: Pipeline, root: Path
 ) -> tuple[CaseOutput | None, str | None, float]:
     """The case's output, or the one-line reason it did not run; never raises (but cancels)."""
     started = time.perf_counter()
     try:
-        run = await pipeline.summarize(**case.inputs(root))
+        run = await pipeline.run(case.request_inputs(root, pipeline.spec))
     except PromptdagError as exc:
         return None, f"{type(exc).__name__}: {exc}", time.perf_counter() - started
     except OSError as exc:
         return None, f"cannot read {case.source}: {exc}", time.perf_counter() - started
     except Exception as exc:  # a bug must not hide the other cases; it is reported as an error
         return None, f"internal error: {type(exc).__name__}: {exc}", time.perf_counter() - started
+    data = run.as_dict()
+    answer = pipeline.spec.answer
     out = CaseOutput(
         case_id=case.id,
         variant=pipeline.variant,
-        text=run.summary,
-        usage=dict(run.outputs.get("usage") or {}),
+        text=run.answer_text(),
+        usage=run.usage,
         fingerprint=run.fingerprint,
-        outputs=run.outputs,
-        query=case.query,
+        outputs={**data["outputs"], answer: data["answer"]},
+        answer=answer,
+        model=run.model,
+        inputs=dict(case.inputs),
+        request=request_text(case, pipeline.spec),
     )
     return out, None, time.perf_counter() - started
 
@@ -94,7 +120,8 @@ async def _assess(
     ran: tuple[CaseOutput | None, str | None, float],
     variant: str,
     judge: Judge | None,
-    outputs: Mapping[str, str | None],
+    outputs: Mapping[str, CaseOutput | None],
+    project: Project,
 ) -> CaseResult:
     out, error, seconds = ran
     if out is None:
@@ -104,7 +131,10 @@ async def _assess(
         )
     else:
         results = tuple(
-            [await evaluate(a, out, judge=judge, outputs=outputs) for a in case.asserts]
+            [
+                await evaluate(a, out, judge=judge, outputs=outputs, load=project.import_object)
+                for a in case.asserts
+            ]
         )
     return CaseResult(
         case=case.id,
@@ -139,7 +169,7 @@ async def run_suite(
     if variant is not None:
         defined.get(variant)  # an unknown name is a VariantError listing the defined ones
     variants = {c.id: _variant_of(c, variant, suite, defined.default) for c in to_run}
-    pipelines = await _build(variants.values(), proj, dict(overrides or {}))
+    pipelines = await _build(variants.values(), suite, proj, dict(overrides or {}))
     gate = asyncio.Semaphore(max(1, concurrency))
 
     async def run(case: Case) -> tuple[CaseOutput | None, str | None, float]:
@@ -152,9 +182,9 @@ async def run_suite(
         )
     finally:
         await _close(pipelines)
-    outputs = {i: (r[0].text if r[0] is not None else None) for i, r in ran.items()}
+    outputs = {i: r[0] for i, r in ran.items()}
     calls_before = 0 if judge is None else len(judge.calls)
-    results = [await _assess(c, ran[c.id], variants[c.id], judge, outputs) for c in selected]
+    results = [await _assess(c, ran[c.id], variants[c.id], judge, outputs, proj) for c in selected]
     return SuiteResult(
         suite,
         results,

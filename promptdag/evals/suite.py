@@ -1,17 +1,21 @@
 """The eval suite model: a suite, its cases and their assertions, as loaded from a suite file
-(`ci/evals/suite_file.py` reads and validates the TOML)."""
+(`promptdag/evals/suite_file.py` reads and validates the TOML against the project's contract)."""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from promptdag.contract import PipelineSpec
 from promptdag.errors import ConfigError
 
 __all__ = ["AssertionSpec", "Case", "Suite"]
+
+# An input value longer than this is shown by its length and hash in reports and suite diffs.
+_SHOWN_CHARS = 120
 
 
 @dataclass(frozen=True)
@@ -22,37 +26,75 @@ class AssertionSpec:
     type: str
     options: dict[str, Any]
 
+    @property
+    def output(self) -> str | None:
+        """The output it checks (None: the pipeline's answer)."""
+        value = self.options.get("output")
+        return value if isinstance(value, str) else None
+
+
+def _shown(value: Any) -> Any:
+    """A value as a report shows it: short values as they are, long text by length and hash."""
+    if isinstance(value, str) and len(value) > _SHOWN_CHARS:
+        digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+        return f"<{len(value)} chars, sha256 {digest}>"
+    return value
+
 
 @dataclass(frozen=True)
 class Case:
-    """One golden case: a document (PDF path or text), optional query, and its assertions."""
+    """One golden case: the pipeline inputs it sends (values, and files read from the project
+    tree), an optional variant, and its assertions."""
 
     id: str
     asserts: tuple[AssertionSpec, ...]
-    text: str | None = None
-    pdf: str | None = None
-    query: str = ""
-    content_type: str | None = None
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    files: Mapping[str, str] = field(default_factory=dict)
     variant: str | None = None
 
     @property
     def source(self) -> str:
-        return self.pdf if self.pdf is not None else f"text ({len(self.text or '')} chars)"
+        """What the case sends, in a few words: its files, else its inputs."""
+        if self.files:
+            return ", ".join(self.files[name] for name in sorted(self.files))
+        parts = [
+            f"{name} ({len(value)} chars)"
+            if isinstance(value, str) and len(value) > 40
+            else f"{name}={value!r}"
+            for name, value in sorted(self.inputs.items())
+        ]
+        return ", ".join(parts) or "no inputs"
 
-    def inputs(self, root: Path) -> dict[str, Any]:
-        """The request inputs of `Pipeline.summarize` (a PDF is read from under `root`)."""
-        inputs: dict[str, Any] = {"user_query": self.query} if self.query else {}
-        if self.content_type is not None:
-            inputs["content_type"] = self.content_type
-        if self.pdf is not None:
-            path = root / self.pdf
-            return {**inputs, "pdf_bytes": path.read_bytes(), "source_name": path.name}
-        return {**inputs, "text": self.text or ""}
+    def request_inputs(self, root: Path, spec: PipelineSpec) -> dict[str, Any]:
+        """The inputs for `Pipeline.run`: the case's values, plus each of its files read from
+        under `root` (a file input as bytes, any other as UTF-8 text), and the file's name in
+        the input's `filename_input` unless the case sets that itself. OSError when unreadable."""
+        inputs = dict(self.inputs)
+        for name, rel in sorted(self.files.items()):
+            path = root / rel
+            target = spec.inputs.get(name)
+            if target is not None and target.is_file:
+                inputs[name] = path.read_bytes()
+            else:
+                inputs[name] = path.read_text(encoding="utf-8")
+            if target is not None and target.filename_input:
+                inputs.setdefault(target.filename_input, path.name)
+        return inputs
+
+    def definition(self) -> dict[str, Any]:
+        """The case as plain data (for diffs and reports): `inputs.NAME`, `files.NAME`,
+        `variant` and `asserts`; long input values by their length and hash."""
+        out: dict[str, Any] = {"variant": self.variant}
+        out.update({f"inputs.{k}": _shown(v) for k, v in sorted(self.inputs.items())})
+        out.update({f"files.{k}": v for k, v in sorted(self.files.items())})
+        out["asserts"] = [{"type": a.type, **a.options} for a in self.asserts]
+        return out
 
 
 @dataclass(frozen=True)
 class Suite:
-    """A loaded, valid suite; `root` is the project tree its PDF paths are relative to."""
+    """A loaded, valid suite of one declared pipeline; `root` is the project tree its file
+    paths are relative to."""
 
     name: str
     description: str
@@ -62,6 +104,7 @@ class Suite:
     path: Path
     root: Path
     sha256: str = ""
+    pipeline: str = ""
 
     def select(self, case_ids: Iterable[str] | None) -> list[Case]:
         """The cases named (all for None), in suite order; an unknown id is a ConfigError."""
@@ -81,12 +124,4 @@ class Suite:
 
     def case_definition(self, case_id: str) -> dict[str, Any]:
         """A case as plain data (for diffs and reports)."""
-        case = next(c for c in self.cases if c.id == case_id)
-        return {
-            "source": case.source,
-            "text_sha256": hashlib.sha256((case.text or "").encode()).hexdigest(),
-            "query": case.query,
-            "content_type": case.content_type,
-            "variant": case.variant,
-            "asserts": [{"type": a.type, **a.options} for a in case.asserts],
-        }
+        return next(c for c in self.cases if c.id == case_id).definition()

@@ -1,23 +1,37 @@
-"""Eval suite files (`ci/evals/suites/<name>.toml`): finding, reading and validating them.
+"""Eval suite files (`<suites>/<name>.toml`, the directory the contract's `suites` names):
+finding, reading and validating them against the project's contract.
 
     [suite]
-    name = "summarize"            # default: the file name
+    name = "triage"             # default: the file name
     description = "..."
-    threshold = 1.0               # pass rate (0..1) the suite must reach
-    variant = "baseline"          # optional; default: the variants file's default
+    pipeline = "triage"         # default: the contract's default_pipeline
+    threshold = 1.0             # pass rate (0..1) the suite must reach
+    variant = "baseline"        # optional; default: the variants file's default
 
     [[cases]]
-    id = "news"                   # unique
-    text = "..."                  # or pdf = "examples/x.pdf" (relative to the project root)
-    query = "..."                 # optional user query
-    content_type = "a news article"   # optional
-    variant = "german"            # optional; wins over --variant and [suite].variant
+    id = "login-crash"          # unique in the suite
+    variant = "terse"           # optional; wins over --variant and [suite].variant
+    inputs = { ticket = "The app crashes on login", product = "mobile" }
+    files = { attachment = "examples/crash.log" }   # optional: input -> path under the root
 
-    [[cases.assert]]              # at least three per case; options: ci/evals/options.py
+    [[cases.assert]]            # at least three per case; types and options: options.py
     type = "contains"
-    values = ["bridge"]
+    values = ["login"]
+    output = "category"         # optional: which output it checks
 
-Every problem of a file is collected and raised once as a ConfigError naming file and case.
+`inputs` are the pipeline's declared inputs (checked against their kinds and caps; a long text
+reads better as a `[cases.inputs]` table on its own lines, which is the same TOML). `files` maps
+an input to a path under the project root: a `file` input gets the file's bytes, a `text` input
+its UTF-8 text, and the input's `filename_input` (if declared and not set in `inputs`) the file's
+name. Exactly one of each `one_of` group, and every required input, must be given.
+
+`output` (on any assertion but the budgets) names a declared output of the pipeline, or `usage`
+(the run's LLM usage) or `fingerprint` (its provenance); default: the pipeline's `answer`. Text
+assertions check a non-string output as its JSON text; `json-schema` checks the value itself (a
+string output is parsed as JSON first).
+
+Unknown keys, inputs the pipeline does not declare, missing files and unknown outputs or variants
+are collected and raised once as a ConfigError naming file, case and what exists.
 """
 
 from __future__ import annotations
@@ -28,42 +42,58 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from promptdag.errors import ConfigError, VariantError
+from promptdag.contract import Contract, PipelineSpec, load_contract
+from promptdag.errors import ConfigError, PromptdagError, VariantError
 from promptdag.evals.options import option_problems
 from promptdag.evals.suite import AssertionSpec, Case, Suite
-from promptdag.contract import load_contract
+from promptdag.inputs import coerce_input
 from promptdag.project import find_project
 from promptdag.variants import load_variants
 
-__all__ = ["MIN_ASSERTIONS", "SUITES_DIR", "list_suites", "load_suite", "suite_path", "suites_dir"]
+__all__ = [
+    "MIN_ASSERTIONS",
+    "RUN_OUTPUTS",
+    "list_suites",
+    "load_suite",
+    "suite_path",
+    "suites_dir",
+]
 
-SUITES_DIR = Path("ci/evals/suites")
 MIN_ASSERTIONS = 3
-_SUITE_KEYS = ("name", "description", "threshold", "variant")
-_CASE_KEYS = ("id", "pdf", "text", "query", "content_type", "variant", "assert")
+# What an assertion's `output` may name besides the pipeline's declared outputs.
+RUN_OUTPUTS = ("usage", "fingerprint")
+_SUITE_KEYS = ("name", "description", "pipeline", "threshold", "variant")
+_CASE_KEYS = ("id", "variant", "inputs", "files", "assert")
 
 
 def suites_dir(root: Path) -> Path:
-    return root / SUITES_DIR
+    """The project's suites directory (the contract's `suites`)."""
+    return load_contract(root).suites
 
 
 def list_suites(root: str | Path | None = None) -> list[str]:
-    """The names of the suites defined in the project's ci/evals/suites/."""
+    """The names of the suites defined in the project's suites directory."""
     return sorted(p.stem for p in suites_dir(find_project(root)).glob("*.toml"))
 
 
 def suite_path(name_or_path: str | Path, root: Path) -> Path:
-    """A suite name (`summarize`) or a path to a .toml; an unknown name lists the defined ones."""
+    """A suite name (`smoke`) or a path to a .toml; an unknown name lists the defined ones."""
     text = str(name_or_path)
     if text.endswith(".toml") or "/" in text:
         path = Path(text)
         if not path.is_file():
             raise ConfigError([f"suite file {text} does not exist. Check the path."])
         return path
-    path = suites_dir(root) / f"{text}.toml"
+    contract = load_contract(root)
+    path = contract.suites / f"{text}.toml"
     if not path.is_file():
         defined = ", ".join(list_suites(root)) or "none"
-        raise ConfigError([f"suite {text!r} is not defined in {SUITES_DIR}/. Defined: {defined}."])
+        raise ConfigError(
+            [
+                f"suite {text!r} is not defined in {contract.relpath(contract.suites)}/. "
+                f"Defined: {defined}."
+            ]
+        )
     return path
 
 
@@ -86,19 +116,86 @@ def _assertions(where: str, raw: Any, problems: list[str]) -> tuple[AssertionSpe
     return tuple(specs)
 
 
-def _document(where: str, raw: Mapping[str, Any], root: Path, problems: list[str]) -> None:
-    if ("pdf" in raw) == ("text" in raw):
-        problems.append(f'{where}: give exactly one document: pdf = "path" or text = "..."')
-    elif "pdf" in raw and not (isinstance(raw["pdf"], str) and (root / raw["pdf"]).is_file()):
-        problems.append(f"{where}: pdf {raw['pdf']!r} is not a file under {root}")
-    elif "text" in raw and not isinstance(raw["text"], str):
-        problems.append(f"{where}: text must be a string")
-    for key in ("query", "content_type", "variant"):
-        if key in raw and not isinstance(raw[key], str):
-            problems.append(f"{where}: {key} must be a string, got {raw[key]!r}")
+def _table(where: str, key: str, raw: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(f"{where}: {key} must be a table ({key} = {{ name = ... }}), got {value!r}")
+        return {}
+    return value
 
 
-def _case(raw: Any, n: int, file: str, root: Path, problems: list[str]) -> Case | None:
+def _inputs(
+    where: str, values: dict[str, Any], spec: PipelineSpec, problems: list[str]
+) -> dict[str, Any]:
+    """The case's input values that the pipeline declares and that pass their checks."""
+    declared = ", ".join(sorted(spec.inputs)) or "none"
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        target = spec.inputs.get(name)
+        if target is None:
+            problems.append(
+                f"{where}: input {name!r} is not an input of pipeline {spec.name!r}. "
+                f"Inputs: {declared}."
+            )
+        elif target.is_file:
+            problems.append(
+                f'{where}: input {name!r} takes a file: give its path in files = {{ {name} = "path" }}'
+            )
+        else:
+            try:
+                coerce_input(target, value)
+            except PromptdagError as exc:
+                problems.append(f"{where}: inputs.{name}: {exc}")
+                continue
+            out[name] = value
+    return out
+
+
+def _files(
+    where: str, files: dict[str, Any], spec: PipelineSpec, root: Path, problems: list[str]
+) -> dict[str, str]:
+    """The case's files: each names a file or text input and a file under `root`."""
+    readable = sorted(n for n, s in spec.inputs.items() if s.kind in ("file", "text"))
+    out: dict[str, str] = {}
+    for name, rel in files.items():
+        target = spec.inputs.get(name)
+        if target is None or target.kind not in ("file", "text"):
+            problems.append(
+                f"{where}: files.{name}: {name!r} is not a file or text input of pipeline "
+                f"{spec.name!r}. File and text inputs: {', '.join(readable) or 'none'}."
+            )
+            continue
+        path = (root / rel).resolve() if isinstance(rel, str) and rel else None
+        if path is None or not path.is_relative_to(root) or not path.is_file():
+            problems.append(f"{where}: files.{name} = {rel!r} is not a file under {root}")
+            continue
+        out[name] = rel
+    return out
+
+
+def _given(where: str, given: set[str], spec: PipelineSpec, problems: list[str]) -> None:
+    """Every required input and exactly one of each `one_of` group is given."""
+    for group in spec.one_of:
+        hits = [n for n in group if n in given]
+        if len(hits) != 1:
+            problems.append(
+                f"{where}: give exactly one of {', '.join(group)} (in inputs or files); "
+                f"got {', '.join(hits) or 'none'}"
+            )
+    grouped = {n for g in spec.one_of for n in g}
+    missing = sorted(
+        n for n, s in spec.inputs.items() if s.required and n not in grouped and n not in given
+    )
+    if missing:
+        problems.append(
+            f"{where}: pipeline {spec.name!r} needs input(s) {', '.join(missing)} "
+            "(in inputs or files)"
+        )
+
+
+def _case(
+    raw: Any, n: int, file: str, root: Path, spec: PipelineSpec | None, problems: list[str]
+) -> Case | None:
     if not isinstance(raw, dict):
         problems.append(f"{file}: case {n} is not a table")
         return None
@@ -109,20 +206,29 @@ def _case(raw: Any, n: int, file: str, root: Path, problems: list[str]) -> Case 
     unknown = sorted(set(raw) - set(_CASE_KEYS))
     if unknown:
         problems.append(f"{where}: unknown key(s) {unknown}; a case takes {', '.join(_CASE_KEYS)}")
-    _document(where, raw, root, problems)
+    if "variant" in raw and not isinstance(raw["variant"], str):
+        problems.append(f"{where}: variant must be a variant name, got {raw['variant']!r}")
+    values, paths = _table(where, "inputs", raw, problems), _table(where, "files", raw, problems)
+    for name in sorted(set(values) & set(paths)):
+        problems.append(f"{where}: input {name!r} is in both inputs and files; give it once")
+    inputs: dict[str, Any] = {}
+    files: dict[str, str] = {}
+    if spec is not None:
+        inputs = _inputs(where, values, spec, problems)
+        files = _files(where, paths, spec, root, problems)
+        named = {spec.inputs[f].filename_input for f in paths if f in spec.inputs}
+        _given(where, set(values) | set(paths) | {n for n in named if n}, spec, problems)
     asserts = _assertions(where, raw.get("assert"), problems)
     return Case(
         id=str(case_id),
         asserts=asserts,
-        text=raw.get("text"),
-        pdf=raw.get("pdf"),
-        query=raw.get("query", ""),
-        content_type=raw.get("content_type"),
-        variant=raw.get("variant"),
+        inputs=inputs,
+        files=files,
+        variant=raw.get("variant") if isinstance(raw.get("variant"), str) else None,
     )
 
 
-def _header(raw: Any, file: str, problems: list[str]) -> dict[str, Any]:
+def _header(raw: Any, file: str, contract: Contract, problems: list[str]) -> dict[str, Any]:
     if not isinstance(raw, dict):
         problems.append(f"{file}: needs a [suite] table with threshold = 0..1")
         return {}
@@ -136,6 +242,12 @@ def _header(raw: Any, file: str, problems: list[str]) -> dict[str, Any]:
             problems.append(f"{file}: [suite] {key} must be a string, got {raw[key]!r}")
     if "variant" in raw and not isinstance(raw["variant"], str):
         problems.append(f"{file}: [suite] variant must be a variant name, got {raw['variant']!r}")
+    pipeline = raw.get("pipeline", contract.default_pipeline)
+    if pipeline not in contract.pipelines:
+        problems.append(
+            f"{file}: [suite] pipeline = {pipeline!r} is not declared in [tool.promptdag.pipelines]. "
+            f"Declared: {', '.join(sorted(contract.pipelines))}"
+        )
     threshold = raw.get("threshold")
     if (
         not isinstance(threshold, int | float)
@@ -148,8 +260,24 @@ def _header(raw: Any, file: str, problems: list[str]) -> dict[str, Any]:
     return raw
 
 
+def _check_outputs(cases: list[Case], file: str, spec: PipelineSpec, problems: list[str]) -> None:
+    known = list(dict.fromkeys([spec.answer, *spec.outputs, *RUN_OUTPUTS]))
+    for case in cases:
+        for a in case.asserts:
+            if "output" in a.options and a.options["output"] not in known:
+                problems.append(
+                    f"{file}: case {case.id!r}: assertion {a.index} ({a.type}): output = "
+                    f"{a.options['output']!r} is not an output of pipeline {spec.name!r}. "
+                    f"Outputs: {', '.join(known)}"
+                )
+
+
 def _cross_checks(
-    cases: list[Case], file: str, root: Path, variants: set[str | None], problems: list[str]
+    cases: list[Case],
+    file: str,
+    contract: Contract,
+    variants: set[str | None],
+    problems: list[str],
 ) -> None:
     ids = [c.id for c in cases]
     for dup in sorted({i for i in ids if ids.count(i) > 1}):
@@ -165,20 +293,23 @@ def _cross_checks(
                     f"reference_case {ref!r} must name another case. Cases: {', '.join(sorted(set(ids)))}"
                 )
     try:
-        defined = set(load_variants(load_contract(root).variants).variants)
+        defined = set(load_variants(contract.variants).variants)
     except VariantError as exc:
         problems.extend(exc.problems)
         return
+    where = contract.relpath(contract.variants)
     for name in sorted(v for v in variants if isinstance(v, str) and v not in defined):
         problems.append(
-            f"{file}: variant {name!r} is not defined in the variants file. Defined: {', '.join(sorted(defined))}"
+            f"{file}: variant {name!r} is not defined in {where}. Defined: {', '.join(sorted(defined))}"
         )
 
 
 def load_suite(name_or_path: str | Path, *, root: str | Path | None = None) -> Suite:
-    """Load and validate a suite by name (from `root`'s ci/evals/suites/) or path; PDF paths and
-    variants are checked against `root` (default: the project holding the current directory)."""
+    """Load and validate a suite by name (from `root`'s suites directory) or path; inputs,
+    files, outputs and variants are checked against `root`'s contract (default: the project
+    holding the current directory)."""
     project_root = find_project(root)
+    contract = load_contract(project_root)
     path = suite_path(name_or_path, project_root)
     resolved = path.resolve()
     inside = resolved.is_relative_to(project_root)
@@ -189,15 +320,21 @@ def load_suite(name_or_path: str | Path, *, root: str | Path | None = None) -> S
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{file} is not valid TOML: {exc}"]) from exc
     problems: list[str] = []
-    header = _header(data.get("suite"), file, problems)
+    header = _header(data.get("suite"), file, contract, problems)
+    pipeline = header.get("pipeline", contract.default_pipeline)
+    spec = contract.pipelines.get(pipeline) if isinstance(pipeline, str) else None
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
         problems.append(f"{file}: defines no [[cases]]")
         raw_cases = []
-    parsed = [_case(raw, n + 1, file, project_root, problems) for n, raw in enumerate(raw_cases)]
+    parsed = [
+        _case(raw, n + 1, file, project_root, spec, problems) for n, raw in enumerate(raw_cases)
+    ]
     cases = [c for c in parsed if c is not None]
+    if spec is not None:
+        _check_outputs(cases, file, spec, problems)
     variants = {header.get("variant"), *(c.variant for c in cases)}
-    _cross_checks(cases, file, project_root, variants, problems)
+    _cross_checks(cases, file, contract, variants, problems)
     if problems:
         raise ConfigError(problems)
     return Suite(
@@ -209,4 +346,5 @@ def load_suite(name_or_path: str | Path, *, root: str | Path | None = None) -> S
         path=resolved,
         root=project_root,
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
+        pipeline=str(pipeline),
     )

@@ -1,2 +1,3 @@
-"""The prompt gates CI runs on every change to prompts/ or dataflows/ (lockfile, evals,
-regression judge). See the README's "Review a prompt change" section."""
+"""The prompt gates CI runs on every change to a project's prompt packs or dataflows (lockfile,
+review report, evals of the declared pipelines, regression judge). See the README's "Review a
+prompt change" section."""

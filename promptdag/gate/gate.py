@@ -1,7 +1,8 @@
 """`promptdag gate BASE`: one verdict on a prompt change. Lock check + the review report of
 BASE → the working tree + the eval cases a changed prompt can affect (cases and thresholds read
-from BASE, so a change cannot loosen its own bar) + a pairwise regression judge on base vs head
-outputs. Exit 0 pass, 1 gate failed, 2 could not run."""
+from BASE, so a change cannot loosen its own bar; a case is affected when an output of its suite's
+declared pipeline is downstream of a changed prompt node) + a pairwise regression judge on base vs
+head answers. Exit 0 pass, 1 gate failed, 2 could not run."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from promptdag.config import data_dir
-from promptdag.errors import ConfigError, GateError, PromptdagError
+from promptdag.contract import Contract, PipelineSpec, load_contract
+from promptdag.errors import ConfigError, GateError, ProjectError, PromptdagError
 from promptdag.evals import (
     Judge,
     Suite,
@@ -98,22 +100,28 @@ class GateResult:
         return not self.reasons()
 
 
-def _base_suites(base_root: Path) -> dict[str, Suite]:
-    """The base ref's suites, validated against the base tree (their own PDFs and variants)."""
-    if not (base_root / "ci" / "evals" / "suites").is_dir():
+def _base_suites(base_root: Path, base_snap: dict[str, Any]) -> dict[str, Suite]:
+    """The base ref's suites, validated against the base tree (its own contract, files and
+    variants); none when the base has no promptdag contract (an absent snapshot) or no suites
+    directory yet."""
+    if base_snap.get("absent") or not load_contract(base_root).suites.is_dir():
         return {}
     return {name: load_suite(name, root=base_root) for name in list_suites(base_root)}
 
 
-def _cases(suite: Suite, head: dict[str, Any], base: dict[str, Any]) -> list[dict[str, Any]]:
+def _cases(
+    suite: Suite, spec: PipelineSpec, head: dict[str, Any], base: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Each case with the variant it runs at head and the one it ran at base (a case without a
-    variant follows the default variant, which the change may have moved)."""
+    variant follows the default variant, which the change may have moved), and the outputs of
+    its pipeline, the answer first."""
+    outputs = list(dict.fromkeys([spec.answer, *spec.outputs]))
     return [
         {
             "id": c.id,
             "variant": c.variant or suite.variant or head.get("default_variant"),
             "base_variant": c.variant or suite.variant or base.get("default_variant"),
-            "output": "summary",
+            "outputs": outputs,
         }
         for c in suite.cases
     ]
@@ -177,14 +185,19 @@ async def _evaluate(
     env: dict[str, str],
 ) -> tuple[list[SuiteGate], str, dict[str, int]]:
     changed = changed_prompt_nodes(base_snap, head_snap)
+    contract: Contract = load_contract(head_root)
     judge = judge_from_config(opts.judge_config, project=head_root) if opts.judge_config else None
     note = "" if judge is not None else "skipped: no judge model configured (--judge-model MODEL)"
     calls = {"calls": 0, "cached_calls": 0}
     gates = []
     try:
         for name, base_suite in sorted(suites.items()):
+            spec = contract.pipeline(base_suite.pipeline or None)
             selection = select_cases(
-                _cases(base_suite, head_snap, base_snap), head_snap, changed, run_all=opts.run_all
+                _cases(base_suite, spec, head_snap, base_snap),
+                head_snap,
+                changed,
+                run_all=opts.run_all,
             )
             gate = SuiteGate(name, selection)
             if selection.selected:
@@ -235,9 +248,9 @@ def run_gate(opts: GateOptions) -> GateResult:
             else LockCheck()
         )
         try:
-            base_suites = _base_suites(base_root)
+            base_suites = _base_suites(base_root, base_snap)
             head_suites = {n: load_suite(n, root=head_root) for n in list_suites(head_root)}
-        except ConfigError as exc:
+        except (ConfigError, ProjectError) as exc:
             raise GateError(f"cannot read the eval suites: {exc}") from exc
         changes = [
             f"{name}: {c}"

@@ -10,10 +10,12 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from promptdag.contract import CONTRACT_FILE
 from promptdag.errors import GateError
 from promptdag.project import find_project
 
@@ -78,10 +80,26 @@ def _tail(stderr: str, lines: int = 6) -> str:
     return " / ".join([ln for ln in kept if ln][-lines:])
 
 
+def _has_contract(project_dir: Path) -> bool:
+    """Whether the tree declares a promptdag contract; a pyproject.toml that does not parse
+    counts (the snapshot process reports why)."""
+    path = project_dir / CONTRACT_FILE
+    if not path.is_file():
+        return False
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return True
+    tool = data.get("tool")
+    return isinstance(tool, dict) and isinstance(tool.get("promptdag"), dict)
+
+
 def snapshot_tree(project_dir: Path, data_dir: Path) -> dict[str, Any]:
     """The snapshot of the project at `project_dir`, taken in a separate Python process. A tree
-    with no promptdag project yet gives an empty snapshot (everything in the other is new)."""
-    if not (project_dir / "dataflows").is_dir() or not (project_dir / "prompts").is_dir():
+    with no promptdag contract yet (no `[tool.promptdag]` in its pyproject.toml) gives an empty
+    snapshot: everything in the other is new. A contract that does not load is the subprocess's
+    error to report."""
+    if not _has_contract(project_dir):
         return {
             "prompts": {},
             "variants": {},

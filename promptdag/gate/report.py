@@ -1,5 +1,6 @@
-"""The review report of a prompt change: two snapshots (`ci.snapshot.take_snapshot`, one per git
-ref) in, a `Review` out, shown as Markdown (a PR comment), JSON (machines) or HTML (an artifact).
+"""The review report of a prompt change: two snapshots (`promptdag.gate.snapshot.take_snapshot`,
+one per git ref) in, a `Review` out, shown as Markdown (a PR comment), JSON (machines) or HTML
+(an artifact).
 
 A prompt version `pack/node@version` is added, removed, or edited (same key, another source hash
 or another rendered text on some fixture). Each change carries the unified diff of the rendered

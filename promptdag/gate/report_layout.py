@@ -65,7 +65,7 @@ def _value(value: Any) -> str:
 
 
 def _fields_line(v: VariantChange) -> Line:
-    """`weight: 0.5 → 0.0; prompt chunk_summary_prompt: … → …; error: …`"""
+    """`weight: 0.5 → 0.0; prompt NODE: … → …; error: …`"""
     spans: list[Span] = []
     for key, (a, b) in v.fields.items():
         spans += [
@@ -94,8 +94,8 @@ def _versions_layout(r: Review) -> list[Block]:
     ]  # fmt: skip
     out: list[Block] = [("h", ("Prompt versions",)), ("table", head, rows)]
     for v in r.versions:
-        summary = (("b", v.status), " ", ("code", v.key), f" ({v.defined_at}): {v.description}")
-        out.append(("details", summary, _text_blocks(v.text)))
+        title = (("b", v.status), " ", ("code", v.key), f" ({v.defined_at}): {v.description}")
+        out.append(("details", title, _text_blocks(v.text)))
     return out
 
 

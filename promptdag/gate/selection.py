@@ -1,7 +1,8 @@
 """DAG-aware selection: which eval cases a prompt change can affect. A prompt node changed for a
 variant when the variant now selects another version (or pack), or when the version it selects
-renders differently or has another source; a case is affected when the output it checks is
-downstream of a changed prompt node in its variant's DAG (Hamilton lineage)."""
+renders differently or has another source; a case is affected when an output of its pipeline
+(the answer, or another declared output) is downstream of a changed prompt node in its variant's
+DAG (Hamilton lineage). No node is known by name: the outputs come from the contract."""
 
 from __future__ import annotations
 
@@ -73,6 +74,21 @@ class Selection:
     skipped: dict[str, str]  # case id → why not
 
 
+def _reason(outputs: list[str], graph: dict[str, Any], changed: dict[str, str]) -> str | None:
+    """Why a case with these outputs (its pipeline's answer first) is affected by the changed
+    nodes, grouped by the first output each reaches (the answer when it does); None if none."""
+    groups: dict[str, list[str]] = {}
+    for node, why in sorted(changed.items()):
+        below = downstream(graph, node) | {node}
+        hit = next((o for o in outputs if o in below), None)
+        if hit is not None:
+            groups.setdefault(hit, []).append(f"{node} ({why})")
+    if not groups:
+        return None
+    ordered = [o for o in outputs if o in groups]
+    return "; ".join(f"{o} is downstream of {', '.join(groups[o])}" for o in ordered)
+
+
 def select_cases(
     cases: list[dict[str, Any]],
     head: dict[str, Any],
@@ -81,7 +97,7 @@ def select_cases(
     run_all: bool = False,
 ) -> Selection:
     """`cases`: dicts with `id`, `variant` (resolved at head), optionally `base_variant` (resolved
-    at base), and `output` (the node it checks, e.g. summary)."""
+    at base), and `outputs`: the outputs of the case's pipeline, its answer first."""
     selected: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for case in cases:
@@ -99,15 +115,12 @@ def select_cases(
         if graph is None:
             selected[case["id"]] = f"variant {variant} is new or does not build at head"
             continue
-        hits = [
-            f"{node} ({why})"
-            for node, why in sorted(changed.get(variant, {}).items())
-            if case["output"] in downstream(graph, node) or case["output"] == node
-        ]
-        if hits:
-            selected[case["id"]] = f"{case['output']} is downstream of " + ", ".join(hits)
+        outputs: list[str] = list(case["outputs"])
+        reason = _reason(outputs, graph, changed.get(variant, {}))
+        if reason is not None:
+            selected[case["id"]] = reason
         else:
             skipped[case["id"]] = (
-                f"no changed prompt upstream of {case['output']} in variant {variant}"
+                f"no changed prompt upstream of {', '.join(outputs)} in variant {variant}"
             )
     return Selection(selected, skipped)

@@ -21,3 +21,11 @@ def not_a_verdict(output: str, context: dict[str, Any]) -> str:
 
 def explodes(output: str, context: dict[str, Any]) -> bool:
     raise RuntimeError("boom")
+
+
+def shows_context(output: str, context: dict[str, Any]) -> tuple[bool, str]:
+    """Passes; the detail names the output checked, the case's inputs and the outputs seen."""
+    return True, (
+        f"output={context['output']} starts={output[:1]!r} inputs={sorted(context['inputs'])} "
+        f"outputs={sorted(context['outputs'])}"
+    )

@@ -125,13 +125,11 @@ def test_json_schema_validates_the_usage_object() -> None:
     )
 
 
-def test_json_schema_parses_the_summary_as_json() -> None:
+def test_json_schema_parses_a_text_answer_as_json() -> None:
     schema = {"type": "object", "required": ["title"]}
     assert check("json-schema", '```json\n{"title": "x"}\n```', schema=schema).status == "pass"
     result = check("json-schema", '{"name": 1}', schema=schema)
-    assert (
-        result.detail == "expected summary to match the schema; $: 'title' is a required property"
-    )
+    assert result.detail == "expected answer to match the schema; $: 'title' is a required property"
     result = check("json-schema", SUMMARY, schema=schema)
     assert result.status == "fail"
     assert result.detail.startswith("expected JSON, found text that does not parse (")
@@ -194,15 +192,46 @@ def test_cost_budget_pass_and_fail() -> None:
 
 
 def test_cost_budget_fails_when_the_price_is_unknown() -> None:
-    out = output(
-        SUMMARY,
-        usage={**USAGE, "cost_usd": None},
-        outputs={"llm_calls": [{"model": "mystery-1"}]},
-    )
+    out = output(SUMMARY, usage={**USAGE, "cost_usd": None}, model="mystery-1")
     result = check("cost-budget", out, max_usd=1.0)
     assert result.status == "fail"
     assert "price of model 'mystery-1' is unknown" in result.detail
     assert "[prices]" in result.detail
+
+
+STRUCTURED = output(
+    "triage: bug",
+    answer="label",
+    outputs={"label": "triage: bug", "tags": ["crash", "login"], "scores": {"bug": 0.9}},
+)
+
+
+def test_text_assertions_check_the_named_output_as_json_text() -> None:
+    assert check("contains", STRUCTURED, values=["bug"]).status == "pass"  # the answer
+    result = check("contains", STRUCTURED, values=['"login"'], output="tags")
+    assert (result.status, result.detail) == ("pass", "found '\"login\"'")
+    assert check("length", STRUCTURED, unit="bullets", max=0, output="tags").status == "pass"
+    result = check("not-contains", STRUCTURED, values=["crash"], output="tags")
+    assert result.status == "fail"
+
+
+def test_json_schema_checks_a_non_text_output_as_the_value_itself() -> None:
+    schema = {"type": "array", "items": {"enum": ["crash", "login", "ui"]}}
+    result = check("json-schema", STRUCTURED, output="tags", schema=schema)
+    assert (result.status, result.detail) == ("pass", "tags matches the schema")
+    result = check("json-schema", STRUCTURED, output="scores", schema={"type": "array"})
+    assert (
+        result.detail
+        == "expected scores to match the schema; $: {'bug': 0.9} is not of type 'array'"
+    )
+
+
+def test_an_output_the_run_lacks_is_an_error_naming_the_outputs() -> None:
+    result = check("contains", STRUCTURED, values=["x"], output="missing")
+    assert result.status == "error"
+    assert "the run has no output 'missing'. Outputs: label, tags, scores, usage, fingerprint" in (
+        result.detail
+    )
 
 
 def test_cost_budget_notes_cached_calls() -> None:

@@ -26,7 +26,7 @@ FAILING = f"""
 
     [[cases]]
     id = "wants-a-tunnel"
-    text = "{NEWS}"
+    inputs = {{ text = "{NEWS}" }}
     [[cases.assert]]
     type = "contains"
     values = ["tunnel"]
@@ -76,7 +76,7 @@ def run_cli(*args: str, data: Path) -> subprocess.CompletedProcess[str]:
 
 def test_help_has_an_examples_block() -> None:
     code, out, _ = invoke("--help")
-    assert code == 0 and "Examples:" in out and "promptdag eval --suite summarize" in out
+    assert code == 0 and "Examples:" in out and "promptdag eval --suite SUITE" in out
 
 
 def test_a_passing_case_exits_0_with_markdown() -> None:

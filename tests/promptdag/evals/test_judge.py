@@ -113,7 +113,10 @@ def test_rubric_verdicts_pass_fail_and_garbage(
     openai_server.enqueue(text="PASS")
 
     async def use(judge: Judge) -> list[Verdict]:
-        return [await judge.rubric(CANDIDATE, "Is faithful.", query="Cost?") for _ in range(3)]
+        return [
+            await judge.rubric(CANDIDATE, "Is faithful.", request="question: Cost?")
+            for _ in range(3)
+        ]
 
     ok, bad, garbage = with_judge(use)
     assert (ok.passed, ok.reason) == (True, "faithful")
@@ -121,7 +124,7 @@ def test_rubric_verdicts_pass_fail_and_garbage(
     assert (garbage.passed, garbage.raw) == (None, "PASS")
     prompt = openai_server.history[0]["json"]["messages"][-1]["content"]
     assert "Rubric: Is faithful." in prompt and f"<output>\n{CANDIDATE}\n</output>" in prompt
-    assert "User query the output had to answer: Cost?" in prompt
+    assert "<request>\nquestion: Cost?\n</request>" in prompt
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ MIXED = f"""
 
     [[cases]]
     id = "passes"
-    text = "{NEWS}"
+    inputs = {{ text = "{NEWS}" }}
     [[cases.assert]]
     type = "contains"
     values = ["bridge"]
@@ -39,7 +39,7 @@ MIXED = f"""
 
     [[cases]]
     id = "fails"
-    text = "{NEWS}"
+    inputs = {{ text = "{NEWS}" }}
     [[cases.assert]]
     type = "contains"
     values = ["tunnel"]
@@ -52,7 +52,7 @@ MIXED = f"""
 
     [[cases]]
     id = "empty"
-    text = ""
+    inputs = {{ text = "" }}
     [[cases.assert]]
     type = "contains"
     values = ["x"]
@@ -66,7 +66,7 @@ MIXED = f"""
 
     [[cases]]
     id = "judge-only"
-    text = "{NEWS}"
+    inputs = {{ text = "{NEWS}", content_type = "a news article" }}
     [[cases.assert]]
     type = "llm-rubric"
     rubric = "Faithful."
@@ -211,6 +211,8 @@ def test_judge_assertions_run_on_a_real_judge(
             await judge.aclose()
 
     result = asyncio.run(go())
+    prompt = openai_server.history[0]["json"]["messages"][-1]["content"]
+    assert "<request>\ncontent_type: a news article\ntext: The city council of" in prompt
     rows = result.results
     assert list(rows["status"]) == ["pass", "fail", "pass"]
     assert rows.iloc[0]["detail"] == "judge judge-1: pass — faithful"
@@ -251,7 +253,7 @@ def test_a_judge_that_fails_is_an_error_for_that_assertion(
 def test_a_suite_from_another_tree_runs_on_this_projects_code(tmp_path: Path) -> None:
     """The gate's flow: cases, thresholds and PDFs from the base ref's worktree, code from head."""
     base = tmp_path / "base"
-    for rel in ("prompts/variants.toml", "examples/the-man-without-a-body.pdf"):
+    for rel in ("pyproject.toml", "prompts/variants.toml", "examples/the-man-without-a-body.pdf"):
         (base / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / rel, base / rel)
     (base / "dataflows").mkdir()
@@ -267,3 +269,48 @@ def test_a_suite_from_another_tree_runs_on_this_projects_code(tmp_path: Path) ->
     )
     assert result.passed and result.threshold == 0.75
     assert result.case_results[0].source == "examples/the-man-without-a-body.pdf"
+
+
+OUTPUTS = f"""
+    [suite]
+    name = "outputs"
+    threshold = 1.0
+
+    [[cases]]
+    id = "news"
+    inputs = {{ text = "{NEWS}", content_type = "a news article" }}
+    [[cases.assert]]
+    type = "contains"
+    values = ["14 million"]
+    [[cases.assert]]
+    type = "regex"
+    pattern = '^\\[\\n  "'
+    output = "chunk_summaries"
+    [[cases.assert]]
+    type = "json-schema"
+    output = "chunk_summaries"
+    schema = {{ type = "array", minItems = 1, items = {{ type = "string" }} }}
+    [[cases.assert]]
+    type = "json-schema"
+    output = "document_tokens"
+    schema = {{ type = "integer", minimum = 1 }}
+    [[cases.assert]]
+    type = "python"
+    callable = "tests.promptdag.evals.callables:shows_context"
+    output = "chunk_summaries"
+"""
+
+
+def test_assertions_check_the_output_they_name(suite_file: Callable[..., Path]) -> None:
+    """The answer by default; a list output as its JSON text for text assertions and as the
+    value itself for json-schema; python checks get the output's text and name."""
+    result = run(suite_file(OUTPUTS))
+    assert result.passed, result.to_markdown()
+    details = list(result.results["detail"])
+    assert details[2] == "chunk_summaries matches the schema"
+    assert details[3] == "document_tokens matches the schema"
+    assert details[4] == (
+        "output=chunk_summaries starts='[' inputs=['content_type', 'text'] outputs=["
+        "'chunk_summaries', 'document_pages', 'document_tokens', 'summary']"
+    )
+    assert "14 million" in (result.case_results[0].output or "")  # the answer's text

@@ -1,7 +1,7 @@
 """Throwaway git repositories holding a copy of this project's prompts, for the lock and gate
-tests and the gate benchmark. `ThrowawayRepo.create(dir)` copies dataflows/, prompts/,
-ci/evals/suites/, examples/ and prompts.lock into `dir/repo`, re-locks (so the copy is consistent
-even while someone edits this tree) and commits; `template.clone(tmp_path)` copies such a repo,
+tests and the gate benchmark. `ThrowawayRepo.create(dir)` copies pyproject.toml (the project's
+contract), dataflows/, prompts/, ci/evals/, examples/ and prompts.lock into `dir/repo`, re-locks
+(so the copy is consistent even while someone edits this tree) and commits; `template.clone(tmp_path)` copies such a repo,
 .git and all, which is much cheaper than building it again. `promptdag` runs in a subprocess
 there, with its data dir (the response cache) in `dir/data`, shared by every run in that repo.
 
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["GateRun", "ThrowawayRepo", "promptdag_exe"]
+__all__ = ["NEW_INPUT_GAP", "GateRun", "ThrowawayRepo", "promptdag_exe"]
 
 ROOT = Path(__file__).resolve().parents[3]
 COPIED = ("dataflows", "prompts", "ci/evals", "examples")
+COPIED_FILES = ("pyproject.toml", "prompts.lock")
 IDENTITY = ("-c", "user.name=t", "-c", "user.email=t@example.com")
 _TIMEOUT_S = 300
 
@@ -112,13 +113,26 @@ class ThrowawayRepo:
         path, data_dir = where / "repo", where / "data"
         for rel in COPIED:
             shutil.copytree(ROOT / rel, path / rel, ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(ROOT / "prompts.lock", path / "prompts.lock")
-        repo = cls(path, data_dir)
-        repo.lock()
+        for rel in COPIED_FILES:
+            shutil.copy2(ROOT / rel, path / rel)
+        return cls(path, data_dir)._locked(git_init)
+
+    @classmethod
+    def from_files(cls, where: Path, files: dict[str, str]) -> ThrowawayRepo:
+        """A project of its own in `where/repo`: `files` (relative path → text), locked and
+        committed on branch main."""
+        path = where / "repo"
+        for rel, text in files.items():
+            (path / rel).parent.mkdir(parents=True, exist_ok=True)
+            (path / rel).write_text(text, encoding="utf-8")
+        return cls(path, where / "data")._locked(git_init=True)
+
+    def _locked(self, git_init: bool) -> ThrowawayRepo:
+        self.lock()
         if git_init:
-            repo.git("init", "--quiet", "--initial-branch=main")
-            repo.commit("base: the project as it is")
-        return repo
+            self.git("init", "--quiet", "--initial-branch=main")
+            self.commit("base: the project as it is")
+        return self
 
     def clone(self, where: Path, *, git: bool = True) -> ThrowawayRepo:
         """A copy of this repository in `where/repo` with its own data dir; without its .git
@@ -234,6 +248,19 @@ def chunk_summary_prompt__v4(audience: str, content_type: str = "an academic pap
 '''
 
 
+CHUNK_V4_WITH_QUERY = '''
+
+@config.when(chunk_summary_prompt_version="v4")
+def chunk_summary_prompt__v4(content_type: str = "an academic paper", user_query: str = "") -> str:
+    """Three bullets, with the user's question in mind (an input v3 does not read)."""
+    focus = ", with the user's question in mind" if user_query else ""
+    return (
+        f"Summarize this text from {content_type} as at most 3 bullet points{focus}."
+        "\\n\\nContent:\\n$chunk"
+    )
+'''
+
+
 def set_fixture_input(repo: ThrowawayRepo, key: str, value: str) -> None:
     """Give every fixture in prompts/fixtures.toml the input `key` = `value`."""
     rel = "prompts/fixtures.toml"
@@ -242,3 +269,20 @@ def set_fixture_input(repo: ThrowawayRepo, key: str, value: str) -> None:
         for line in repo.read(rel).splitlines(keepends=True)
     ]
     (repo.path / rel).write_text("".join(lines), encoding="utf-8")
+
+
+# A prompt version that renders from a new request input cannot be locked yet: undeclared, the
+# factory says the pipeline "does not declare input"; declared, every variant that does not select
+# the version fails with "input ... is not an input of the dataflow" (promptdag/factory.py
+# check_links wants each declared input in every variant's graph).
+NEW_INPUT_GAP = (
+    "check_links rejects a declared input that the selected prompt versions do not use, so a "
+    "version with a new required input cannot be snapshotted or locked (promptdag/factory.py)"
+)
+
+
+def declare_input(repo: ThrowawayRepo, pipeline: str, name: str, table: str) -> None:
+    """Declare input `name` (an inline TOML table, e.g. `{ kind = "string", default = "" }`) of
+    `pipeline` in the contract: a prompt version that renders from a new request input needs it."""
+    header = f"[tool.promptdag.pipelines.{pipeline}.inputs]\n"
+    repo.replace("pyproject.toml", header, f"{header}{name} = {table}\n")

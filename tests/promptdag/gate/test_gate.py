@@ -14,19 +14,21 @@ from typing import Any
 import pytest
 
 from tests.promptdag.gate.repo import (
-    CHUNK_V4_WITH_AUDIENCE,
+    CHUNK_V4_WITH_QUERY,
     GateRun,
     ThrowawayRepo,
     final_summary_version,
     promptdag_exe,
-    set_fixture_input,
     switch_variant,
 )
 
 pytestmark = pytest.mark.slow
 
 IMMUTABLE = "released versions are immutable: restore it and add a new version (__vN+1) instead."
-NOT_SELECTED = "no changed prompt upstream of summary in variant"
+NOT_SELECTED = (
+    "no changed prompt upstream of summary, chunk_summaries, document_tokens, document_pages "
+    "in variant"
+)
 CONCISE_CASES = {"pdf-concise-query", "news-query"}
 DEFAULT_CASES = {"pdf-baseline", "news-article", "prompt-injection"}  # no variant: the default
 ALL_CASES = CONCISE_CASES | DEFAULT_CASES | {"german-pack"}
@@ -225,30 +227,30 @@ def test_gate_selects_the_cases_that_follow_a_moved_default_variant(
     assert moved_default.returncode == 1  # under concise their headed-sections checks fail
 
 
-# --- 6. A new version with a required input --------------------------------------------------
+# --- 6. A new version that reads another input ----------------------------------------------
 
 
 def test_gate_report_shows_the_inputs_a_new_version_requires(repo: ThrowawayRepo) -> None:
-    repo.append("prompts/default.py", CHUNK_V4_WITH_AUDIENCE)
-    set_fixture_input(repo, "audience", "policy makers")
+    """v4 reads user_query, which v3 does not (a declared input of the pipeline already)."""
+    repo.append("prompts/default.py", CHUNK_V4_WITH_QUERY)
     repo.lock()
-    repo.commit("chunk_summary_prompt@v4 needs an audience")
+    repo.commit("chunk_summary_prompt@v4 reads the user query")
 
     run = repo.gate("HEAD~1")
 
     assert run.returncode == 0, run.stderr
     (added,) = run.report["review"]["added"]
     assert added["key"] == "default/chunk_summary_prompt@v4" and added["variants"] == []
-    assert (added["text"]["inputs_added"], added["text"]["inputs_removed"]) == (["audience"], [])
+    assert (added["text"]["inputs_added"], added["text"]["inputs_removed"]) == (["user_query"], [])
     md = run.markdown
     assert (
         "| `default/chunk_summary_prompt@v4` | added | `default/chunk_summary_prompt@v3` | none "
-        "| +audience |"
+        "| +user_query |"
     ) in md
-    assert "**Inputs**: added `audience`; removed none." in md
+    assert "**Inputs**: added `user_query`; removed none." in md
     assert (
-        "+Summarize this text from an academic paper for policy makers as at most 3 bullet points."
-        in md
+        "+Summarize this text from a short story as at most 3 bullet points, with the user's "
+        "question in mind." in md
     )
     assert run.suite()["selected"] == {}  # no variant selects v4 yet
 

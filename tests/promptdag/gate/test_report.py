@@ -34,10 +34,11 @@ V1 = "default/chunk_summary_prompt@v1"
 _V4_SOURCE = '''
 
 @config.when(chunk_summary_prompt_version="v4")
-def chunk_summary_prompt__v4(content_type: str = "an academic paper", audience: str = "experts") -> str:
-    """Three bullets for a named audience."""
+def chunk_summary_prompt__v4(content_type: str = "an academic paper", user_query: str = "") -> str:
+    """Three bullets, with the user's question in mind."""
+    focus = ", with the user's question in mind" if user_query else ""
     return (
-        f"Summarize this text from {content_type} for {audience} as at most 3 bullet points."
+        f"Summarize this text from {content_type} as at most 3 bullet points{focus}."
         "\\n\\nContent:\\n$chunk"
     )
 '''
@@ -50,15 +51,17 @@ def _replace(path: Path, old: str, new: str) -> None:
 
 
 def _copy_tree(dest: Path) -> Path:
+    """The project's contract, dataflows and prompts (all a snapshot reads) in `dest`."""
     for package in ("dataflows", "prompts"):
         shutil.copytree(
             ROOT / package, dest / package, ignore=shutil.ignore_patterns("__pycache__")
         )
+    shutil.copy2(ROOT / "pyproject.toml", dest / "pyproject.toml")
     return dest
 
 
 def _edit_like_a_prompt_pr(root: Path) -> None:
-    """Edit v2's text, add v4 (with a new input), remove v1, move the default to `concise` and
+    """Edit v2's text, add v4 (reading an input v3 does not), remove v1, move the default to `concise` and
     switch it to v4, move `bullets` to the german pack with another weight, drop variant `german`,
     add variant `concise-v3`."""
     pack = root / "prompts" / "default.py"
@@ -183,8 +186,8 @@ def test_tokens_and_cost_per_call_before_and_after(
 
 def test_changed_inputs_are_listed(review: Review) -> None:
     (added,) = review.added
-    assert added.text.inputs_added == ("audience",) and added.text.inputs_removed == ()
-    assert "**Inputs**: added `audience`; removed none." in review.to_markdown()
+    assert added.text.inputs_added == ("user_query",) and added.text.inputs_removed == ()
+    assert "**Inputs**: added `user_query`; removed none." in review.to_markdown()
 
 
 def test_default_and_variant_changes(review: Review) -> None:

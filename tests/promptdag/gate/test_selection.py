@@ -54,7 +54,8 @@ def snapshot() -> dict[str, Any]:
 
 
 def _cases(*specs: tuple[str, str, str]) -> list[dict[str, Any]]:
-    return [{"id": i, "variant": v, "output": o} for i, v, o in specs]
+    """Cases of one-output pipelines: (id, variant, the pipeline's answer)."""
+    return [{"id": i, "variant": v, "outputs": [o]} for i, v, o in specs]
 
 
 # --- downstream ----------------------------------------------------------------------------
@@ -180,6 +181,41 @@ def test_a_case_upstream_of_the_changed_node_is_skipped() -> None:
         "answer-case": "answer is downstream of prompt_b (version v1 → v2)"
     }
     assert selection.skipped == {"notes-case": "no changed prompt upstream of notes in variant one"}
+
+
+def test_a_case_is_selected_when_any_output_of_its_pipeline_is_downstream() -> None:
+    """Its pipeline's answer is `notes` (upstream of prompt_b), but `answer`, another of its
+    outputs, is downstream of prompt_b: the case runs, and the reason names that output."""
+    head = snapshot()
+    head["variants"]["one"]["prompts"]["prompt_b"] = "v2"
+    changed = changed_prompt_nodes(snapshot(), head)
+    case = {"id": "c", "variant": "one", "outputs": ["notes", "answer"]}
+    assert select_cases([case], head, changed).selected == {
+        "c": "answer is downstream of prompt_b (version v1 → v2)"
+    }
+
+
+def test_reasons_name_the_answer_first_and_group_the_nodes_by_output() -> None:
+    head = snapshot()
+    head["variants"]["one"]["prompts"] = {"prompt_a": "v2", "prompt_b": "v2"}
+    changed = changed_prompt_nodes(snapshot(), head)
+    cases = [
+        {"id": "answer-first", "variant": "one", "outputs": ["answer", "notes"]},
+        {"id": "notes-first", "variant": "one", "outputs": ["notes", "answer"]},
+    ]
+    assert select_cases(cases, head, changed).selected == {
+        "answer-first": "answer is downstream of prompt_a (version v1 → v2), "
+        "prompt_b (version v1 → v2)",
+        "notes-first": "notes is downstream of prompt_a (version v1 → v2); "
+        "answer is downstream of prompt_b (version v1 → v2)",
+    }
+
+
+def test_a_skipped_case_names_every_output_of_its_pipeline() -> None:
+    case = {"id": "c", "variant": "one", "outputs": ["answer", "notes"]}
+    assert select_cases([case], snapshot(), {}).skipped == {
+        "c": "no changed prompt upstream of answer, notes in variant one"
+    }
 
 
 def test_a_case_checking_the_prompt_node_itself_is_selected() -> None:
