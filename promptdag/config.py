@@ -41,7 +41,11 @@ DEFAULTS: dict[str, Any] = {
     "llm_max_concurrency": 8,
     "llm_deadline_s": 300.0,
     "llm_cache": "use",
+    "llm_allow_incomplete": False,
 }
+
+_BOOLS = {"true": True, "1": True, "yes": True, "on": True}
+_BOOLS.update({"false": False, "0": False, "no": False, "off": False})
 
 _RANGES: dict[str, tuple[float, float]] = {
     "llm_temperature": (0.0, 2.0),
@@ -94,6 +98,11 @@ def coerce(
     """`value` as the type of defaults[key] (strings from the command line are parsed); a
     problem message instead when it does not fit."""
     default = defaults.get(key)
+    if isinstance(default, bool):  # bool("false") is True: parse the words
+        word = str(value).strip().lower()
+        if isinstance(value, bool) or word in _BOOLS:
+            return (value if isinstance(value, bool) else _BOOLS[word]), None
+        return value, f"{key}={value!r} is not a boolean: use true or false (default {default!r})."
     if default is None or (isinstance(value, type(default)) and not isinstance(value, bool)):
         out = value
     else:

@@ -13,6 +13,8 @@ options and what to do next; each carries its data as attributes and an exit cod
     │   ├── LLMRequestError           rejected at once (400/401/404/422): fix config or key
     │   ├── LLMUnavailableError       retries exhausted (429/5xx/timeouts)
     │   ├── LLMOutputError            the answer breaks the prompt's schema, or is not JSON
+    │   ├── LLMIncompleteError        the answer was cut off (length), filtered or refused
+    │   ├── LLMMalformedResponseError the server's reply is not a chat completion (HTML, bad JSON)
     │   ├── DeadlineExceededError     the whole-run deadline passed
     │   └── CacheMissError            cache mode replay-only and the request is not cached
     ├── RenderError                   a diagram could not be rendered                       exit 5
@@ -38,6 +40,8 @@ __all__ = [
     "GateError",
     "InputError",
     "LLMError",
+    "LLMIncompleteError",
+    "LLMMalformedResponseError",
     "LLMOutputError",
     "LLMRequestError",
     "LLMUnavailableError",
@@ -124,12 +128,23 @@ class LimitExceededError(InputError):
 
 
 class LLMError(PromptdagError):
+    """`step` and `index` (the item of a fan-out, e.g. the chunk) say which call failed."""
+
     exit_code = 4
 
-    def __init__(self, message: str, *, backend: str = "", model: str = "", step: str = ""):
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str = "",
+        model: str = "",
+        step: str = "",
+        index: int | None = None,
+    ):
         self.backend = backend
         self.model = model
         self.step = step
+        self.index = index
         super().__init__(message)
 
 
@@ -143,6 +158,29 @@ class LLMUnavailableError(LLMError):
 
 class LLMOutputError(LLMError):
     pass
+
+
+class LLMIncompleteError(LLMError):
+    """The model answered, but not completely: `reason` is "length" (cut off at the output
+    token cap), "content_filter" (withheld by the provider's filter) or "refusal"."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str,
+        backend: str = "",
+        model: str = "",
+        step: str = "",
+        index: int | None = None,
+    ):
+        self.reason = reason
+        super().__init__(message, backend=backend, model=model, step=step, index=index)
+
+
+class LLMMalformedResponseError(LLMError):
+    """The server answered 200 with something that is not a chat completion: not JSON, an HTML
+    page, or JSON of another shape (a misconfigured base URL or a proxy's error page)."""
 
 
 class DeadlineExceededError(LLMError):

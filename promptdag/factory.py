@@ -146,6 +146,7 @@ def _llm(config: dict[str, Any], project: Project, variants: VariantsFile) -> LL
         max_retries=config["llm_max_retries"],
         max_concurrency=config["llm_max_concurrency"],
         base_url=config["llm_base_url"] or os.environ.get("OPENAI_BASE_URL", ""),
+        allow_incomplete=config["llm_allow_incomplete"],
     )
     client = make_openai_client(settings, os.environ.get("OPENAI_API_KEY", ""))
     cache = ResponseCache(data_dir(project.root) / "llm-cache.sqlite", config["llm_cache"])

@@ -20,7 +20,6 @@ from hamilton.graph_types import HamiltonGraph
 from hamilton.lifecycle.base import BasePreNodeExecuteAsync
 
 from promptdag.catalog import PromptVersion, version_key
-from promptdag.prompting import prompt_text
 from promptdag.config import canonical_config
 from promptdag.contract import PipelineSpec
 from promptdag.errors import ConfigError, DeadlineExceededError
@@ -28,7 +27,9 @@ from promptdag.inputs import check_inputs
 from promptdag.llm.client import LLM, LLMCall, run_scope
 from promptdag.llm.tokens import token_counter
 from promptdag.project import Project
+from promptdag.prompting import prompt_text
 from promptdag.provenance import fingerprint_id, library_versions, sha256_text
+from promptdag.redaction import redact_config
 from promptdag.tracing.context import RequestContext, current_request, new_request_id, request_scope
 
 __all__ = ["LLM_INPUT", "NodeScope", "Pipeline", "RunResult", "render_prompts", "usage_of"]
@@ -97,6 +98,12 @@ class RunResult:
     def model(self) -> str | None:
         return self.llm_calls[-1].model if self.llm_calls else None
 
+    @property
+    def incomplete(self) -> bool:
+        """Whether any answer was cut off, filtered or refused (returned only under
+        llm_allow_incomplete; otherwise such an answer fails the run)."""
+        return any(c.incomplete for c in self.llm_calls)
+
     def answer_text(self) -> str:
         """The answer as a person reads it: text as is, anything else as indented JSON."""
         import json
@@ -112,6 +119,7 @@ class RunResult:
             "answer": _jsonable(self.answer),
             "outputs": _jsonable(self.outputs),
             "model": self.model,
+            "incomplete": self.incomplete,
             "usage": self.usage,
             "latency_s": self.latency_s,
             "prompts": {n: {"rendered": t} for n, t in self.prompts.items()},
@@ -262,12 +270,13 @@ class Pipeline:
 
     def _compute_build_info(self) -> dict[str, Any]:
         graph = self.graph
+        config = redact_config(self.config)  # no credentials from llm_base_url in provenance
         return {
             "pipeline": self.name,
             "variant": self.variant,
             "git": self.git,
-            "config": self.config,
-            "config_sha256": sha256_text(canonical_config(self.config)),
+            "config": config,
+            "config_sha256": sha256_text(canonical_config(config)),
             "graph_version": graph.version,
             "prompt_versions": {
                 n: {

@@ -4,6 +4,20 @@ cost estimates, and errors that name the backend, the model and the chunk.
 
 Backends: `offline` (the embedded `offline-extractive` model, answering in-process through an
 httpx transport) and `openai` (any OpenAI-compatible endpoint: OPENAI_BASE_URL, OPENAI_API_KEY).
+
+Honest answers: the SDK returns a cut-off (`finish_reason` "length"), filtered
+("content_filter") or refused (`message.refusal`) answer as a normal completion, and a 200 whose
+body is not a chat completion (HTML, bad JSON) as a `str` or a `json.JSONDecodeError`. Every
+response is checked: the first three raise LLMIncompleteError unless `allow_incomplete`
+(config `llm_allow_incomplete`), which returns them with `LLMCall.incomplete`; the others raise
+LLMMalformedResponseError. Incomplete answers are never cached.
+
+The run's record: every call attempted inside a `run_scope` is appended to `RunState.calls`,
+answered or not: a call that failed after reaching the server (an HTTP error after its retries,
+a malformed or incomplete answer, a cancellation when a sibling of its fan-out failed) is
+recorded with its attempts, the tokens and cost it was billed (when the server said), and
+`error_type`/`error_message`. The trace adapter stores that record, so a failed run's trace has
+its real calls and cost.
 """
 
 from __future__ import annotations
@@ -15,29 +29,35 @@ import copy
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Protocol
 
 import httpx2
 import jsonschema
 import openai
+from openai.types.chat import ChatCompletion
 
-from promptdag.prompting import ChatPrompt, prompt_messages, prompt_text
 from promptdag.errors import (
     CacheMissError,
     ConfigError,
     DeadlineExceededError,
     LLMError,
+    LLMIncompleteError,
+    LLMMalformedResponseError,
     LLMOutputError,
     LLMRequestError,
     LLMUnavailableError,
     PromptdagError,
 )
-from promptdag.llm.cache import ResponseCache, request_key
+from promptdag.llm.cache import ResponseCache, cache_key, current_namespace, incomplete_reason
+from promptdag.prompting import ChatPrompt, prompt_messages, prompt_text
+from promptdag.redaction import redact_url, redact_urls
+from promptdag.tracing.context import current_request
 
 __all__ = [
     "CALL_LISTENERS",
     "LLM",
+    "CallLimiter",
     "LLMCall",
     "LLMSettings",
     "RunState",
@@ -65,12 +85,15 @@ class LLMSettings:
     timeout_s: float
     max_retries: int
     max_concurrency: int
-    base_url: str = ""
+    base_url: str = field(default="", repr=False)  # may hold credentials: never printed
+    allow_incomplete: bool = False  # return cut-off/filtered/refused answers, flagged
 
 
 @dataclass(frozen=True)
 class LLMCall:
-    """One answered LLM call, as the dataflow and the traces see it."""
+    """One LLM call, as the dataflow and the traces see it. A node only ever receives answered
+    calls (`incomplete` only under `allow_incomplete`); the run's record (`RunState.calls`) also
+    holds failed ones, with `error_type` and `error_message`."""
 
     step: str
     index: int | None
@@ -86,18 +109,40 @@ class LLMCall:
     request_key: str
     prompt: str = field(default="", repr=False)
     parsed: Any = field(default=None, repr=False)
+    node: str = ""  # the dataflow node that made the call ("" outside a pipeline run)
+    incomplete: bool = False  # cut off, filtered or refused, and allowed by allow_incomplete
+    refusal: str | None = field(default=None, repr=False)  # the model's refusal message
+    error_type: str | None = None  # set on a failed call (only in the run's record)
+    error_message: str | None = None
+    finished_ts: float = 0.0  # wall-clock time the call ended
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
 
     def record(self) -> dict[str, Any]:
         """The call's metadata without the prompt and response texts."""
         out = asdict(self)
-        for key in ("text", "prompt", "parsed"):
+        for key in ("text", "prompt", "parsed", "refusal"):
             out.pop(key)
         return out
 
 
 @dataclass
+class _Pending:
+    """One call in progress: its attempts (counted by the HTTP hook) and, once the server has
+    answered, the answer as a call (so a failure after that is recorded with its tokens)."""
+
+    started: float = field(default_factory=time.perf_counter)
+    key: str = ""
+    attempts: list[int] = field(default_factory=lambda: [0])
+    answered: LLMCall | None = None
+
+
+@dataclass
 class RunState:
-    """Per-run state shared by the run's tasks: the deadline and the step running now."""
+    """Per-run state shared by the run's tasks: the deadline, the step running now, and every
+    LLM call attempted (answered or failed), in the order they ended."""
 
     deadline: float | None = None
     step: str = ""
@@ -111,6 +156,16 @@ _RUN: contextvars.ContextVar[RunState | None] = contextvars.ContextVar(
 _ATTEMPTS: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar(
     "promptdag_attempts", default=None
 )
+
+
+class CallLimiter(Protocol):
+    """Admits each request sent to the provider (cache hits are not sent): limits shared by many
+    processes, such as a batch's rate and concurrency limits. `async with limiter.hold(request)
+    as settle:` waits for a slot; `settle(input_tokens, output_tokens)` reports the usage."""
+
+    def hold(
+        self, request: Mapping[str, Any]
+    ) -> contextlib.AbstractAsyncContextManager[Callable[[int, int], None]]: ...
 
 
 # Called with every LLMCall as it completes (the CLI's progress display); process-wide.
@@ -175,6 +230,7 @@ class LLM:
         self.client = client
         self.cache = cache if cache is not None and cache.mode != "off" else None
         self.prices = dict(prices or {})
+        self.limiter: CallLimiter | None = None  # set by whoever shares limits (batch runs)
         self.node: str | None = None  # set on a view bound to one node of a run
         self.bound_step: str | None = None
         self.declared: tuple[str, ...] = ()
@@ -195,7 +251,7 @@ class LLM:
     def _request(self, prompt: str | ChatPrompt) -> dict[str, Any]:
         request = {
             "backend": self.settings.backend,
-            "base_url": self.settings.base_url,
+            "base_url": redact_url(self.settings.base_url),
             "model": self.settings.model,
             "messages": prompt_messages(prompt),
             "temperature": self.settings.temperature,
@@ -246,24 +302,35 @@ class LLM:
         """One chat completion for `prompt` (text, or a ChatPrompt with roles and an optional
         answer schema), from the cache when allowed. The step is the calling node's declared one."""
         step = self._step(step)
-        call = await self._complete(prompt, step, index)
-        run = _RUN.get()
-        if run is not None:
-            run.calls.append(call)
+        pending = _Pending()
+        try:
+            call = await self._complete(prompt, step, index, pending)
+        except BaseException as exc:
+            failed = self._failed_call(pending, prompt, step, index, exc)
+            if failed is not None:
+                _record(failed)
+            raise
+        _record(call)
         for listener in CALL_LISTENERS:
             listener(call)
         return call
 
-    async def _complete(self, prompt: str | ChatPrompt, step: str, index: int | None) -> LLMCall:
+    async def _complete(
+        self, prompt: str | ChatPrompt, step: str, index: int | None, pending: _Pending
+    ) -> LLMCall:
         request = self._request(prompt)
-        key = request_key(request)
-        started = time.perf_counter()
+        ctx = current_request()
+        # Per tenant: an explicit cache_namespace, else the API key id of the request.
+        namespace = current_namespace() or (None if ctx is None else ctx.key_id)
+        key = pending.key = cache_key(request, namespace)
+        started = pending.started
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                return self._call(
+                pending.answered = self._call(
                     step, index, key, hit, started, cached=True, attempts=0, prompt=prompt
                 )
+                return self._checked(pending.answered, prompt)
             if self.cache.mode == "replay-only":
                 raise CacheMissError(
                     f"llm_cache=replay-only and the {step} request"
@@ -272,22 +339,132 @@ class LLM:
                     backend=self.settings.backend,
                     model=self.settings.model,
                     step=step,
+                    index=index,
                 )
-        response, attempts = await self._send(request, step, index)
-        call = self._call(
-            step, index, key, response, started, cached=False, attempts=attempts, prompt=prompt
+        if self.limiter is None:
+            response = await self._send(request, step, index, pending.attempts)
+        else:
+            async with self.limiter.hold(request) as settle:
+                response = await self._send(request, step, index, pending.attempts)
+                settle(response["input_tokens"], response["output_tokens"])
+        pending.answered = self._call(
+            step,
+            index,
+            key,
+            response,
+            started,
+            cached=False,
+            attempts=pending.attempts[0],
+            prompt=prompt,
         )
-        if self.cache is not None:
-            self.cache.put(key, request, response)
+        call = self._checked(pending.answered, prompt)
+        if self.cache is not None and not call.incomplete:
+            self.cache.put(
+                key,
+                request,
+                response,
+                namespace=namespace,
+                subject=None if ctx is None else ctx.subject_id,
+            )
         return call
 
+    def _failed_call(
+        self,
+        pending: _Pending,
+        prompt: str | ChatPrompt,
+        step: str,
+        index: int | None,
+        exc: BaseException,
+    ) -> LLMCall | None:
+        """The record of a call that failed after reaching the server (or the cache): its
+        answer's tokens and cost if there was one, else none, with its attempts and error.
+        None for a call that never left (a cache miss in replay-only, a deadline already past)."""
+        if pending.answered is None and pending.attempts[0] == 0:
+            return None
+        if isinstance(exc, asyncio.CancelledError):
+            message = "cancelled: another call of the run failed, or the run was stopped"
+        elif isinstance(exc, PromptdagError):
+            message = str(exc)
+        else:
+            message = self._redact(f"{type(exc).__name__}: {exc}")
+        base = pending.answered or LLMCall(
+            step=step,
+            index=index,
+            model=self.settings.model,
+            text="",
+            finish_reason="",
+            input_tokens=0,
+            output_tokens=0,
+            cost_usd=self.cost(self.settings.model, 0, 0),
+            latency_s=round(time.perf_counter() - pending.started, 6),
+            cached=False,
+            attempts=pending.attempts[0],
+            request_key=pending.key,
+            prompt=prompt_text(prompt),
+            node=self.node or "",
+            finished_ts=time.time(),
+        )
+        return replace(base, parsed=None, error_type=type(exc).__name__, error_message=message)
+
+    def _checked(self, call: LLMCall, prompt: str | ChatPrompt) -> LLMCall:
+        """`call` if its answer is complete (flagged `incomplete` if not and that is allowed),
+        with its structured answer parsed; else LLMIncompleteError or LLMOutputError."""
+        reason = incomplete_reason({"finish_reason": call.finish_reason, "refusal": call.refusal})
+        if reason is not None:
+            if not self.settings.allow_incomplete:
+                raise self._incomplete_error(call, reason, "")
+            call = replace(call, incomplete=True)
+        if isinstance(prompt, ChatPrompt) and prompt.schema is not None:
+            try:
+                parsed = self._parse(call.text, prompt.schema, call.step, call.index)
+            except LLMOutputError as exc:
+                if reason is None:
+                    raise
+                raise self._incomplete_error(
+                    call,
+                    reason,
+                    " What came back cannot be parsed as the prompt's structured answer, so "
+                    "llm_allow_incomplete cannot return it either.",
+                ) from exc
+            call = replace(call, parsed=parsed)
+        return call
+
+    def _incomplete_error(self, call: LLMCall, reason: str, extra: str) -> LLMIncompleteError:
+        where = self._where(call.step, call.index)
+        allow = "or set llm_allow_incomplete=true to get such answers flagged incomplete."
+        if reason == "length":
+            what = (
+                f"the answer was cut off at llm_max_output_tokens={self.settings.max_output_tokens} "
+                f"(finish_reason=length, {call.output_tokens} output tokens). Raise "
+                f"llm_max_output_tokens, send smaller items (e.g. smaller chunks), {allow}"
+            )
+        elif reason == "content_filter":
+            what = (
+                "the provider's content filter withheld the answer (finish_reason=content_filter). "
+                f"Check the input for content this provider blocks, try another model, {allow}"
+            )
+        else:
+            refusal = " ".join((call.refusal or "").split())
+            shown = refusal if len(refusal) <= 160 else refusal[:157] + "..."
+            what = (
+                f"the model refused to answer ({shown!r}). Check the input and the prompt "
+                f"version, try another model, {allow}"
+            )
+        return LLMIncompleteError(
+            f"{where}: {what}{extra}",
+            reason=reason,
+            backend=self.settings.backend,
+            model=self.settings.model,
+            step=call.step,
+            index=call.index,
+        )
+
     async def _send(
-        self, request: dict[str, Any], step: str, index: int | None
-    ) -> tuple[dict[str, Any], int]:
+        self, request: dict[str, Any], step: str, index: int | None, attempts: list[int]
+    ) -> dict[str, Any]:
         timeout = self._remaining(step)
         run = _RUN.get()
         deadline = None if run is None else run.deadline
-        attempts = [0]
         token = _ATTEMPTS.set(attempts)
         try:
             # The SDK retries (and sleeps for retry-after) inside this call: the run's deadline
@@ -316,35 +493,97 @@ class LLM:
             raise self._unavailable(
                 f"{type(exc).__name__}: {exc}", step, index, attempts[0]
             ) from exc
+        except json.JSONDecodeError as exc:  # a 200 whose body is not JSON
+            raise self._malformed(
+                f"the body is not JSON ({exc.msg} at character {exc.pos})", step, index
+            ) from exc
+        except openai.APIResponseValidationError as exc:
+            raise self._malformed(
+                f"the body has the wrong shape ({exc.message})", step, index
+            ) from exc
         finally:
             _ATTEMPTS.reset(token)
-        choice = completion.choices[0] if completion.choices else None
-        usage = completion.usage
+        return self._response(completion, request, step, index)
+
+    def _response(
+        self, completion: Any, request: dict[str, Any], step: str, index: int | None
+    ) -> dict[str, Any]:
+        """The parts of a chat completion promptdag uses, checked: the SDK builds a
+        ChatCompletion from any JSON object without validating it, and hands back a str or a
+        list for other bodies."""
+        if not isinstance(completion, ChatCompletion):
+            raise self._malformed(_describe_body(completion), step, index)
+        try:
+            choice = completion.choices[0]
+            message = choice.message
+            content, refusal = message.content, getattr(message, "refusal", None)
+            finish = choice.finish_reason
+            usage = completion.usage
+            tokens = (0, 0) if usage is None else (usage.prompt_tokens, usage.completion_tokens)
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            what = f"the body is JSON of another shape ({type(exc).__name__}: {exc})"
+            raise self._malformed(what, step, index) from exc
+        problems = [
+            name
+            for name, value, kinds in (
+                ("message.content", content, (str, type(None))),
+                ("message.refusal", refusal, (str, type(None))),
+                ("finish_reason", finish, (str, type(None))),
+                ("usage.prompt_tokens", tokens[0], (int, type(None))),
+                ("usage.completion_tokens", tokens[1], (int, type(None))),
+            )
+            if not isinstance(value, kinds) or isinstance(value, bool)
+        ]
+        if content is None and not refusal and finish not in ("length", "content_filter"):
+            problems.append("message.content (missing)")
+        if problems:
+            what = f"these fields are invalid: {', '.join(problems)}"
+            raise self._malformed(what, step, index)
+        model = completion.model
         return {
-            "model": completion.model or request["model"],
-            "text": (choice.message.content or "") if choice else "",
-            "finish_reason": (choice.finish_reason or "") if choice else "",
-            "input_tokens": usage.prompt_tokens if usage else 0,
-            "output_tokens": usage.completion_tokens if usage else 0,
-        }, attempts[0]
+            "model": model if isinstance(model, str) and model else request["model"],
+            "text": content or "",
+            "finish_reason": finish or "",
+            "refusal": refusal or None,
+            "input_tokens": tokens[0] or 0,
+            "output_tokens": tokens[1] or 0,
+        }
+
+    def _malformed(self, what: str, step: str, index: int | None) -> LLMMalformedResponseError:
+        return LLMMalformedResponseError(
+            f"{self._where(step, index)}: the response is not a chat completion: "
+            f"{self._redact(what)}. Check that llm_base_url (or OPENAI_BASE_URL) is the server's "
+            "OpenAI-compatible /v1 endpoint (a proxy, gateway or login page answers HTML), "
+            "or retry if the server is flaky.",
+            backend=self.settings.backend,
+            model=self.settings.model,
+            step=step,
+            index=index,
+        )
 
     def _redact(self, text: str) -> str:
-        """Servers and proxies may echo the key back in an error: never pass it on."""
+        """Servers and proxies may echo the key (or a URL with credentials) back in an error:
+        never pass them on."""
         key = self.client.api_key
-        return text.replace(key, "<OPENAI_API_KEY>") if isinstance(key, str) and key else text
+        text = text.replace(key, "<OPENAI_API_KEY>") if isinstance(key, str) and key else text
+        return redact_urls(text)
 
     def _deadline_passed(self, step: str, index: int | None, attempts: int) -> LLMError:
         return self._deadline_error(
             step,
             f"{self._where(step, index)}: the run's deadline passed after {max(attempts, 1)} attempt(s).",
+            index,
         )
 
-    def _deadline_error(self, step: str, what: str) -> DeadlineExceededError:
+    def _deadline_error(
+        self, step: str, what: str, index: int | None = None
+    ) -> DeadlineExceededError:
         return DeadlineExceededError(
             f"{what} Raise llm_deadline_s, or send a shorter document.",
             backend=self.settings.backend,
             model=self.settings.model,
             step=step,
+            index=index,
         )
 
     def _where(self, step: str, index: int | None) -> str:
@@ -362,6 +601,7 @@ class LLM:
                 backend=self.settings.backend,
                 model=self.settings.model,
                 step=step,
+                index=index,
             )
         return self._unavailable(
             f"HTTP {status}: {self._redact(exc.message)}", step, index, attempts
@@ -369,11 +609,13 @@ class LLM:
 
     def _unavailable(self, what: str, step: str, index: int | None, attempts: int) -> LLMError:
         return LLMUnavailableError(
-            f"{self._where(step, index)} failed after {max(attempts, 1)} attempt(s): {what}. "
+            f"{self._where(step, index)} failed after {max(attempts, 1)} attempt(s): "
+            f"{self._redact(what)}. "
             "The provider is overloaded or unreachable; retry later or raise llm_max_retries.",
             backend=self.settings.backend,
             model=self.settings.model,
             step=step,
+            index=index,
         )
 
     def _call(
@@ -388,9 +630,7 @@ class LLM:
         attempts: int,
         prompt: str | ChatPrompt,
     ) -> LLMCall:
-        parsed = None
-        if isinstance(prompt, ChatPrompt) and prompt.schema is not None:
-            parsed = self._parse(r["text"], prompt.schema, step, index)
+        """The answer `r` (from the server or the cache) as a call; not checked yet."""
         return LLMCall(
             step=step,
             index=index,
@@ -407,7 +647,9 @@ class LLM:
             attempts=attempts,
             request_key=key,
             prompt=prompt_text(prompt),
-            parsed=parsed,
+            node=self.node or "",
+            refusal=r.get("refusal") or None,
+            finished_ts=time.time(),
         )
 
     def _parse(self, text: str, schema: dict[str, Any], step: str, index: int | None) -> Any:
@@ -427,6 +669,7 @@ class LLM:
             backend=self.settings.backend,
             model=self.settings.model,
             step=step,
+            index=index,
         )
 
     async def complete_all(
@@ -450,6 +693,28 @@ class LLM:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _record(call: LLMCall) -> None:
+    """Add `call` to the record of the run in progress, if any."""
+    run = _RUN.get()
+    if run is not None:
+        run.calls.append(call)
+
+
+def _describe_body(body: Any) -> str:
+    """What a non-completion body is, for an error message: its kind and its first characters."""
+    if isinstance(body, str):
+        start = " ".join(body[:300].split())
+        lowered = start.lower()
+        kind = (
+            "an HTML page"
+            if lowered.startswith(("<!doctype", "<html", "<head", "<body")) or "<html" in lowered
+            else "a text body"
+        )
+        shown = start[:80] + ("..." if len(start) > 80 else "")
+        return f"the body is {kind} ({shown!r})" if shown else "the body is empty"
+    return f"the body is a JSON {type(body).__name__}"
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

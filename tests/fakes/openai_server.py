@@ -13,6 +13,15 @@ production code paths.
 Scripted replies are served first in, first out; with the queue empty the server answers 200,
 echoing the start of the last user message. `history` records every request (the Authorization
 value is never stored), `max_in_flight` the most requests it ever held at once.
+
+Faulty models and servers, as the SDK sees them:
+
+    server.enqueue(text="cut", finish_reason="length")       # a truncated answer
+    server.enqueue(finish_reason="content_filter")           # withheld: content null
+    server.enqueue(refusal="I can't help with that.")        # a refusal: content null
+    server.enqueue(body="{not json")                         # a 200 that is not JSON
+    server.enqueue(body=HTML_PAGE, content_type="text/html") # a proxy's error page
+    server.enqueue(body={"object": "list", "data": []})      # JSON, but no chat completion
 """
 
 from __future__ import annotations
@@ -29,10 +38,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any
 
-__all__ = ["MAX_DELAY_S", "OpenAIServer", "Reply"]
+__all__ = ["HTML_PAGE", "MAX_DELAY_S", "OpenAIServer", "Reply"]
 
 MAX_DELAY_S = 30.0
 """No reply waits longer than this, so a forgotten delay cannot hang a test run."""
+
+HTML_PAGE = (
+    "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>"
+    "<body><h1>Bad Gateway</h1><p>The upstream server is unavailable.</p></body></html>"
+)
+"""What a reverse proxy or a login wall answers instead of the model."""
 
 _ERRORS = {
     400: ("invalid_request_error", "invalid_value", "Invalid value for 'max_tokens'."),
@@ -51,7 +66,9 @@ _ERRORS = {
 @dataclass(frozen=True)
 class Reply:
     """One scripted answer: a status, a text (200) or an error body, extra headers, a delay;
-    `when` reserves it for a request whose last user message contains that string."""
+    `when` reserves it for a request whose last user message contains that string.
+    `finish_reason` and `refusal` shape a 200 completion (a refusal, or a content_filter
+    finish without text, has `content: null`); `content_type` replaces application/json."""
 
     status: int = 200
     text: str | None = None
@@ -59,6 +76,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     body: dict[str, Any] | str | None = None
     when: str | None = None
+    finish_reason: str = "stop"
+    refusal: str | None = None
+    content_type: str = "application/json"
 
 
 class OpenAIServer:
@@ -96,11 +116,24 @@ class OpenAIServer:
         *,
         times: int = 1,
         when: str | None = None,
+        finish_reason: str = "stop",
+        refusal: str | None = None,
+        content_type: str = "application/json",
     ) -> None:
         """Script the next `times` requests (those whose last user message contains `when`,
         if given: the way to aim at one chunk of a concurrent fan-out). `body` replaces the
         generated JSON body: a dict is sent as JSON, a str as it is."""
-        reply = Reply(status, text, delay_s, dict(headers or {}), body, when)
+        reply = Reply(
+            status,
+            text,
+            delay_s,
+            dict(headers or {}),
+            body,
+            when,
+            finish_reason,
+            refusal,
+            content_type,
+        )
         with self._lock:
             self._queue.extend([reply] * times)
 
@@ -166,7 +199,7 @@ class OpenAIServer:
         if reply.body is not None:
             raw = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
         elif reply.status == 200:
-            raw = json.dumps(_completion(payload, reply.text))
+            raw = json.dumps(_completion(payload, reply))
         else:
             raw = json.dumps(_error(reply.status))
         return reply, raw.encode()
@@ -196,10 +229,17 @@ def _last_user_message(payload: Any) -> str:
     return user[-1] if user else ""
 
 
-def _completion(payload: Any, text: str | None) -> dict[str, Any]:
-    """A chat.completion object: `text`, or an echo of the last user message (40 chars)."""
+def _completion(payload: Any, scripted: Reply) -> dict[str, Any]:
+    """A chat.completion object: the scripted text, or an echo of the last user message (40
+    chars); no text at all for a refusal or a content_filter finish without a scripted text."""
     messages = _messages(payload)
+    text = scripted.text
+    withheld = scripted.refusal is not None or (
+        scripted.finish_reason == "content_filter" and text is None
+    )
     reply = text if text is not None else f"echo: {_last_user_message(payload)[:40]}"
+    if withheld and text is None:
+        reply = ""
     prompt_tokens = sum(_words(str(m.get("content", ""))) for m in messages)
     return {
         "id": f"chatcmpl-fake-{time.monotonic_ns()}",
@@ -209,8 +249,12 @@ def _completion(payload: Any, text: str | None) -> dict[str, Any]:
         "choices": [
             {
                 "index": 0,
-                "finish_reason": "stop",
-                "message": {"role": "assistant", "content": reply},
+                "finish_reason": scripted.finish_reason,
+                "message": {
+                    "role": "assistant",
+                    "content": None if withheld and text is None else reply,
+                    "refusal": scripted.refusal,
+                },
             }
         ],
         "usage": {
@@ -264,7 +308,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             try:
                 self.send_response(reply.status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", reply.content_type)
                 self.send_header("content-length", str(len(body)))
                 for name, value in reply.headers.items():
                     self.send_header(name, value)

@@ -1,5 +1,7 @@
 """`LLM` through the real openai SDK against the local fake server: answers, retries, typed
-errors, the whole-run deadline and the bounded fan-out of `complete_all`."""
+errors, the whole-run deadline and the bounded fan-out of `complete_all`; cut-off, filtered,
+refused and malformed answers; the run's record of every attempted call; no credentials from
+the base URL in what it says or stores."""
 
 from __future__ import annotations
 
@@ -11,10 +13,18 @@ from typing import Any
 
 import pytest
 
-from promptdag.errors import DeadlineExceededError, LLMRequestError, LLMUnavailableError
+from promptdag.errors import (
+    DeadlineExceededError,
+    LLMError,
+    LLMIncompleteError,
+    LLMMalformedResponseError,
+    LLMRequestError,
+    LLMUnavailableError,
+)
 from promptdag.llm.client import LLM, run_scope
+from promptdag.prompting import chat
 from tests.fakes.llm import API_KEY, open_llm
-from tests.fakes.openai_server import OpenAIServer
+from tests.fakes.openai_server import HTML_PAGE, OpenAIServer
 
 FAST_RETRY = {"retry-after-ms": "10"}
 STEP = "chunk_summaries"
@@ -188,11 +198,10 @@ async def test_complete_all_keeps_prompt_order_and_bounds_concurrency(openai_ser
     delays = [0.12, 0.02, 0.08, 0.01, 0.1, 0.03, 0.06, 0.01, 0.09, 0.02]
     for prompt, delay in zip(prompts, delays, strict=True):
         openai_server.enqueue(delay_s=delay, when=prompt)
-    started = time.monotonic()
     async with make_llm(openai_server, max_concurrency=3) as llm:
         calls = await llm.complete_all(prompts, step=STEP)
 
-    assert time.monotonic() - started < sum(delays)
+    # Three at a time (no wall-clock bound: the machine is shared and may be busy).
     assert [c.index for c in calls] == list(range(10))
     assert [c.text for c in calls] == [f"echo: {p}" for p in prompts]
     assert all(c.attempts == 1 and c.step == STEP for c in calls)
@@ -279,3 +288,221 @@ async def test_a_server_that_stops_mid_request_is_unavailable():
 
     assert time.monotonic() - started < 20.0
     assert "APIConnectionError" in str(info.value)
+
+
+# --- honest answers: cut off, filtered, refused, malformed ----------------------------------
+
+INCOMPLETE = {
+    "length": (
+        {"text": "The answer stops in the mid", "finish_reason": "length"},
+        "llm_max_output_tokens",
+    ),
+    "content_filter": ({"finish_reason": "content_filter"}, "content filter"),
+    "refusal": ({"refusal": "I can't help with that."}, "I can't help with that."),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reason", list(INCOMPLETE))
+async def test_an_incomplete_answer_is_a_typed_error_naming_step_chunk_and_reason(
+    openai_server: OpenAIServer, reason: str
+):
+    reply, hint = INCOMPLETE[reason]
+    openai_server.enqueue(**reply)
+    async with make_llm(openai_server) as llm:
+        with run_scope(30) as run, pytest.raises(LLMIncompleteError) as info:
+            await llm.complete("summarize", step=STEP, index=3)
+
+    error = info.value
+    assert (error.reason, error.step, error.index, error.exit_code) == (reason, STEP, 3, 4)
+    assert isinstance(error, LLMError) and (error.backend, error.model) == ("openai", "gpt-test")
+    message = str(error)
+    assert f"{STEP} (chunk 3)" in message and hint in message
+    assert "llm_allow_incomplete=true" in message
+    # the billed call is in the run's record, with its tokens, cost and error
+    [call] = run.calls
+    assert (call.error_type, call.attempts, call.index) == ("LLMIncompleteError", 1, 3)
+    assert call.input_tokens == 1 and call.cost_usd is not None and call.cost_usd > 0
+    assert call.error_message == message
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("reason", list(INCOMPLETE))
+async def test_allow_incomplete_returns_the_answer_flagged(
+    openai_server: OpenAIServer, reason: str
+):
+    reply, _ = INCOMPLETE[reason]
+    openai_server.enqueue(**reply)
+    async with make_llm(openai_server, allow_incomplete=True) as llm:
+        with run_scope(30) as run:
+            call = await llm.complete("summarize", step=STEP)
+
+    assert call.incomplete and call.ok
+    assert call.record()["incomplete"] is True
+    assert run.calls == [call]
+    if reason == "length":
+        assert (call.text, call.finish_reason) == ("The answer stops in the mid", "length")
+    if reason == "refusal":
+        assert (call.text, call.refusal) == ("", "I can't help with that.")
+
+
+@pytest.mark.anyio
+async def test_a_complete_answer_is_not_flagged(openai_server: OpenAIServer):
+    async with make_llm(openai_server, allow_incomplete=True) as llm:
+        call = await llm.complete("summarize", step=STEP)
+    assert not call.incomplete and call.finish_reason == "stop" and call.refusal is None
+
+
+MALFORMED = {
+    "not JSON": ({"body": "{not json"}, "the body is not JSON"),
+    "HTML page": (
+        {"body": HTML_PAGE, "content_type": "text/html"},
+        "the body is an HTML page ('<!DOCTYPE html> <html><head><title>502 Bad Gateway",
+    ),
+    "HTML as JSON": ({"body": HTML_PAGE}, "the body is not JSON"),
+    "empty": ({"body": ""}, "the body is not JSON"),
+    "other JSON object": ({"body": {"object": "list", "data": []}}, "JSON of another shape"),
+    "JSON list": ({"body": [1, 2]}, "the body is a JSON list"),
+    "JSON string": ({"body": '"hello"'}, "the body is a text body ('hello')"),
+    "choices not a list": ({"body": {"choices": "x"}}, "JSON of another shape"),
+    "no choices": ({"body": {"choices": []}}, "JSON of another shape"),
+    "content not text": (
+        {"body": {"choices": [{"message": {"content": 3}, "finish_reason": "stop"}]}},
+        "invalid: message.content",
+    ),
+    "content missing": (
+        {"body": {"choices": [{"message": {"role": "assistant"}, "finish_reason": "stop"}]}},
+        "message.content (missing)",
+    ),
+    "tokens not numbers": (
+        {
+            "body": {
+                "choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": "many", "completion_tokens": 1},
+            }
+        },
+        "usage.prompt_tokens",
+    ),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_a_response_that_is_no_chat_completion_is_a_typed_model_error(
+    openai_server: OpenAIServer, case: str
+):
+    reply, detail = MALFORMED[case]
+    if isinstance(reply.get("body"), list):  # the fake sends a str as it is
+        reply = {"body": json.dumps(reply["body"])}
+    openai_server.enqueue(**reply)
+    async with make_llm(openai_server, max_retries=0) as llm:
+        with run_scope(30) as run, pytest.raises(LLMMalformedResponseError) as info:
+            await llm.complete("summarize", step=STEP, index=1)
+
+    error = info.value
+    message = str(error)
+    assert detail in message
+    assert f"{STEP} (chunk 1): openai backend, model gpt-test" in message
+    assert "llm_base_url" in message
+    assert (error.step, error.index, error.exit_code) == (STEP, 1, 4)
+    [call] = run.calls
+    assert (call.error_type, call.attempts, call.input_tokens) == (
+        "LLMMalformedResponseError",
+        1,
+        0,
+    )
+
+
+@pytest.mark.anyio
+async def test_a_refused_structured_answer_is_incomplete_not_a_schema_error(
+    openai_server: OpenAIServer,
+):
+    openai_server.enqueue(refusal="I won't classify this.")
+    prompt = chat(user="Classify: hello", schema={"type": "object"}, schema_name="c")
+    async with make_llm(openai_server, allow_incomplete=True) as llm:
+        with pytest.raises(LLMIncompleteError) as info:
+            await llm.complete(prompt, step=STEP)
+
+    assert info.value.reason == "refusal"
+    assert "cannot be parsed as the prompt's structured answer" in str(info.value)
+
+
+# --- the run's record: every attempted call --------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_failed_fan_out_leaves_every_attempted_call_in_the_run_record(
+    openai_server: OpenAIServer,
+):
+    """Chunks 0-3 answer at once, chunk 4 is rejected after they did, chunk 5 is still in
+    flight: the run's record has the four answers, the failure and the cancelled call."""
+    for i in range(4):
+        openai_server.enqueue(text=f"answer {i}", when=f"prompt {i}")
+    openai_server.enqueue(status=400, delay_s=0.3, when="prompt 4")
+    openai_server.enqueue(delay_s=5.0, when="prompt 5")
+    async with make_llm(openai_server, max_concurrency=6) as llm:
+        with run_scope(30) as run, pytest.raises(LLMRequestError):
+            await llm.complete_all([f"prompt {i}" for i in range(6)], step=STEP)
+
+    by_index = {c.index: c for c in run.calls}
+    assert sorted(by_index) == list(range(6))
+    for i in range(4):
+        assert by_index[i].ok and by_index[i].text == f"answer {i}"
+        assert by_index[i].cost_usd == pytest.approx((2 * 1.0 + 2 * 2.0) / 1_000_000)
+    assert by_index[4].error_type == "LLMRequestError" and by_index[4].attempts == 1
+    assert "rejected the request (400)" in (by_index[4].error_message or "")
+    assert by_index[5].error_type == "CancelledError" and by_index[5].attempts == 1
+    assert by_index[5].input_tokens == by_index[5].output_tokens == 0
+
+
+@pytest.mark.anyio
+async def test_a_failed_call_records_its_retries(openai_server: OpenAIServer):
+    openai_server.enqueue(status=503, headers=FAST_RETRY, times=3)
+    async with make_llm(openai_server, max_retries=2) as llm:
+        with run_scope(30) as run, pytest.raises(LLMUnavailableError):
+            await llm.complete("hello", step=STEP)
+
+    [call] = run.calls
+    assert (call.error_type, call.attempts, call.cost_usd) == ("LLMUnavailableError", 3, 0.0)
+    assert call.request_key  # the request it was, so a retry can be matched
+
+
+@pytest.mark.anyio
+async def test_a_call_that_never_left_is_not_recorded(openai_server: OpenAIServer):
+    async with make_llm(openai_server) as llm:
+        with run_scope(0.000001) as run:
+            await asyncio.sleep(0.01)
+            with pytest.raises(DeadlineExceededError):
+                await llm.complete("hello", step=STEP)
+    assert run.calls == []
+
+
+# --- credentials in the base URL ------------------------------------------------------------
+
+
+def credentialed(server: OpenAIServer) -> str:
+    return server.base_url.replace("http://", "http://alice:hunter2-pw@")
+
+
+@pytest.mark.anyio
+async def test_credentials_in_the_base_url_never_appear_in_errors_or_requests(
+    openai_server: OpenAIServer,
+):
+    openai_server.enqueue(body="<html>login required at " + credentialed(openai_server) + "</html>")
+    openai_server.enqueue(
+        status=500, body={"error": {"message": f"upstream {credentialed(openai_server)} failed"}}
+    )
+    openai_server.enqueue(text="fine")
+    async with make_llm(openai_server, base_url=credentialed(openai_server), max_retries=0) as llm:
+        assert "hunter2" not in repr(llm.settings)
+        with pytest.raises(LLMMalformedResponseError) as malformed:
+            await llm.complete("hello", step=STEP)
+        with pytest.raises(LLMUnavailableError) as unavailable:
+            await llm.complete("hello", step=STEP)
+        call = await llm.complete("hello", step=STEP)
+        request = llm._request("hello")
+
+    assert call.text == "fine"  # the credentials did reach the server, as the URL's userinfo
+    for text in (str(malformed.value), str(unavailable.value), json.dumps(request)):
+        assert "hunter2" not in text and "alice" not in text
+    assert request["base_url"].startswith("http://<redacted>@127.0.0.1:")
