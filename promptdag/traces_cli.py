@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from promptdag.cli_common import user_errors
+from promptdag.llm.cache import CACHE_FILE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["traces_app"]
 
 traces_app = typer.Typer(
-    help="Read the traces of served requests: list, show, stats, export, prune.",
+    help="Read the traces of served requests: list, show, stats, export, prune, erase.",
     no_args_is_help=True,
 )
 DbOpt = Annotated[
@@ -33,6 +34,7 @@ SinceOpt = Annotated[
 _SHOW_CALL_COLUMNS = [
     *("call_index", "step", "chunk_index", "prompt_version", "model", "input_tokens"),
     *("output_tokens", "cost_usd", "latency_s", "retries", "cached", "finish_reason"),
+    *("incomplete", "error_type"),  # absent from databases before schema v4
 ]
 
 
@@ -112,7 +114,7 @@ def show(
     for node, meta in (request.get("prompt_versions") or {}).items():
         typer.echo(f"{'prompt':>16}: {node}@{meta.get('version')} {meta.get('source_sha256')}")
     if not calls.empty:
-        typer.echo("\n" + _table(calls[_SHOW_CALL_COLUMNS]))
+        typer.echo("\n" + _table(calls[[c for c in _SHOW_CALL_COLUMNS if c in calls.columns]]))
     for call in calls.to_dict("records") if text else ():
         chunk = call["chunk_index"]
         where = call["step"] + ("" if pd.isna(chunk) else f"[{int(chunk)}]")
@@ -193,4 +195,62 @@ def prune(
         f"deleted {requests} requests and {calls} LLM calls older than {retain_days:g} days "
         f"from {path}",
         err=True,
+    )
+
+
+@traces_app.command(
+    epilog="Examples:\n\n  promptdag traces erase --subject user-7\n\n"
+    "  promptdag traces erase --subject user-7 --json\n\n"
+    "  promptdag traces erase --subject user-7 --db traces.sqlite --cache llm-cache.sqlite"
+)
+def erase(
+    subject: Annotated[
+        str, typer.Option("--subject", help="The subject id whose data is deleted.")
+    ],
+    cache: Annotated[
+        Path | None,
+        typer.Option("--cache", help="The response cache (default: <data dir>/llm-cache.sqlite)."),
+    ] = None,
+    json_out: JsonOpt = False,
+    db: DbOpt = None,
+) -> None:
+    """Delete one subject's requests and LLM calls from the traces, and the response-cache
+    entries recorded for it; safe while the service runs. OTLP copies are not reached."""
+    from promptdag.llm.cache import erase_subject as erase_cache
+    from promptdag.tracing.store import erase_subject as erase_traces
+
+    if not subject.strip():
+        typer.echo("error: --subject is empty: give the subject id to erase.", err=True)
+        raise typer.Exit(2)
+    with user_errors():
+        traces_path = _db(db)
+        cache_path = cache if cache is not None else traces_path.with_name(CACHE_FILE)
+        requests = calls = 0
+        if traces_path.is_file():
+            requests, calls = erase_traces(traces_path, subject)
+        entries = erase_cache(cache_path, subject)
+    found_traces, found_cache = traces_path.is_file(), cache_path.is_file()
+    if json_out:
+        _echo_json(
+            {
+                "subject": subject,
+                "traces": {
+                    "path": str(traces_path),
+                    "found": found_traces,
+                    "requests": requests,
+                    "llm_calls": calls,
+                },
+                "cache": {"path": str(cache_path), "found": found_cache, "entries": entries},
+            }
+        )
+        return
+    typer.echo(
+        f"erased {requests} requests and {calls} LLM calls of subject {subject!r} from {traces_path}"
+        if found_traces
+        else f"no trace database at {traces_path}"
+    )
+    typer.echo(
+        f"erased {entries} cache entries of subject {subject!r} from {cache_path}"
+        if found_cache
+        else f"no response cache at {cache_path}"
     )

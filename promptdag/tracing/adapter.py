@@ -2,9 +2,14 @@
 and build, status, totals) and one row per LLM call (prompt node and version, rendered prompt,
 response, tokens, cost, latency, retries), committed before the run returns.
 
+Every call the run attempted is recorded, failed runs included: the calls come from the run's
+own record (`RunState.calls`, kept by the LLM client inside `Pipeline.run`), which holds the
+answered calls of a fan-out that failed part-way, the failed call with its error and attempts,
+and the calls cancelled with it. A run outside a run scope (a bare Driver) falls back to the
+calls its nodes returned (`LLMCall` or a list of them, found by type).
+
 Cheap per node: `post_node_execute` checks the result's type and appends; everything else
 happens once per run in `post_graph_execute`, and hashing and SQL happen in the writer thread.
-LLM calls are found by type (`LLMCall` or a list of them), from any node of any dataflow.
 """
 
 from __future__ import annotations
@@ -22,8 +27,8 @@ from hamilton.lifecycle.base import (
 )
 
 from promptdag.catalog import version_key
-from promptdag.prompting import prompt_text
 from promptdag.llm.client import LLMCall, current_run
+from promptdag.prompting import prompt_text
 from promptdag.provenance import fingerprint_id, sha256_text
 from promptdag.tracing.context import RequestContext, current_request, http_status, new_request_id
 
@@ -96,6 +101,9 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
         run = self.runs.pop(run_id, None)
         if run is None:
             return
+        state = current_run()
+        if state is not None:  # the run's own record: failed and cancelled calls too
+            run.calls = _attributed(state.calls, graph)
         ctx = current_request() or RequestContext(
             request_id=new_request_id(), variant="", assignment="", source="library"
         )
@@ -122,6 +130,23 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
             build = {"graph_version": hg.version, "prompt_versions": prompts, "config": config}
             self._graph_builds[graph] = build
         return build
+
+
+def _attributed(
+    calls: list[LLMCall], graph: graph.FunctionGraph
+) -> list[tuple[str, str, float, LLMCall]]:
+    """The run's calls with their node and module, steps in the order they first ended, each
+    step's items in item order."""
+    first: dict[str, int] = {}
+    for i, call in enumerate(calls):
+        first.setdefault(call.step, i)
+    ordered = sorted(calls, key=lambda c: (first[c.step], -1 if c.index is None else c.index))
+    out = []
+    for call in ordered:
+        n = graph.nodes.get(call.node)
+        module = "" if n is None else n.tags.get("module", "")
+        out.append((call.node, module, call.finished_ts or time.time(), call))
+    return out
 
 
 def _status(success: bool, error: BaseException | None) -> tuple[str, str | None, str | None]:
@@ -178,6 +203,7 @@ def _request_row(
         "pipeline": build.get("pipeline"),
         "key_id": ctx.key_id,
         "client_request_id": ctx.client_request_id,
+        "incomplete": any(c.incomplete for *_, c in run.calls),
     }
 
 
@@ -197,7 +223,7 @@ def _call_row(
         "prompt_version": meta.get("version"),
         "prompt_source_sha256": meta.get("source_sha256"),
         "prompt_text": call.prompt,
-        "response_text": call.text,
+        "response_text": _response_text(call),
         "model": call.model,
         "input_tokens": call.input_tokens,
         "output_tokens": call.output_tokens,
@@ -206,9 +232,21 @@ def _call_row(
         "attempts": call.attempts,
         "cached": call.cached,
         "finish_reason": call.finish_reason,
-        "cache_key": call.request_key,
+        "cache_key": call.request_key or None,
         "finished_ts": finished,
+        "incomplete": call.incomplete,
+        "error_type": call.error_type,
+        "error_message": call.error_message,
     }
+
+
+def _response_text(call: LLMCall) -> str | None:
+    """What the model answered: its text, or its refusal; None when a failed call got no answer."""
+    if call.refusal and not call.text:
+        return call.refusal
+    if call.error_type is not None and not call.text and not call.finish_reason:
+        return None
+    return call.text
 
 
 def _dataflow(graph: graph.FunctionGraph, final_vars: list[str], prompts: dict[str, Any]) -> str:

@@ -7,7 +7,8 @@ submitter's future, so `await writer.submit(...)` returns once the rows are dura
 acknowledged after its submit is never lost, and a killed process leaves a consistent database
 (SQLite's write-ahead log). The event loop never touches SQLite. `TraceStore` opens the file
 read-only for `promptdag traces`. There is no column for headers or keys, and error messages
-are scrubbed of anything that looks like a credential.
+are scrubbed of anything that looks like a credential (keys, tokens, credentials in URLs).
+`erase_subject` deletes one subject's requests and calls (`promptdag traces erase`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from typing import Any, Protocol
 
 from promptdag.errors import ConfigError, NoTracesError, TraceStoreError, TraceWriterClosedError
 from promptdag.provenance import sha256_text
+from promptdag.redaction import redact_urls
 
 __all__ = [
     "CALL_COLUMNS",
@@ -40,13 +42,14 @@ __all__ = [
     "TraceStoreError",
     "TraceWriter",
     "TraceWriterClosedError",
+    "erase_subject",
     "prune",
     "scrub",
     "trace_writer",
 ]
 
 log = logging.getLogger("promptdag.tracing")
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _REQUEST_DDL = """request_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, started_ts REAL NOT NULL,
     finished_at TEXT NOT NULL, finished_ts REAL NOT NULL, source TEXT NOT NULL, subject_id TEXT,
     conversation_id TEXT, variant TEXT, assignment TEXT, dataflow TEXT, backend TEXT, model TEXT,
@@ -54,14 +57,14 @@ _REQUEST_DDL = """request_id TEXT PRIMARY KEY, started_at TEXT NOT NULL, started
     prompt_versions TEXT, prompt_set TEXT, status TEXT NOT NULL, error_type TEXT,
     error_message TEXT, latency_s REAL, calls INTEGER, input_tokens INTEGER, output_tokens INTEGER,
     cost_usd REAL, pipeline TEXT, redacted INTEGER NOT NULL DEFAULT 0, key_id TEXT,
-    http_status INTEGER, client_request_id TEXT"""
+    http_status INTEGER, client_request_id TEXT, incomplete INTEGER"""
 _CALL_DDL = """request_id TEXT NOT NULL REFERENCES requests (request_id) ON DELETE CASCADE,
     call_index INTEGER NOT NULL, node TEXT, dataflow TEXT, step TEXT, chunk_index INTEGER,
     prompt_node TEXT, prompt_version TEXT, prompt_source_sha256 TEXT, prompt_text TEXT,
     prompt_sha256 TEXT, response_text TEXT, response_sha256 TEXT, model TEXT, input_tokens INTEGER,
     output_tokens INTEGER, cost_usd REAL, latency_s REAL, attempts INTEGER, retries INTEGER,
     cached INTEGER, finish_reason TEXT, cache_key TEXT, finished_ts REAL,
-    redacted INTEGER NOT NULL DEFAULT 0"""
+    redacted INTEGER NOT NULL DEFAULT 0, incomplete INTEGER, error_type TEXT, error_message TEXT"""
 REQUEST_COLUMNS = tuple(c.split()[0] for c in _REQUEST_DDL.split(","))
 CALL_COLUMNS = tuple(c.split()[0] for c in _CALL_DDL.split(","))
 _SCHEMA = (
@@ -89,9 +92,11 @@ class SpanSink(Protocol):
 
 
 def scrub(text: str | None) -> str | None:
-    """`text` with bearer tokens, `sk-...` keys and `api_key=...` values replaced."""
+    """`text` with bearer tokens, `sk-...` keys, `api_key=...` values and credentials in URLs
+    replaced."""
     if not text:
         return text
+    text = redact_urls(text)
     for pattern, replacement in _SECRETS:
         text = pattern.sub(replacement, text)
     return text
@@ -112,15 +117,24 @@ def _connect_rw(path: Path) -> sqlite3.Connection:
             for statement in _SCHEMA:
                 conn.execute(statement)
         elif version < SCHEMA_VERSION:
-            if version == 1:  # v2 records the declared pipeline of each request
-                conn.execute("ALTER TABLE requests ADD COLUMN pipeline TEXT")
-            # v3: the API key's id (never the key), the HTTP status, the client's X-Request-Id
-            for column in ("key_id TEXT", "http_status INTEGER", "client_request_id TEXT"):
-                conn.execute(f"ALTER TABLE requests ADD COLUMN {column}")
+            # v2: the declared pipeline of each request. v3: the API key's id (never the key),
+            # the HTTP status, the client's X-Request-Id. v4: whether an answer was incomplete
+            # (requests, llm_calls) and a failed call's error (llm_calls).
+            _add_missing_columns(conn)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version > SCHEMA_VERSION:
             raise TraceStoreError(_newer(path, version))
     return conn
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Add each column of the current DDL that an older database lacks (all are nullable or
+    have defaults, so ADD COLUMN fits every one)."""
+    for table, ddl in (("requests", _REQUEST_DDL), ("llm_calls", _CALL_DDL)):
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        for column in (" ".join(c.split()) for c in ddl.split(",")):
+            if column.split()[0] not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
 
 def _newer(path: Path, version: int) -> str:
@@ -167,6 +181,26 @@ def prune(path: Path, retain_days: float) -> tuple[int, int]:
         conn.close()
 
 
+def erase_subject(path: Path, subject_id: str) -> tuple[int, int]:
+    """Delete every request of `subject_id` and its LLM calls: (requests, calls). The freed
+    pages are overwritten (secure_delete) and the write-ahead log is checkpointed, so the rows'
+    text does not linger in the files. Safe while a service writes to the same database."""
+    if not path.is_file():
+        raise NoTracesError(path)
+    conn = _connect_rw(path)
+    try:
+        with _transaction(conn):
+            mine = "SELECT request_id FROM requests WHERE subject_id = ?"
+            calls = conn.execute(
+                f"DELETE FROM llm_calls WHERE request_id IN ({mine})", (subject_id,)
+            )
+            requests = conn.execute("DELETE FROM requests WHERE subject_id = ?", (subject_id,))
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return requests.rowcount, calls.rowcount
+    finally:
+        conn.close()
+
+
 def _prepare(
     request: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], redact: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -191,6 +225,7 @@ def _prepare(
             if redact:
                 row[f"{kind}_text"] = None
         row["retries"] = max(0, int(row["attempts"] or 0) - 1)
+        row["error_message"] = scrub(row["error_message"])
         row["redacted"] = int(redact)
         rows.append(row)
     return req, rows

@@ -1,11 +1,15 @@
 """The TraceAdapter on real pipelines: one request row with the build's provenance and one row
-per LLM call, failures recorded with their error, no per-run state left behind, no key stored."""
+per LLM call, failures recorded with their error, no per-run state left behind, no key stored;
+against a scripted model, a run that fails part-way keeps every attempted call and its cost,
+incomplete and malformed answers are typed errors (or flagged, when allowed), on both example
+projects, and credentials in the base URL never reach the store."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from promptdag.errors import InputError
+from promptdag.errors import (
+    InputError,
+    LLMIncompleteError,
+    LLMMalformedResponseError,
+    LLMRequestError,
+    LLMUnavailableError,
+)
 from promptdag.factory import build_pipeline
 from promptdag.llm.client import LLMCall, run_scope
 from promptdag.pipeline import Pipeline, RunResult
@@ -21,6 +31,7 @@ from promptdag.provenance import sha256_text
 from promptdag.tracing.adapter import TraceAdapter
 from promptdag.tracing.context import RequestContext, request_scope
 from promptdag.tracing.store import TraceWriter
+from tests.fakes.openai_server import HTML_PAGE, OpenAIServer
 from tests.promptdag.test_pipeline import STORY
 
 REPO = Path(__file__).resolve().parents[3]
@@ -139,10 +150,14 @@ def test_a_request_and_each_llm_call_are_committed_with_their_provenance(
 
 def test_a_failed_run_is_recorded_with_its_error(writer: TraceWriter, db: Path) -> None:
     adapter = TraceAdapter(writer)
-    with pytest.raises(InputError) as info:
-        run(adapter, "   ")
+    with pytest.raises(InputError) as info:  # raised inside the DAG, by the document_tokens node
+        run(adapter, STORY, max_document_tokens=5)
     [req] = rows(db, "SELECT * FROM requests")
-    assert (req["request_id"], req["status"], req["error_type"]) == ("req-1", "error", "InputError")
+    assert (req["request_id"], req["status"], req["error_type"]) == (
+        "req-1",
+        "error",
+        "LimitExceededError",
+    )
     assert req["error_message"] == str(info.value)
     assert req["calls"] == 0 and req["fingerprint_id"] is None and req["variant"] == "baseline"
     assert rows(db, "SELECT * FROM llm_calls") == []
@@ -277,3 +292,235 @@ def test_a_cancelled_run_is_recorded_as_past_its_deadline_or_cancelled(
         {"request_id": "late", "status": "error", "error_type": "DeadlineExceededError"},
         {"request_id": "stopped", "status": "error", "error_type": "CancelledError"},
     ]
+
+
+# --- every attempted call, against a scripted model ------------------------------------------
+
+TRIAGE = REPO / "examples" / "ticket-triage"
+
+
+@pytest.fixture
+def app_modules_restored() -> Iterator[None]:
+    """Building ticket-triage in this process replaces the summarizer's `dataflows` and
+    `prompts` in sys.modules (its root is inside this repository's, so loading the summarizer
+    again would not evict them); put the originals back for the tests after."""
+    tops = ("dataflows", "prompts")
+    saved = {k: m for k, m in sys.modules.items() if k.split(".")[0] in tops}
+    yield
+    for name in [k for k in sys.modules if k.split(".")[0] in tops]:
+        del sys.modules[name]
+    sys.modules.update(saved)
+
+
+TICKET = "The app crashes on login since the last update. Please help, it is urgent."
+PRICE = (0.15, 0.60)  # gpt-4o-mini in both examples' [prices]
+
+
+def openai_run(
+    adapter: TraceAdapter,
+    server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    inputs: dict[str, Any],
+    project: Path | None = None,
+    request_id: str = "req-1",
+    **overrides: Any,
+) -> RunResult:
+    """One traced run of the summarizer (or `project`) against the fake server, as request
+    `request_id` of subject user-7."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789")
+    config = {
+        "llm_backend": "openai",
+        "llm_model": "gpt-4o-mini",
+        "llm_base_url": server.base_url,
+        "llm_cache": "off",
+        "llm_max_retries": 0,
+        **({} if project else SMALL_CHUNKS),
+        **overrides,
+    }
+
+    async def go() -> RunResult:
+        pipeline = build_pipeline(overrides=config, adapters=[adapter], project=project)
+        try:
+            with request_scope(context(pipeline, request_id)):
+                return await pipeline.run(inputs)
+        finally:
+            await pipeline.aclose()
+
+    return asyncio.run(go())
+
+
+def cost(input_tokens: int, output_tokens: int) -> float:
+    return (input_tokens * PRICE[0] + output_tokens * PRICE[1]) / 1_000_000
+
+
+def test_a_fan_out_that_fails_part_way_is_traced_with_every_call_and_its_cost(
+    writer: TraceWriter, db: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunk 1 is rejected after the other chunks were answered (and billed): the request row
+    counts every call and its cost, each answered call is stored with its tokens, the rejected
+    one with its error."""
+    openai_server.enqueue(status=400, delay_s=0.5, when="only his head arrived")
+    with pytest.raises(LLMRequestError):
+        openai_run(TraceAdapter(writer), openai_server, monkeypatch, {"text": STORY})
+
+    sent = openai_server.history
+    answered = [r for r in sent if r["status"] == 200]
+    assert len(answered) >= 3 and len(sent) == len(answered) + 1
+    [req] = rows(db, "SELECT * FROM requests")
+    calls = rows(db, "SELECT * FROM llm_calls ORDER BY call_index")
+    ok = [c for c in calls if c["error_type"] is None]
+    [failed] = [c for c in calls if c["error_type"] is not None]
+    assert (req["status"], req["error_type"], req["http_status"]) == (
+        "error",
+        "LLMRequestError",
+        502,
+    )
+    assert req["calls"] == len(calls) == len(sent)
+    assert len(ok) == len(answered) and all(c["step"] == "chunk_summary" for c in calls)
+    assert all(c["input_tokens"] > 0 and c["output_tokens"] > 0 for c in ok)
+    assert all(
+        c["cost_usd"] == pytest.approx(cost(c["input_tokens"], c["output_tokens"])) for c in ok
+    )
+    assert req["input_tokens"] == sum(c["input_tokens"] for c in ok) > 0
+    assert req["cost_usd"] == pytest.approx(sum(c["cost_usd"] for c in ok)) and req["cost_usd"] > 0
+    assert (failed["error_type"], failed["attempts"], failed["input_tokens"]) == (
+        "LLMRequestError",
+        1,
+        0,
+    )
+    assert "rejected the request (400)" in failed["error_message"]
+    assert failed["response_text"] is None and failed["node"] == "chunk_summary_responses"
+    assert [c["chunk_index"] for c in calls] == sorted(c["chunk_index"] for c in calls)
+    assert len({c["chunk_index"] for c in calls}) == len(calls)
+
+
+def test_a_failed_call_is_traced_with_its_retries(
+    writer: TraceWriter, db: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.enqueue(status=503, headers={"retry-after-ms": "10"}, times=50)
+    with pytest.raises(LLMUnavailableError):
+        openai_run(
+            TraceAdapter(writer),
+            openai_server,
+            monkeypatch,
+            {"text": STORY},
+            llm_max_retries=2,
+            llm_max_concurrency=1,
+        )
+    calls = rows(db, "SELECT * FROM llm_calls ORDER BY call_index")
+    [req] = rows(db, "SELECT * FROM requests")
+    assert calls[0]["error_type"] == "LLMUnavailableError"
+    assert (calls[0]["attempts"], calls[0]["retries"]) == (3, 2)
+    assert req["calls"] == len(calls) >= 1 and req["cost_usd"] == 0.0
+
+
+@pytest.mark.usefixtures("app_modules_restored")
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        ({"text": '{"category": "bug", "urg', "finish_reason": "length"}, "length"),
+        ({"finish_reason": "content_filter"}, "content_filter"),
+        ({"refusal": "I cannot triage this ticket."}, "refusal"),
+    ],
+)
+def test_an_incomplete_triage_answer_fails_the_run_and_is_traced(
+    writer: TraceWriter,
+    db: Path,
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    reply: dict[str, Any],
+    reason: str,
+) -> None:
+    openai_server.enqueue(**reply)
+    with pytest.raises(LLMIncompleteError) as info:
+        openai_run(TraceAdapter(writer), openai_server, monkeypatch, {"ticket": TICKET}, TRIAGE)
+    assert (info.value.reason, info.value.step) == (reason, "triage")
+    assert str(info.value).startswith("triage: openai backend, model gpt-4o-mini")
+    [req] = rows(db, "SELECT * FROM requests")
+    [call] = rows(db, "SELECT * FROM llm_calls")
+    assert (req["status"], req["error_type"], req["http_status"]) == (
+        "error",
+        "LLMIncompleteError",
+        502,
+    )
+    assert (req["calls"], req["input_tokens"]) == (1, call["input_tokens"])
+    assert call["input_tokens"] > 0 and call["cost_usd"] > 0
+    assert req["cost_usd"] == pytest.approx(call["cost_usd"])
+    assert call["error_type"] == "LLMIncompleteError" and call["prompt_node"] == "triage_prompt"
+    if reason == "refusal":
+        assert call["response_text"] == "I cannot triage this ticket."
+
+
+def test_an_allowed_incomplete_answer_is_flagged_in_the_result_and_the_trace(
+    writer: TraceWriter, db: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openai_server.enqueue(text="The professor sent a cat and then", finish_reason="length")
+    result = openai_run(
+        TraceAdapter(writer),
+        openai_server,
+        monkeypatch,
+        {"text": STORY},
+        llm_allow_incomplete="true",
+        llm_max_concurrency=1,
+    )
+    assert result.incomplete and result.as_dict()["incomplete"] is True
+    assert [c.incomplete for c in result.llm_calls].count(True) == 1
+    [req] = rows(db, "SELECT * FROM requests")
+    flags = [c["incomplete"] for c in rows(db, "SELECT * FROM llm_calls ORDER BY call_index")]
+    assert (req["status"], req["incomplete"]) == ("ok", 1)
+    assert flags.count(1) == 1 and flags.count(0) == len(flags) - 1
+
+
+def test_a_complete_run_is_not_flagged_incomplete(writer: TraceWriter, db: Path) -> None:
+    result = run(TraceAdapter(writer), STORY)
+    assert not result.incomplete and result.as_dict()["incomplete"] is False
+    [req] = rows(db, "SELECT * FROM requests")
+    assert req["incomplete"] == 0
+    assert {c["incomplete"] for c in rows(db, "SELECT * FROM llm_calls")} == {0}
+
+
+@pytest.mark.usefixtures("app_modules_restored")
+@pytest.mark.parametrize("project", [None, TRIAGE], ids=["summarizer", "ticket-triage"])
+def test_a_malformed_model_response_is_a_model_error_in_the_trace(
+    writer: TraceWriter,
+    db: Path,
+    openai_server: OpenAIServer,
+    monkeypatch: pytest.MonkeyPatch,
+    project: Path | None,
+) -> None:
+    openai_server.enqueue(body=HTML_PAGE, content_type="text/html", times=50)
+    inputs = {"ticket": TICKET} if project else {"text": STORY}
+    with pytest.raises(LLMMalformedResponseError) as info:
+        openai_run(TraceAdapter(writer), openai_server, monkeypatch, inputs, project)
+    assert info.value.exit_code == 4 and "HTML page" in str(info.value)
+    [req] = rows(db, "SELECT * FROM requests")
+    assert (req["error_type"], req["http_status"]) == ("LLMMalformedResponseError", 502)
+    assert req["calls"] >= 1
+
+
+def test_credentials_in_the_base_url_are_never_stored_or_printed(
+    writer: TraceWriter, db: Path, openai_server: OpenAIServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = openai_server.base_url.replace("http://", "http://alice:hunter2-pw@")
+    result = openai_run(
+        TraceAdapter(writer), openai_server, monkeypatch, {"text": STORY}, llm_base_url=url
+    )
+    shown = json.dumps(result.as_dict())
+    assert result.fingerprint["config"]["llm_base_url"].startswith("http://<redacted>@127.0.0.1")
+    openai_server.enqueue(status=500, body={"error": {"message": f"proxy {url} refused"}}, times=50)
+    with pytest.raises(LLMUnavailableError) as info:
+        openai_run(
+            TraceAdapter(writer),
+            openai_server,
+            monkeypatch,
+            {"text": STORY},
+            request_id="req-2",
+            llm_base_url=url,
+        )
+    writer.close()
+    [error] = rows(db, "SELECT error_message FROM requests WHERE request_id = 'req-2'")
+    assert "proxy http://<redacted>@127.0.0.1" in error["error_message"]
+    for text in (shown, str(info.value)):
+        assert "hunter2" not in text and "alice" not in text
+    for file in db.parent.glob("*.sqlite*"):
+        assert b"hunter2" not in file.read_bytes()

@@ -183,7 +183,7 @@ def test_a_v2_database_is_read_as_it_is_and_migrated_by_the_next_writer(
     assert list_requests(known_db, limit=1)["http_status"].isna().all()
     _write(known_db, [request_row("after-migration", key_id="k1", http_status=200)])
     conn = sqlite3.connect(known_db)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert conn.execute(
         "SELECT key_id, http_status FROM requests WHERE request_id = 'after-migration'"
     ).fetchone() == ("k1", 200)

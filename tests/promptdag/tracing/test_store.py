@@ -19,11 +19,13 @@ from promptdag.provenance import sha256_text
 from promptdag.tracing.store import (
     CALL_COLUMNS,
     REQUEST_COLUMNS,
+    SCHEMA_VERSION,
     NoTracesError,
     TraceStore,
     TraceStoreError,
     TraceWriter,
     TraceWriterClosedError,
+    erase_subject,
     prune,
     scrub,
 )
@@ -285,3 +287,101 @@ def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
 def test_retain_days_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="retain_days=-1"):
         TraceWriter(tmp_path / "t.sqlite", retain_days=-1)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "connecting to https://alice:hunter2@proxy.local:8443/v1 failed",
+            "connecting to https://<redacted>@proxy.local:8443/v1 failed",
+        ),
+        (
+            "see https://h/v1?api-version=1&key=zzz for more",
+            "see https://h/v1?api-version=1&key=<redacted> for more",
+        ),
+        ("plain http://127.0.0.1:8080/v1 stays", "plain http://127.0.0.1:8080/v1 stays"),
+    ],
+)
+def test_scrub_redacts_credentials_in_urls(text: str, expected: str) -> None:
+    assert scrub(text) == expected
+
+
+def test_a_failed_calls_error_is_stored_scrubbed_with_its_incomplete_flag(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    failed = call_row(
+        error_type="LLMUnavailableError",
+        error_message="HTTP 502 from https://bob:s3cr3t-pw@gw.local/v1",
+        response_text=None,
+        attempts=3,
+    )
+    asyncio.run(
+        writer.submit(request_row("r", incomplete=True), [call_row(incomplete=True), failed])
+    )
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute(
+            "SELECT incomplete, error_type, error_message, retries FROM llm_calls ORDER BY call_index"
+        ).fetchall()
+        [(incomplete,)] = conn.execute("SELECT incomplete FROM requests").fetchall()
+    conn.close()
+    assert incomplete == 1
+    assert stored[0][:2] == (1, None)
+    assert stored[1] == (
+        None,
+        "LLMUnavailableError",
+        "HTTP 502 from https://<redacted>@gw.local/v1",
+        2,
+    )
+    assert b"s3cr3t" not in b"".join(f.read_bytes() for f in tmp_path.iterdir())
+
+
+def test_a_v3_database_gains_the_v4_columns_and_keeps_its_rows(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    asyncio.run(writer.submit(request_row("old", key_id="k1"), [call_row()]))
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        conn.execute("ALTER TABLE requests DROP COLUMN incomplete")
+        for column in ("incomplete", "error_type", "error_message"):
+            conn.execute(f"ALTER TABLE llm_calls DROP COLUMN {column}")
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    assert TraceStore(db).connect().execute("PRAGMA user_version").fetchone()[0] == 3  # read as is
+    writer = TraceWriter(db).start()
+    asyncio.run(writer.submit(request_row("new"), [call_row(error_type="LLMRequestError")]))
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        rows = conn.execute(
+            "SELECT r.request_id, r.key_id, c.error_type FROM requests r JOIN llm_calls c "
+            "USING (request_id) ORDER BY r.request_id"
+        ).fetchall()
+    conn.close()
+    assert rows == [("new", None, "LLMRequestError"), ("old", "k1", None)]
+
+
+def test_erase_deletes_one_subjects_requests_and_calls_and_leaves_no_text(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+
+    async def main() -> None:
+        for i, subject in enumerate(["user-7", "user-8", "user-7", None]):
+            text = f"private words of {subject} number {i}"
+            await writer.submit(
+                request_row(f"r{i}", subject_id=subject),
+                [call_row(prompt_text=text), call_row(prompt_text=text, chunk_index=1)],
+            )
+
+    asyncio.run(main())
+    assert erase_subject(db, "user-7") == (2, 4)  # while the writer is still open
+    asyncio.run(writer.submit(request_row("r9", subject_id="user-9")))
+    writer.close()
+    assert ids(db) == ["r1", "r3", "r9"]
+    assert ids(db, "llm_calls") == ["r1", "r1", "r3", "r3"]
+    assert erase_subject(db, "user-7") == (0, 0)
+    data = b"".join(f.read_bytes() for f in tmp_path.iterdir())
+    assert b"private words of user-7" not in data and b"private words of user-8" in data
+    with pytest.raises(NoTracesError):
+        erase_subject(tmp_path / "missing.sqlite", "user-7")

@@ -1,8 +1,9 @@
-"""`promptdag traces` as a user runs it: list, show, stats, export and prune on a temporary
-store found through PROMPTDAG_DATA_DIR (or --db), one-line errors and exit codes."""
+"""`promptdag traces` as a user runs it: list, show, stats, export, prune and erase on a
+temporary store found through PROMPTDAG_DATA_DIR (or --db), one-line errors and exit codes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -10,8 +11,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from promptdag.llm.cache import ResponseCache
 from promptdag.traces_cli import traces_app
-from tests.promptdag.tracing.rows import KNOWN
+from promptdag.tracing.store import TraceWriter
+from tests.promptdag.tracing.rows import KNOWN, call_row, request_row
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -27,7 +30,7 @@ def traces(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("command", ["list", "show", "stats", "export", "prune"])
+@pytest.mark.parametrize("command", ["list", "show", "stats", "export", "prune", "erase"])
 def test_every_command_has_an_examples_block(command: str) -> None:
     code, out, _ = traces(command, "--help")
     assert code == 0 and "Examples:" in out and "promptdag traces " in out
@@ -125,3 +128,59 @@ def test_the_default_store_is_in_the_data_dir_else_the_project(
     monkeypatch.chdir(project)
     code, _, err = traces("stats")
     assert code == 3 and str(project / ".promptdag" / "traces.sqlite") in err
+
+
+def _subjects(data: Path) -> None:
+    """Two requests (and cache entries) of user-7 and one of user-8 next to the known rows."""
+    writer = TraceWriter(data / "traces.sqlite").start()
+
+    async def main() -> None:
+        for i, subject in enumerate(["user-7", "user-8", "user-7"]):
+            await writer.submit(request_row(f"s{i}", subject_id=subject), [call_row()])
+
+    asyncio.run(main())
+    writer.close()
+    cache = ResponseCache(data / "llm-cache.sqlite", "use")
+    for i, subject in enumerate(["user-7", "user-8", "user-7", None]):
+        cache.put(f"k{i}", {}, {"text": "t", "finish_reason": "stop"}, subject=subject)
+    cache.close()
+
+
+def test_erase_removes_one_subjects_traces_and_cache_entries(known_db: Path) -> None:
+    _subjects(known_db.parent)
+    code, out, _ = traces("erase", "--subject", "user-7")
+    assert code == 0
+    assert out.splitlines() == [
+        f"erased 2 requests and 2 LLM calls of subject 'user-7' from {known_db}",
+        f"erased 2 cache entries of subject 'user-7' from {known_db.parent / 'llm-cache.sqlite'}",
+    ]
+    code, out, _ = traces("list", "--json", "--limit", "100")
+    assert sorted(r["request_id"] for r in json.loads(out) if r["request_id"].startswith("s")) == [
+        "s1"
+    ]
+    code, out, _ = traces("erase", "--subject", "user-8", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["subject"] == "user-8"
+    assert report["traces"] == {
+        "path": str(known_db),
+        "found": True,
+        "requests": 1,
+        "llm_calls": 1,
+    }
+    assert (report["cache"]["found"], report["cache"]["entries"]) == (True, 1)
+    cache = ResponseCache(known_db.parent / "llm-cache.sqlite", "use")
+    assert len(cache) == 1
+    cache.close()
+
+
+def test_erase_without_a_database_or_cache_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "none" / "traces.sqlite"
+    code, out, _ = traces("erase", "--subject", "user-7", "--db", str(missing))
+    assert code == 0
+    assert out.splitlines() == [
+        f"no trace database at {missing}",
+        f"no response cache at {missing.with_name('llm-cache.sqlite')}",
+    ]
+    assert not missing.parent.exists()
+    code, _, err = traces("erase", "--subject", " ")
+    assert code == 2 and err.startswith("error: --subject is empty")
