@@ -13,19 +13,18 @@ import contextlib
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from promptdag.config import parse_assignments
 from promptdag.errors import ConfigError, PromptdagError
-from promptdag.evals.judge import Judge, judge_from_config
-from promptdag.evals.result import SuiteResult
-from promptdag.evals.runner import run_suite
-from promptdag.evals.suite import Suite
-from promptdag.evals.suite_file import list_suites, load_suite
-from promptdag.llm.cache import CACHE_MODES
-from promptdag.project import Project, load_project
+
+if TYPE_CHECKING:  # the eval stack (openai, pandas, Hamilton) loads only when `eval` runs
+    from promptdag.evals.judge import Judge
+    from promptdag.evals.result import SuiteResult
+    from promptdag.evals.suite import Suite
+    from promptdag.project import Project
 
 __all__ = ["EVAL_EPILOG", "app", "eval_command", "register"]
 
@@ -61,6 +60,8 @@ def _split_config(
     judge_conf = {k: v for k, v in config.items() if k.startswith("judge_")}
     overrides = {k: v for k, v in config.items() if not k.startswith("judge_")}
     if cache is not None:
+        from promptdag.llm.cache import CACHE_MODES
+
         if cache not in CACHE_MODES:
             raise ConfigError(
                 [f"--cache {cache!r} is not a cache mode. Use one of: {', '.join(CACHE_MODES)}."]
@@ -72,6 +73,8 @@ def _split_config(
 
 
 def _suite(name: str | None, project: Project) -> Suite:
+    from promptdag.evals.suite_file import list_suites, load_suite
+
     if name is None:
         defined = ", ".join(list_suites(project.root)) or "none"
         raise ConfigError([f"choose a suite with --suite NAME. Defined: {defined}."])
@@ -79,6 +82,8 @@ def _suite(name: str | None, project: Project) -> Suite:
 
 
 async def _run(suite: Suite, judge: Judge | None, **kwargs: Any) -> SuiteResult:
+    from promptdag.evals.runner import run_suite
+
     try:
         return await run_suite(suite, judge=judge, **kwargs)
     finally:
@@ -137,6 +142,9 @@ def eval_command(
     ] = None,
 ) -> None:
     """Run an eval suite's golden cases and check its pass rate against the suite's threshold."""
+    from promptdag.evals.judge import judge_from_config
+    from promptdag.project import load_project
+
     with _cannot_run():
         judge_flags = {"judge_model": judge_model, "judge_backend": judge_backend}
         overrides, judge_conf = _split_config(config, cache, judge_flags)

@@ -11,13 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from promptdag.catalog import discover_prompts, load_fixtures, version_key
 from promptdag.cli_common import ConfigOpt, JsonOpt, VariantOpt, err, overrides, user_errors
 from promptdag.errors import ConfigError
-from promptdag.factory import build_pipeline
-from promptdag.pipeline import render_prompts
-from promptdag.project import load_project
-from promptdag.variants import load_variants
 
 __all__ = ["prompts_app"]
 
@@ -29,6 +24,10 @@ prompts_app = typer.Typer(help="Inspect prompt nodes and their versions.", no_ar
 )
 def prompts_list(json_out: JsonOpt = False) -> None:
     """Every prompt node of every pack: versions, where each is defined, which variants use it."""
+    from promptdag.catalog import discover_prompts, version_key
+    from promptdag.project import load_project
+    from promptdag.variants import load_variants
+
     with user_errors():
         project = load_project()
         catalog = discover_prompts(project)
@@ -92,6 +91,10 @@ def prompts_show(
     config: ConfigOpt = None,
 ) -> None:
     """Print a prompt version rendered on a fixture input, exactly as the model would get it."""
+    from promptdag.catalog import load_fixtures, version_key
+    from promptdag.factory import build_pipeline
+    from promptdag.pipeline import render_prompts
+
     with user_errors():
         chosen = overrides(config)
         if version:
@@ -160,6 +163,7 @@ def prompts_lock(
         render_lock,
     )
     from promptdag.gate.snapshot import take_snapshot
+    from promptdag.project import load_project
 
     with user_errors():
         project = load_project()
@@ -202,6 +206,7 @@ def prompts_diff(
     from promptdag.config import data_dir
     from promptdag.gate.refs import project_subdir, ref_worktree, repo_root, snapshot_tree
     from promptdag.gate.report import compare
+    from promptdag.project import load_project
 
     with user_errors():
         project = load_project()
