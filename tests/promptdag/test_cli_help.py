@@ -16,7 +16,10 @@ def _commands() -> list[list[str]]:
     out: list[list[str]] = []
     for name, command in root.commands.items():  # type: ignore[attr-defined]
         subs = getattr(command, "commands", None)
-        out += [[name, sub] for sub in subs] if subs else [[name]]
+        if subs:
+            out += [[name, sub] for sub, c in subs.items() if not c.hidden]
+        elif not command.hidden:
+            out.append([name])
     return sorted(out)
 
 
@@ -24,7 +27,7 @@ def _commands() -> list[list[str]]:
 def test_every_command_help_has_examples_and_plain_flags(command: list[str]) -> None:
     result = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "120"})
     assert result.exit_code == 0, result.output
-    assert "Examples:" in result.output and "promptdag " in result.output
+    assert "Examples" in result.output and "promptdag " in result.output
     assert "<bool>" not in result.output
 
 
