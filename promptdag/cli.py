@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from promptdag.batch_cli import register as register_batch
 from promptdag.cli_common import (
     ConfigOpt,
     JsonOpt,
@@ -78,6 +79,7 @@ app.add_typer(prompts_app, name="prompts")
 app.add_typer(variants_app, name="variants")
 app.add_typer(traces_app, name="traces")
 register_eval(app)
+register_batch(app)
 register_init(app)
 
 

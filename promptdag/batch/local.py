@@ -1,0 +1,347 @@
+"""The local engine: N worker processes on this machine (default: one per core), each building
+the pipeline once and running several items at a time on its own event loop (LLM calls overlap;
+CPU-bound steps use its core), rows streamed back as they finish.
+
+The batch process talks to its workers over one loopback TCP connection each (length-prefixed
+pickles; a worker proves it is one of ours with a random token): items and limiter grants go
+out, rows and limiter requests come back. The batch-wide limiter (`LimiterCore`) lives in the
+batch process, so `--rpm`, `--tpm` and `--concurrency` hold across all workers.
+
+A worker that dies (a crash in native code, the OOM killer) fails only the items it was running
+(their rows say so) and is replaced. Workers ignore Ctrl-C (the batch stops them) and exit by
+themselves when the batch process is gone (their connection closes), even after `kill -9`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import itertools
+import multiprocessing
+import pickle
+import secrets
+import signal
+import struct
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from promptdag.batch.limits import LimiterCore
+from promptdag.batch.sources import BatchItem
+from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
+from promptdag.errors import ConfigError, PromptdagError
+
+__all__ = ["LocalEngine", "worker_main"]
+
+START_TIMEOUT_S = 300.0
+STOP_TIMEOUT_S = 15.0
+_HEADER = struct.Struct("!I")
+
+
+def _frame(message: Any) -> bytes:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(data)) + data
+
+
+async def _recv(reader: asyncio.StreamReader) -> Any:
+    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+    return pickle.loads(await reader.readexactly(size))
+
+
+# --- in the worker process --------------------------------------------------------------------
+
+
+class _StreamRemote:
+    """The batch's limiter, reached over the worker's connection."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.waiting: dict[int, asyncio.Future[tuple[int, float]]] = {}
+        self.ids = itertools.count(1)
+
+    async def acquire(self, tokens: int) -> tuple[int, float]:
+        rid = next(self.ids)
+        future: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = future
+        self.writer.write(_frame(("acquire", rid, tokens)))
+        return await future
+
+    def granted(self, rid: int, ticket: int, delay: float) -> None:
+        future = self.waiting.pop(rid, None)
+        if future is None or future.done():  # its call was cancelled meanwhile: give it back
+            self.release(ticket, 0)
+        else:
+            future.set_result((ticket, delay))
+
+    def release(self, ticket: int, used_tokens: int) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(_frame(("release", ticket, used_tokens)))
+
+
+async def _work(port: int, token: str, key: str, setup: WorkerSetup) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(_frame(("hello", token, key)))
+    remote = _StreamRemote(writer) if setup.limits.active else None
+    try:
+        worker = BatchWorker(setup, remote)
+    except Exception as exc:  # reported to the batch, which stops with this message
+        writer.write(_frame(("failed", type(exc).__name__, str(exc))))
+        await writer.drain()
+        writer.close()
+        return
+    writer.write(_frame(("ready", worker.name)))
+    tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def one(task_id: int, item: BatchItem) -> None:
+        try:
+            row = await worker.run(item)
+            writer.write(_frame(("row", task_id, row)))
+            await writer.drain()
+        finally:
+            tasks.pop(task_id, None)
+
+    try:
+        while True:
+            try:
+                message = await _recv(reader)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                break  # the batch process is gone: stop
+            kind = message[0]
+            if kind == "item":
+                tasks[message[1]] = asyncio.create_task(one(message[1], message[2]))
+            elif kind == "grant" and remote is not None:
+                remote.granted(*message[1:])
+            elif kind == "cancel" and message[1] in tasks:
+                tasks[message[1]].cancel()
+            elif kind == "stop":
+                break
+    finally:
+        for task in list(tasks.values()):
+            task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        await worker.aclose()
+        writer.close()
+
+
+def worker_main(port: int, token: str, key: str, setup: WorkerSetup) -> None:
+    """A worker process's entry point."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
+    asyncio.run(_work(port, token, key, setup))
+
+
+# --- in the batch process ---------------------------------------------------------------------
+
+
+def _key(index: int, generation: int) -> str:
+    return f"w{index}.{generation}"
+
+
+@dataclass(eq=False)
+class _Proc:
+    index: int
+    generation: int
+    process: Any  # multiprocessing.Process
+    ready: asyncio.Future[str]
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    writer: asyncio.StreamWriter | None = None
+    name: str = ""
+    lost: bool = False
+    pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return _key(self.index, self.generation)
+
+    def send(self, message: Any) -> None:
+        if self.writer is not None and not self.writer.is_closing():
+            self.writer.write(_frame(message))
+
+
+class LocalEngine:
+    """`await start()`, then `await run(item)` for at most `workers * per_worker` items at a
+    time, then `await aclose()`."""
+
+    name = "local"
+
+    def __init__(self, setup: WorkerSetup, *, workers: int, per_worker: int):
+        self.setup = setup
+        self.workers = workers
+        self.per_worker = per_worker
+        self.core = LimiterCore(setup.limits) if setup.limits.active else None
+        self._token = secrets.token_hex(16)
+        self._procs: list[_Proc] = []
+        self._ids = itertools.count(1)
+        self._server: asyncio.Server | None = None
+        self._port = 0
+        self._closing = False
+        self._restarts = 0
+        self._changed = asyncio.Condition()
+        self._background: set[asyncio.Task[None]] = set()
+        self._ctx = multiprocessing.get_context("spawn")
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        self._port = self._server.sockets[0].getsockname()[1]
+        procs = [self._spawn(i, 0) for i in range(self.workers)]
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                for proc in procs:
+                    await proc.ready
+        except TimeoutError as exc:
+            raise PromptdagError(
+                f"the local engine's workers did not start within {START_TIMEOUT_S:g} s."
+            ) from exc
+
+    def _spawn(self, index: int, generation: int) -> _Proc:
+        loop = asyncio.get_running_loop()
+        args = (self._port, self._token, _key(index, generation), self.setup)
+        process = self._ctx.Process(target=worker_main, args=args, name=f"promptdag-batch-{index}")
+        proc = _Proc(index, generation, process, loop.create_future())
+        proc.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._procs.append(proc)
+        process.start()
+        threading.Thread(target=self._join, args=(proc, loop), daemon=True).start()
+        return proc
+
+    def _join(self, proc: _Proc, loop: asyncio.AbstractEventLoop) -> None:
+        """In a thread: wait for the process to exit, then tell the loop."""
+        proc.process.join()
+        with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to tell
+            loop.call_soon_threadsafe(self._exited, proc)
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            hello = await asyncio.wait_for(_recv(reader), timeout=30)
+        except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, pickle.PickleError):
+            writer.close()
+            return
+        ok = isinstance(hello, tuple) and len(hello) == 3 and hello[0] == "hello"
+        if not ok or not hmac.compare_digest(str(hello[1]), self._token):
+            writer.close()
+            return
+        found = [p for p in self._procs if p.key == hello[2] and p.writer is None and not p.lost]
+        if not found:
+            writer.close()
+            return
+        proc = found[0]
+        proc.writer = writer
+        try:
+            while True:
+                self._handle(proc, await _recv(reader))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the worker exited; _exited handles it once the process is gone
+        finally:
+            writer.close()
+
+    def _handle(self, proc: _Proc, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "row":
+            future = proc.pending.pop(message[1], None)
+            if future is not None and not future.done():
+                future.set_result(message[2])
+        elif kind == "acquire" and self.core is not None:
+            self._later(self._grant(proc, message[1], message[2]))
+        elif kind == "release" and self.core is not None:
+            self.core.release(message[1], message[2])
+        elif kind == "ready":
+            proc.name = message[1]
+            if not proc.ready.done():
+                proc.ready.set_result(message[1])
+            self._later(self._notify())
+        elif kind == "failed" and not proc.ready.done():
+            proc.ready.set_exception(
+                ConfigError([f"a batch worker could not build the pipeline: {message[2]}"])
+            )
+
+    async def _grant(self, proc: _Proc, rid: int, tokens: int) -> None:
+        assert self.core is not None
+        ticket, delay = await self.core.acquire(proc.key, tokens)
+        if proc.lost:
+            self.core.release(ticket, tokens)
+        else:
+            proc.send(("grant", rid, ticket, delay))
+
+    def _later(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _exited(self, proc: _Proc) -> None:
+        proc.lost = True
+        proc.gone.set()
+        code = proc.process.exitcode
+        if self.core is not None:
+            self.core.release_worker(proc.key)
+        what = f"the worker process {proc.process.pid} exited (code {code})"
+        if not proc.ready.done():
+            proc.ready.set_exception(
+                PromptdagError(f"{what} before it was ready; its output above says why.")
+            )
+        for future in proc.pending.values():
+            if not future.done():
+                future.set_exception(WorkerLost(f"{what} while running this item."))
+        proc.pending.clear()
+        if not self._closing and proc.ready.done() and not proc.ready.exception():
+            self._replace(proc)
+        self._later(self._notify())
+
+    def _replace(self, proc: _Proc) -> None:
+        if self._restarts >= 2 * self.workers:
+            return
+        self._restarts += 1
+        self._spawn(proc.index, proc.generation + 1)
+
+    def _live(self) -> list[_Proc]:
+        return [p for p in self._procs if not p.lost]
+
+    async def _pick(self) -> _Proc:
+        async with self._changed:
+            while True:
+                ready = [p for p in self._live() if p.ready.done() and not p.ready.exception()]
+                if ready:
+                    return min(ready, key=lambda p: len(p.pending))
+                if not self._live():
+                    raise PromptdagError(
+                        "every local batch worker has died and the restart limit is reached; "
+                        "the rows so far are kept (run again with --resume)."
+                    )
+                await self._changed.wait()
+
+    async def run(self, item: BatchItem) -> dict[str, Any]:
+        proc = await self._pick()
+        task_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        proc.pending[task_id] = future
+        proc.send(("item", task_id, item))
+        try:
+            return await future
+        except asyncio.CancelledError:
+            proc.pending.pop(task_id, None)
+            proc.send(("cancel", task_id))
+            raise
+
+    async def aclose(self) -> None:
+        """Stop every worker (their items in flight are cancelled), then the server."""
+        self._closing = True
+        for proc in self._live():
+            proc.send(("stop",))
+        for proc in self._procs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STOP_TIMEOUT_S):
+                    await proc.gone.wait()
+            if not proc.gone.is_set():
+                proc.process.kill()
+                await proc.gone.wait()
+        for proc in self._procs:
+            for future in proc.pending.values():
+                future.cancel()
+            if proc.writer is not None:
+                proc.writer.close()
+        if self._server is not None:
+            self._server.close()
+            self._server = None

@@ -1,0 +1,114 @@
+"""The batch-wide limiter: paced rates, a concurrency cap, token settlement, and the LLM hook."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from typing import Any
+
+import pytest
+
+from promptdag.batch.limits import LimiterCore, Limits, SharedLimiter, estimate_tokens
+from tests.fakes.llm import open_llm
+from tests.fakes.openai_server import OpenAIServer
+
+
+def _starts(core: LimiterCore, n: int, tokens: int = 0) -> list[float]:
+    """Each grant's start, relative to the first request (no real waiting: the core only
+    hands out delays)."""
+
+    async def go() -> list[float]:
+        out = []
+        for _ in range(n):
+            ticket, delay = await core.acquire("w", tokens)
+            out.append(delay)
+            core.release(ticket, tokens)
+        return out
+
+    return asyncio.run(go())
+
+
+def test_requests_per_minute_are_paced_evenly() -> None:
+    delays = _starts(LimiterCore(Limits(rpm=600)), 11)  # 10/s: one every 0.1 s
+    gaps = [b - a for a, b in itertools.pairwise(delays)]
+    # one request may come early (the tolerance), then one per interval
+    assert delays[0] == pytest.approx(0.0, abs=0.01)
+    assert all(g == pytest.approx(0.1, abs=0.02) for g in gaps[1:])
+    assert delays[-1] == pytest.approx(0.9, abs=0.05)
+
+
+def test_tokens_per_minute_pace_by_cost_and_unused_tokens_come_back() -> None:
+    core = LimiterCore(Limits(tpm=60_000))  # 1,000 tokens/s
+
+    async def go() -> tuple[float, float, float]:
+        t1, d1 = await core.acquire("w", 2000)  # may start at once, then 2 s of debt
+        _, d2 = await core.acquire("w", 1000)
+        core.release(t1, 500)  # used 500 of the 2,000 reserved: 1.5 s come back
+        _, d3 = await core.acquire("w", 1000)
+        return d1, d2, d3
+
+    d1, d2, d3 = asyncio.run(go())
+    assert d1 == pytest.approx(0.0, abs=0.01)
+    assert d2 == pytest.approx(1.9, abs=0.05)  # 2 s minus the 0.1 s tolerance
+    assert d3 == pytest.approx(d2 + 1.0 - 1.5, abs=0.05)
+
+
+def test_the_concurrency_cap_holds_and_a_dead_workers_slots_are_freed() -> None:
+    core = LimiterCore(Limits(concurrency=2))
+
+    async def go() -> list[str]:
+        events: list[str] = []
+        await core.acquire("a", 0)
+        await core.acquire("a", 0)
+
+        async def third() -> None:
+            ticket, _ = await core.acquire("b", 0)
+            events.append("third granted")
+            core.release(ticket, 0)
+
+        task = asyncio.create_task(third())
+        await asyncio.sleep(0.05)
+        events.append("still waiting" if not task.done() else "granted too early")
+        assert core.release_worker("a") == 2
+        await asyncio.wait_for(task, 5)
+        return events
+
+    assert asyncio.run(go()) == ["still waiting", "third granted"]
+
+
+def test_the_token_estimate_is_the_prompt_plus_max_tokens() -> None:
+    request = {"messages": [{"role": "user", "content": "one two three"}], "max_tokens": 50}
+    assert estimate_tokens(request, lambda text: len(text.split())) == 3 + 4 + 50
+
+
+class _Remote:
+    def __init__(self) -> None:
+        self.core = LimiterCore(Limits(concurrency=1, tpm=600_000))
+        self.released: list[tuple[int, int]] = []
+
+    async def acquire(self, tokens: int) -> tuple[int, float]:
+        return await self.core.acquire("w", tokens)
+
+    def release(self, ticket: int, used_tokens: int) -> None:
+        self.released.append((ticket, used_tokens))
+        self.core.release(ticket, used_tokens)
+
+
+def test_the_llm_asks_the_limiter_before_each_request_and_reports_its_tokens(
+    openai_server: OpenAIServer,
+) -> None:
+    remote = _Remote()
+
+    async def go() -> Any:
+        async with open_llm(openai_server) as llm:
+            llm.limiter = SharedLimiter(remote, count_tokens=lambda text: len(text.split()))
+            calls = await llm.complete_all([f"say {i}" for i in range(4)])
+            return calls
+
+    calls = asyncio.run(go())
+    assert len(openai_server.history) == 4
+    assert openai_server.max_in_flight == 1  # the limiter's concurrency of 1, not the LLM's 4
+    assert sorted(t for t, _ in remote.released) == [1, 2, 3, 4]
+    used = sorted(u for _, u in remote.released)
+    assert used == sorted(c.input_tokens + c.output_tokens for c in calls)
+    assert all(u > 0 for u in used)
