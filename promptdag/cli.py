@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import traceback
 from pathlib import Path
@@ -326,20 +325,57 @@ def serve(
     config: ConfigOpt = None,
     api_key_file: Annotated[
         Path | None,
-        typer.Option(help="File with one API key per line (or set PROMPTDAG_API_KEYS)."),
+        typer.Option(
+            help="File with one API key per line, KEY or ID:KEY (or set PROMPTDAG_API_KEYS); "
+            "re-read when it changes or on SIGHUP."
+        ),
     ] = None,
     allow_variant_header: Annotated[
         bool, typer.Option(help="Let requests force a variant with X-Promptdag-Variant.")
     ] = False,
     protect_ops: Annotated[
-        bool, typer.Option(help="Require the API key on /healthz, /readyz, /v1/version, /metrics.")
+        bool,
+        typer.Option(
+            help="Require the API key on /healthz, /readyz, /v1/version, /metrics and the docs "
+            "(/docs, /redoc, /openapi.json)."
+        ),
     ] = False,
     insecure_no_auth: Annotated[
         bool, typer.Option(help="Serve without API keys (local experiments only).")
     ] = False,
     max_in_flight: Annotated[
-        int, typer.Option(help="Requests processed at once; more get 503 + Retry-After.")
+        int,
+        typer.Option(
+            help="Runs processed at once (a run takes a slot once its body is read); more get "
+            "503 + Retry-After."
+        ),
     ] = 64,
+    key_max_in_flight: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests one API key may have open at once, uploads included (default: "
+            "--max-in-flight); more get 429 + Retry-After."
+        ),
+    ] = None,
+    key_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Requests per second one API key may send on average (a token bucket; "
+            "default: no limit); more get 429 + Retry-After."
+        ),
+    ] = None,
+    key_burst: Annotated[
+        int | None,
+        typer.Option(
+            help="Requests one API key may send at once within --key-rate (default: the rate)."
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send the request line and headers (408).")
+    ] = 10.0,
+    body_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send the whole request body (408).")
+    ] = 60.0,
     max_upload_bytes: Annotated[
         int | None,
         typer.Option(
@@ -359,21 +395,37 @@ def serve(
     otlp_endpoint: Annotated[
         str | None, typer.Option(help="Also export spans over OTLP/HTTP to this endpoint.")
     ] = None,
+    access_log: Annotated[
+        bool, typer.Option(help="One JSON line per request on stderr (logger promptdag.access).")
+    ] = True,
     graceful_timeout: Annotated[
-        int, typer.Option(help="Seconds to let in-flight requests finish on shutdown.")
+        int,
+        typer.Option(
+            help="Seconds to let in-flight requests finish on shutdown; the rest get a 503."
+        ),
     ] = 30,
 ) -> None:
     """Serve every declared pipeline over HTTP (POST /v1/pipelines/NAME/runs): each variant's
-    Driver built once, A/B assignment, traces."""
-    import uvicorn
-
-    from promptdag.service.app import create_app, preflight
-    from promptdag.service.settings import ServiceSettings, load_api_keys
+    Driver built once, A/B assignment, per-key limits, traces and an access log."""
+    try:
+        from promptdag.service import server
+        from promptdag.service.app import preflight
+        from promptdag.service.settings import ServiceSettings, env_api_keys
+    except ModuleNotFoundError as exc:
+        serve_extra = {"fastapi", "starlette", "uvicorn", "prometheus_client", "multipart"}
+        if (exc.name or "").split(".")[0] not in serve_extra:
+            raise
+        err(
+            f"error: promptdag serve needs the serve extra ({exc.name} is not installed): "
+            "pip install 'promptdag[serve]'"
+        )
+        raise typer.Exit(2) from None
 
     with user_errors():
         weights = _weights(weight)
         settings = ServiceSettings(
-            api_keys=load_api_keys(api_key_file),
+            api_keys=env_api_keys(),
+            api_key_file=api_key_file,
             variants=tuple(variant) if variant else None,
             weights=weights,
             config=overrides(config),
@@ -381,6 +433,11 @@ def serve(
             protect_ops=protect_ops,
             insecure_no_auth=insecure_no_auth,
             max_in_flight=max_in_flight,
+            key_max_in_flight=key_max_in_flight,
+            key_rate=key_rate,
+            key_burst=key_burst,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
             max_upload_bytes=max_upload_bytes,
             traces=traces,
             redact=redact,
@@ -393,19 +450,7 @@ def serve(
         f"{', '.join(f'{n} ({w:.0%})' for n, w in served.weights.items())} "
         f"on http://{host}:{port} (docs: /docs)"
     )
-    # uvicorn re-raises SIGTERM after its graceful shutdown; a drained, flushed stop exits 0.
-    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    try:
-        uvicorn.run(
-            create_app(settings),
-            host=host,
-            port=port,
-            log_level="warning",
-            timeout_graceful_shutdown=graceful_timeout,
-            lifespan="on",
-        )
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    server.run(settings, host, port, graceful_timeout, access_log=access_log)
 
 
 @app.command(

@@ -6,13 +6,16 @@ variant) pair (one git reading for all) and refuses to start if any is invalid; 
 those Pipelines, are A/B-assigned, capped, traced, and answered with their provenance.
 
 A/B assignment: one Assigner over the served variants, sticky by `subject_id` with the server's
-salt, so a subject gets the same variant in every pipeline (and across restarts and replicas)."""
+salt, so a subject gets the same variant in every pipeline (and across restarts and replicas).
+
+Every request passes `promptdag.service.audit.AuditMiddleware` first (request ids, the API key
+and its id, the key's limits, the access log, metrics by status); a run then reads its body
+(within the body timeout), and only then takes one of the `max_in_flight` slots."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -26,16 +29,26 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from promptdag.config import data_dir
 from promptdag.contract import Contract, load_contract
-from promptdag.errors import ConfigError, InputError, PromptdagError
+from promptdag.errors import ConfigError, InputError, PromptdagError, TraceStoreError
 from promptdag.factory import build_pipeline
 from promptdag.pipeline import Pipeline, RunResult, _jsonable
 from promptdag.project import Project, find_project, load_project
 from promptdag.provenance import git_state
 from promptdag.service.assignment import Assigner
+from promptdag.service.audit import AUDIT, Audit, AuditMiddleware, audit_of, trace_refusal
 from promptdag.service.body import body_cap, read_run_request, servable_problems
+from promptdag.service.keys import KeyRing
+from promptdag.service.limits import KeyLimits
 from promptdag.service.metrics import ServiceMetrics
-from promptdag.service.problems import ServiceError, problem, problem_for
+from promptdag.service.problems import (
+    ServiceError,
+    problem,
+    problem_for,
+    public_detail,
+    server_paths,
+)
 from promptdag.service.schema import (
     PROBLEM_REF,
     request_openapi,
@@ -45,15 +58,16 @@ from promptdag.service.schema import (
     shared_schemas,
 )
 from promptdag.service.settings import ServiceSettings
-from promptdag.tracing.context import RequestContext, new_request_id, request_scope
+from promptdag.tracing.context import RequestContext, request_scope
 from promptdag.variants import load_variants
 
 __all__ = ["Served", "ServiceState", "create_app", "preflight"]
 
 log = logging.getLogger("promptdag.service")
 OPS_PATHS = ("/healthz", "/readyz", "/v1/version", "/metrics")
+DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 PIPELINES_PREFIX = "/v1/pipelines/"
-REQUEST_ID = "X-Promptdag-Request-Id"
+DRAIN_S = 5.0  # at shutdown, how long requests cut short get to answer and trace themselves
 Built = dict[str, dict[str, Pipeline]]  # pipeline → variant → its built Pipeline
 
 
@@ -64,13 +78,23 @@ class ServiceState:
     pipelines: Built = field(default_factory=dict)
     assigner: Assigner | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
-    tracer: Any = None  # promptdag.tracing: writer + adapter, when tracing is on
-    in_flight: int = 0
+    tracer: Any = None  # promptdag.service.tracing.ServiceTracing, when tracing is on
+    keys: KeyRing | None = None
+    limits: KeyLimits = field(default_factory=lambda: KeyLimits(None))
+    git: dict[str, Any] = field(default_factory=dict)  # the served tree, for refusal traces
+    roots: tuple[str, ...] = ()  # server directories that problem details never show
+    in_flight: int = 0  # runs holding a slot (their body read)
+    active: int = 0  # requests anywhere in the app
     ready: bool = False
+    pipelines_prefix: str = PIPELINES_PREFIX
+    protected_paths: frozenset[str] = frozenset((*OPS_PATHS, *DOCS_PATHS))
+    _paths: dict[str, str] = field(default_factory=dict)
 
     def pipeline_of(self, path: str) -> str:
         """The declared pipeline a request path runs, or "" for any other path."""
-        return next((n for n in self.contract.pipelines if run_path(n) == path), "")
+        if not self._paths:
+            self._paths = {run_path(n): n for n in self.contract.pipelines}
+        return self._paths.get(path, "")
 
 
 @dataclass(frozen=True)
@@ -111,13 +135,17 @@ async def _close_all(built: Built) -> None:
 
 
 async def _build_all(
-    settings: ServiceSettings, project: Project, weights: dict[str, float], adapters: list[Any]
+    settings: ServiceSettings,
+    project: Project,
+    weights: dict[str, float],
+    adapters: list[Any],
+    git: dict[str, Any] | None = None,
 ) -> Built:
     """One Pipeline per declared pipeline and served variant, through the factory; every
     problem of every build is reported at once, and nothing built is left open on failure."""
     built: Built = {}
     problems: list[str] = []
-    git = git_state(project.root)  # one reading for every build: they report the same tree
+    git = git or git_state(project.root)  # one reading for every build: the same tree
     for name in project.contract.pipelines:
         for variant in weights:
             try:
@@ -152,6 +180,13 @@ async def _start(state: ServiceState) -> None:
             ]
         )
     state.contract = project.contract
+    state._paths = {}
+    state.keys = None if settings.insecure_no_auth else settings.key_ring()
+    state.limits = KeyLimits(
+        settings.key_max_in_flight or settings.max_in_flight, settings.key_rate, settings.key_burst
+    )
+    state.roots = server_paths(project.root, data_dir(project.root))
+    state.git = git_state(project.root)
     weights = _served_weights(settings, project)
     state.assigner = Assigner(
         weights, salt=settings.assignment_salt, allow_forced=settings.allow_variant_header
@@ -161,9 +196,9 @@ async def _start(state: ServiceState) -> None:
         from promptdag.service.tracing import start_tracing
 
         state.tracer = start_tracing(settings)
-        adapters = [state.tracer.adapter]
+        adapters = state.tracer.adapters
     try:
-        state.pipelines = await _build_all(settings, project, weights, adapters)
+        state.pipelines = await _build_all(settings, project, weights, adapters, state.git)
     except ConfigError:
         if state.tracer is not None:
             await asyncio.to_thread(state.tracer.close)
@@ -176,6 +211,11 @@ async def _start(state: ServiceState) -> None:
 
 async def _stop(state: ServiceState) -> None:
     state.ready = False
+    # Requests the server cut at its shutdown timeout answer 503 and write their traces now:
+    # give them a moment before the pipelines and the trace writer close.
+    deadline = time.monotonic() + DRAIN_S
+    while state.active and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     await _close_all(state.pipelines)
     if state.tracer is not None:
         await asyncio.to_thread(state.tracer.close)
@@ -193,20 +233,10 @@ async def preflight(settings: ServiceSettings) -> Served:
     )
 
 
-def _authorized(state: ServiceState, request: Request) -> bool:
-    if state.settings.insecure_no_auth:
-        return True
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        return False
-    return any(hmac.compare_digest(token.encode(), key.encode()) for key in state.settings.api_keys)
-
-
-def _provenance_headers(result: RunResult, request_id: str) -> dict[str, str]:
+def _provenance_headers(result: RunResult) -> dict[str, str]:
     fp = result.fingerprint
     git = fp["git"]
     return {
-        REQUEST_ID: request_id,
         "X-Promptdag-Pipeline": result.pipeline,
         "X-Promptdag-Variant": result.variant,
         "X-Promptdag-Git-Sha": (git["sha"] + ("-dirty" if git["dirty"] else ""))
@@ -242,49 +272,99 @@ def _response_body(result: RunResult, ctx: RequestContext, usage: dict[str, Any]
     }
 
 
-def _refused(state: ServiceState, name: str, exc: ServiceError, request_id: str) -> Response:
-    state.metrics.reject(name, exc.slug)
-    headers = {**exc.headers, REQUEST_ID: request_id}
+async def _refused(state: ServiceState, audit: Audit, exc: ServiceError) -> Response:
+    """A run refused before its pipeline ran: counted, traced, answered."""
+    state.metrics.reject(audit.pipeline, exc.slug)
+    await trace_refusal(state, audit, exc.status, exc.slug, exc.detail)
     return problem(
-        exc.status, exc.slug, exc.title, exc.detail, headers, request_id=request_id, **exc.extra
+        exc.status,
+        exc.slug,
+        exc.title,
+        exc.detail,
+        exc.headers,
+        request_id=audit.request_id,
+        **exc.extra,
+    )
+
+
+async def _invalid_input(state: ServiceState, audit: Audit, exc: InputError) -> Response:
+    state.metrics.reject(audit.pipeline, "invalid-input")
+    response = problem_for(exc, audit.request_id, state.roots)
+    await trace_refusal(state, audit, response.status_code, type(exc).__name__, str(exc))
+    return response
+
+
+def _overloaded(state: ServiceState) -> ServiceError:
+    return ServiceError(
+        503,
+        "overloaded",
+        "Overloaded",
+        f"{state.in_flight} requests are in flight, the cap is "
+        f"{state.settings.max_in_flight}. Retry shortly.",
+        {"Retry-After": "1"},
     )
 
 
 async def _run(state: ServiceState, name: str, request: Request) -> Response:
-    request_id = new_request_id()
+    audit = audit_of(request.scope)
     spec = state.contract.pipelines[name]
     assert state.assigner is not None
     try:
-        body = await read_run_request(request, spec, body_cap(spec, state.settings))
-        forced = request.headers.get("x-promptdag-variant")
-        assignment = state.assigner.assign(body.subject_id, forced)
+        body = await read_run_request(
+            request, spec, body_cap(spec, state.settings), state.settings.body_timeout_s
+        )
+        audit.subject_id, audit.conversation_id = body.subject_id, body.conversation_id
+        assignment = state.assigner.assign(
+            body.subject_id, request.headers.get("x-promptdag-variant")
+        )
     except ServiceError as exc:
-        return _refused(state, name, exc, request_id)
+        return await _refused(state, audit, exc)
     except InputError as exc:
-        state.metrics.reject(name, "invalid-input")
-        return problem_for(exc, request_id)
-    pipeline = state.pipelines[name][assignment.variant]
+        return await _invalid_input(state, audit, exc)
+    # The slot is taken only now, with the body read: slow uploads cannot hold the slots.
+    if state.in_flight >= state.settings.max_in_flight:
+        return await _refused(state, audit, _overloaded(state))
+    state.in_flight += 1
+    state.metrics.in_flight.labels(name).inc()
+    try:
+        return await _run_pipeline(state, audit, body.inputs, assignment.variant, assignment.how)
+    finally:
+        state.in_flight -= 1
+        state.metrics.in_flight.labels(name).dec()
+
+
+async def _run_pipeline(
+    state: ServiceState, audit: Audit, inputs: dict[str, Any], variant: str, how: str
+) -> Response:
+    name = audit.pipeline
+    pipeline = state.pipelines[name][variant]
+    audit.variant = variant
     ctx = RequestContext(
-        request_id=request_id,
-        variant=assignment.variant,
-        assignment=assignment.how,
-        subject_id=body.subject_id,
-        conversation_id=body.conversation_id,
-        build=pipeline.build_info(),
-    )
+        request_id=audit.request_id,
+        variant=variant,
+        assignment=how,
+        subject_id=audit.subject_id,
+        conversation_id=audit.conversation_id,
+        key_id=audit.key_id,
+        client_request_id=audit.client_request_id,
+    )  # the pipeline adds its build info (shared, read-only) to the context itself
+    tracer = state.tracer  # its adapter records the run, whatever its end (see RunTraced)
     started = time.perf_counter()
     try:
         with request_scope(ctx):
-            result = await pipeline.run(body.inputs)
+            result = await pipeline.run(inputs)
     except PromptdagError as exc:
         seconds = time.perf_counter() - started
-        state.metrics.observe_error(name, assignment.variant, seconds, type(exc).__name__)
-        return problem_for(exc, request_id)
+        state.metrics.observe_error(name, variant, seconds, type(exc).__name__)
+        audit.error = type(exc).__name__
+        if tracer is not None and isinstance(exc, TraceStoreError):
+            tracer.health.failed(exc)
+        return problem_for(exc, audit.request_id, state.roots)
+    if tracer is not None:
+        tracer.health.ok()
     usage = result.usage
-    state.metrics.observe_ok(name, assignment.variant, time.perf_counter() - started, usage)
-    return JSONResponse(
-        _response_body(result, ctx, usage), headers=_provenance_headers(result, request_id)
-    )
+    state.metrics.observe_ok(name, variant, time.perf_counter() - started, usage)
+    return JSONResponse(_response_body(result, ctx, usage), headers=_provenance_headers(result))
 
 
 def _version(state: ServiceState) -> dict[str, Any]:
@@ -385,67 +465,58 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     app.state.promptdag = state
     app.openapi = lambda: _openapi(app, state)  # type: ignore[method-assign]
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Any) -> Response:
-        path = request.url.path
-        name = state.pipeline_of(path)
-        ops = path in OPS_PATHS
-        needs_key = path.startswith(PIPELINES_PREFIX) or (ops and settings.protect_ops)
-        if needs_key and not _authorized(state, request):
-            state.metrics.reject(name, "auth")
-            return problem(
-                401,
-                "unauthorized",
-                "Unauthorized",
-                "send a valid API key as 'Authorization: Bearer KEY'.",
-                {"WWW-Authenticate": "Bearer"},
-            )
-        if not name:
-            return await call_next(request)
-        if state.in_flight >= settings.max_in_flight:
-            state.metrics.reject(name, "overload")
-            return problem(
-                503,
-                "overloaded",
-                "Overloaded",
-                f"{state.in_flight} requests are in flight, the cap is {settings.max_in_flight}. Retry shortly.",
-                {"Retry-After": "1"},
-            )
-        state.in_flight += 1
-        state.metrics.in_flight.labels(name).inc()
-        try:
-            return await call_next(request)
-        finally:
-            state.in_flight -= 1
-            state.metrics.in_flight.labels(name).dec()
+    app.add_middleware(AuditMiddleware, state=state)
+
+    def request_id(request: Request) -> str:
+        audit = request.scope.get(AUDIT)
+        return audit.request_id if isinstance(audit, Audit) else "-"
 
     @app.exception_handler(ServiceError)
     async def service_error(request: Request, exc: ServiceError) -> Response:
         state.metrics.reject(state.pipeline_of(request.url.path), exc.slug)
-        return problem(exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra)
+        return problem(
+            exc.status,
+            exc.slug,
+            exc.title,
+            exc.detail,
+            exc.headers,
+            request_id=request_id(request),
+            **exc.extra,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         phrase = HTTPStatus(exc.status_code).phrase
         slug = phrase.lower().replace(" ", "-")
-        return problem(exc.status_code, slug, phrase, str(exc.detail), dict(exc.headers or {}))
+        detail = public_detail(str(exc.detail), state.roots)
+        headers = dict(exc.headers or {})
+        return problem(
+            exc.status_code, slug, phrase, detail, headers, request_id=request_id(request)
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> Response:
         detail = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
-        return problem(422, "invalid-request", "Invalid request", detail)
+        return problem(
+            422, "invalid-request", "Invalid request", detail, request_id=request_id(request)
+        )
 
     @app.exception_handler(PromptdagError)
     async def library_error(request: Request, exc: PromptdagError) -> Response:
-        return problem_for(exc, "-")
+        return problem_for(exc, request_id(request), state.roots)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
+        """Only reached if the audit middleware itself fails: it answers every other error."""
         log.exception("unexpected error on %s", request.url.path)
         return problem(
-            500, "internal", "Internal error", "an unexpected error occurred; it has been logged."
+            500,
+            "internal",
+            "Internal error",
+            "an unexpected error occurred; it has been logged.",
+            request_id=request_id(request),
         )
 
     _register_pipelines(app, state)
@@ -468,14 +539,14 @@ def create_app(settings: ServiceSettings) -> FastAPI:
 
     @app.get(
         "/readyz",
-        summary="Readiness: every pipeline of every variant built and serving",
+        summary="Readiness: every pipeline of every variant built and serving, traces writing",
         response_class=JSONResponse,
         responses={
             200: {"description": "Ready", **_json(_READY)},
             503: {"description": "Not ready", **_PROBLEM},
         },
     )
-    async def readyz() -> Response:
+    async def readyz(request: Request) -> Response:
         if not state.ready:
             return problem(
                 503,
@@ -483,6 +554,17 @@ def create_app(settings: ServiceSettings) -> FastAPI:
                 "Not ready",
                 "the service is starting or stopping.",
                 {"Retry-After": "1"},
+                request_id=request_id(request),
+            )
+        trouble = state.tracer.health.problem() if state.tracer is not None else None
+        if trouble is not None:
+            return problem(
+                503,
+                "trace-store-unavailable",
+                "Traces cannot be recorded",
+                trouble,
+                {"Retry-After": "5"},
+                request_id=request_id(request),
             )
         served = {name: sorted(variants) for name, variants in state.pipelines.items()}
         return JSONResponse({"status": "ready", "pipelines": served})
@@ -512,12 +594,26 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 _PROBLEM = {"content": {"application/problem+json": {"schema": PROBLEM_REF}}}
 _RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {
+        "description": "The client closed the connection before the body was complete",
+        **_PROBLEM,
+    },
     401: {"description": "Missing or wrong API key", **_PROBLEM},
+    408: {"description": "The body did not arrive within the body timeout", **_PROBLEM},
     413: {"description": "The body, or a file, is over its cap", **_PROBLEM},
     415: {"description": "Unsupported content type", **_PROBLEM},
     422: {"description": "An input is unknown or invalid, or a cap was hit", **_PROBLEM},
-    502: {"description": "The model rejected the request", **_PROBLEM},
-    503: {"description": "Overloaded or the model is unavailable (see Retry-After)", **_PROBLEM},
+    429: {
+        "description": "Over the API key's rate or concurrency limit (see Retry-After)",
+        **_PROBLEM,
+    },
+    500: {"description": "An unexpected error (logged with the request id)", **_PROBLEM},
+    502: {"description": "The model rejected the request or its answer is unusable", **_PROBLEM},
+    503: {
+        "description": "Overloaded, the model is unavailable, traces cannot be recorded, or the "
+        "service is shutting down (see Retry-After)",
+        **_PROBLEM,
+    },
     504: {"description": "The request passed its deadline", **_PROBLEM},
 }
 _STATUS = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}

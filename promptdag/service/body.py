@@ -19,6 +19,10 @@ never in the query string, which ends up in logs. `subject_id` and `conversation
 assignment, traces) are request meta fields, accepted in every body and never passed to the
 pipeline. An uploaded file's name fills the input's `filename_input` unless the request sets it.
 
+A JSON body may nest at most MAX_JSON_DEPTH levels and hold at most MAX_JSON_CONTAINERS arrays
+and objects (it needs one: an object of values); beyond is a 422 before it is parsed. The whole body must arrive within the server's body
+timeout (`--body-timeout`): a 408 otherwise, so a slow upload cannot hold a connection for ever.
+
 The byte cap on a whole body is one number per pipeline (`body_cap`): `--max-upload-bytes` when
 the operator gives it, else the pipeline's largest file input `max_bytes` (or, with no file
 input, 6 bytes per character its text inputs may hold, for JSON escapes) plus 64 KiB for the
@@ -28,7 +32,9 @@ config key; values are checked against the contract by `promptdag.inputs`."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.message import Message
@@ -37,7 +43,7 @@ from typing import Any
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from promptdag.contract import InputSpec, PipelineSpec
 from promptdag.errors import InputError, LimitExceededError
@@ -48,6 +54,8 @@ from promptdag.service.settings import ServiceSettings
 __all__ = [
     "BODY_MARGIN",
     "JSON",
+    "MAX_JSON_CONTAINERS",
+    "MAX_JSON_DEPTH",
     "META_FIELDS",
     "META_MAX_CHARS",
     "MULTIPART",
@@ -68,6 +76,12 @@ META_FIELDS = ("conversation_id", "subject_id")
 META_MAX_CHARS = 200
 BODY_MARGIN = 64 * 1024
 SECRET_PREFIX = "x-promptdag-input-"
+MAX_JSON_DEPTH = 32
+MAX_JSON_CONTAINERS = 256
+_OPENERS = frozenset(b"[{")
+_PARSE_IN_THREAD_BYTES = 1 << 20
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _JSON_BYTES_PER_CHAR = 6  # "\uXXXX"
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,),
@@ -162,16 +176,72 @@ def _too_large(size: str, cap: int) -> ServiceError:
     )
 
 
-async def _read_capped(request: Request, cap: int) -> bytes:
+async def _read_capped(request: Request, cap: int, deadline: float | None) -> bytes:
+    """The whole body, at most `cap` bytes, by `deadline` (the event loop's clock)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > cap:
         raise _too_large(f"{declared} bytes", cap)
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > cap:
-            raise _too_large(f"more than {cap} bytes", cap)
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > cap:
+                    raise _too_large(f"more than {cap} bytes", cap)
+    except TimeoutError:
+        raise ServiceError(
+            408,
+            "body-timeout",
+            "Request body timeout",
+            f"the request body did not arrive in time ({len(buf)} bytes came before the "
+            "server's --body-timeout). Send the whole body at once, or from a faster link.",
+            {"Connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        raise ServiceError(
+            400,
+            "incomplete-body",
+            "Incomplete body",
+            f"the client closed the connection after {len(buf)} bytes of the body.",
+        ) from None
     return bytes(buf)
+
+
+def _json_shape_problem(raw: bytes) -> str | None:
+    """What makes the JSON text `raw` too deep or too branched to parse, or None: at most
+    MAX_JSON_DEPTH levels and MAX_JSON_CONTAINERS arrays and objects outside strings. A few
+    passes over the bytes at C speed, so a hostile body costs no recursion and little time."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_JSON_DEPTH:
+        return None
+    outside = _JSON_STRING.sub(b"", raw)
+    containers = outside.count(b"[") + outside.count(b"{")
+    if containers > MAX_JSON_CONTAINERS:
+        return f"the JSON body holds {containers} arrays and objects, over the cap of {MAX_JSON_CONTAINERS}"
+    depth = 0
+    for byte in outside.translate(None, _NOT_BRACKETS):
+        depth += 1 if byte in _OPENERS else -1
+        if depth > MAX_JSON_DEPTH:
+            return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+    return None
+
+
+def _parse_json(raw: bytes) -> Any:
+    shape = _json_shape_problem(raw)
+    if shape is not None:
+        raise _invalid(f'{shape}: send one object of input values, like {{"name": value}}.')
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise _invalid(f"the body is not valid JSON ({exc}).") from exc
+
+
+def _preview(value: Any) -> str:
+    """A short, cheap rendering of a JSON value for an error message (never a whole container)."""
+    if isinstance(value, str):
+        return repr(value[:80])
+    if isinstance(value, bool | int | float) or value is None:
+        return repr(value)
+    return f"a JSON {'array' if isinstance(value, list) else 'object'}"
 
 
 def _unique(items: Iterable[tuple[str, Any]], where: str) -> dict[str, Any]:
@@ -250,16 +320,18 @@ def _check_json_value(spec: InputSpec, value: Any) -> None:
     if not isinstance(value, types) or (isinstance(value, bool) and spec.kind != "boolean"):
         kind = "string" if spec.kind == "text" else spec.kind
         raise InputError(
-            f"input {spec.name} must be a JSON {kind}, got {type(value).__name__}: {value!r:.80}."
+            f"input {spec.name} must be a JSON {kind}, got {type(value).__name__}: "
+            f"{_preview(value)}."
         )
 
 
-async def _json(request: Request, spec: PipelineSpec, cap: int) -> dict[str, Any]:
-    raw = await _read_capped(request, cap)
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise _invalid(f"the body is not valid JSON ({exc}).") from exc
+async def _json(
+    request: Request, spec: PipelineSpec, cap: int, deadline: float | None
+) -> dict[str, Any]:
+    raw = await _read_capped(request, cap, deadline)
+    # A large body is checked and parsed off the event loop, so other requests go on meanwhile.
+    big = len(raw) > _PARSE_IN_THREAD_BYTES
+    data = await asyncio.to_thread(_parse_json, raw) if big else _parse_json(raw)
     if not isinstance(data, dict):
         raise _invalid('the JSON body must be an object of inputs, like {"name": value}.')
     files = sorted(n for n in data if n in spec.inputs and spec.inputs[n].is_file)
@@ -290,9 +362,9 @@ def _check_part_type(spec: InputSpec, upload: UploadFile) -> None:
 
 
 async def _multipart(
-    request: Request, spec: PipelineSpec, cap: int
+    request: Request, spec: PipelineSpec, cap: int, deadline: float | None
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    raw = await _read_capped(request, cap)
+    raw = await _read_capped(request, cap, deadline)
 
     async def replay() -> dict[str, Any]:
         return {"type": "http.request", "body": raw, "more_body": False}
@@ -385,9 +457,14 @@ def _checked(spec: PipelineSpec, values: dict[str, Any]) -> None:
     check_inputs(spec, values)
 
 
-async def read_run_request(request: Request, spec: PipelineSpec, cap: int) -> RunRequest:
-    """The request's inputs and meta fields, checked against `spec`; a ServiceError or an
-    InputError says what is wrong."""
+async def read_run_request(
+    request: Request, spec: PipelineSpec, cap: int, body_timeout_s: float | None = None
+) -> RunRequest:
+    """The request's inputs and meta fields, checked against `spec`, the body read within
+    `body_timeout_s`; a ServiceError or an InputError says what is wrong."""
+    deadline = (
+        None if body_timeout_s is None else asyncio.get_running_loop().time() + body_timeout_s
+    )
     media_type = _media_type(request.headers.get("content-type"))
     raw = raw_media_types(spec)
     filenames: dict[str, str] = {}
@@ -395,11 +472,11 @@ async def read_run_request(request: Request, spec: PipelineSpec, cap: int) -> Ru
     secrets = _secrets(request, spec)
     query = _query(request, spec, target)
     if media_type == JSON and accepts_json(spec):
-        values = await _json(request, spec, cap)
+        values = await _json(request, spec, cap, deadline)
     elif media_type == MULTIPART:
-        values, filenames = await _multipart(request, spec, cap)
+        values, filenames = await _multipart(request, spec, cap, deadline)
     elif target is not None:
-        data = await _read_capped(request, cap)
+        data = await _read_capped(request, cap, deadline)
         values = {target: data if spec.inputs[target].is_file else _utf8(target, data)}
         filename = _disposition_filename(request.headers.get("content-disposition"))
         if filename:

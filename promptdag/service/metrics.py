@@ -1,5 +1,6 @@
 """Prometheus metrics of the service, by pipeline and variant: requests, errors, latency, tokens
-and cost; requests refused before running (auth, overload, size, invalid input) by reason."""
+and cost; requests refused before running (auth, limits, overload, size, invalid input) by
+reason; and every response the service sent, by pipeline and HTTP status."""
 
 from __future__ import annotations
 
@@ -58,8 +59,14 @@ class ServiceMetrics:
         )
         self.rejected = Counter(
             "promptdag_rejected",
-            "Requests refused before running (auth, overload, size, invalid input).",
+            "Requests refused before running (auth, limits, overload, size, invalid input).",
             ["pipeline", "reason"],
+            registry=r,
+        )
+        self.responses = Counter(
+            "promptdag_responses",
+            "Every response, by pipeline (empty for other paths) and HTTP status.",
+            ["pipeline", "status"],
             registry=r,
         )
 
@@ -80,6 +87,9 @@ class ServiceMetrics:
 
     def reject(self, pipeline: str, reason: str) -> None:
         self.rejected.labels(pipeline, reason).inc()
+
+    def respond(self, pipeline: str, status: int) -> None:
+        self.responses.labels(pipeline, str(status)).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

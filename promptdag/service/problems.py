@@ -1,9 +1,15 @@
-"""Errors as RFC 9457 problem responses (type, title, status, detail): every library error maps
-to a status that says whose fault it is (4xx the request's, 502/503/504 the model's), and
-nothing ever carries a stack trace."""
+"""Errors as RFC 9457 problem responses (type, title, status, detail, request_id): every library
+error maps to a status that says whose fault it is (4xx the request's, 502/503/504 the model's,
+503 the trace store's; `promptdag.tracing.context.http_status`, which the traces record too),
+and nothing ever carries a stack trace or a path on the server."""
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -21,10 +27,28 @@ from promptdag.errors import (
     PromptdagError,
     TraceStoreError,
 )
+from promptdag.tracing.context import http_status
 
-__all__ = ["ServiceError", "problem", "problem_for"]
+__all__ = ["ServiceError", "problem", "problem_for", "public_detail", "server_paths"]
 
 _BASE = "https://promptdag.dev/problems/"
+RETRY_AFTER_S = 5
+_KINDS: tuple[tuple[type[PromptdagError], str, str], ...] = (  # most specific first
+    (LimitExceededError, "limit-exceeded", "A limit was exceeded"),
+    (ForbiddenInputError, "forbidden-input", "Input not allowed"),
+    (DocumentError, "bad-document", "The document cannot be read"),
+    (InputError, "invalid-input", "Invalid input"),
+    (DeadlineExceededError, "deadline-exceeded", "The request took too long"),
+    (LLMUnavailableError, "model-unavailable", "The model is unavailable"),
+    (LLMRequestError, "model-rejected", "The model rejected the request"),
+    (CacheMissError, "model-rejected", "The model rejected the request"),
+    (LLMError, "model-error", "The model failed"),
+    (TraceStoreError, "trace-store-unavailable", "Traces cannot be recorded"),
+)
+TRACE_STORE_DETAIL = (
+    "the trace of this request could not be stored, so it is not answered (every answer is "
+    "traced). The operator finds the cause in the server log; retry later."
+)
 
 
 class ServiceError(Exception):
@@ -47,6 +71,22 @@ class ServiceError(Exception):
         super().__init__(detail)
 
 
+def server_paths(*more: Path | str | None) -> tuple[str, ...]:
+    """Directories whose paths must not reach a client: the project and data directories
+    (`more`), the working directory, the home and temporary directories, the interpreter's."""
+    roots = {str(p) for p in more if p}
+    roots |= {os.getcwd(), str(Path.home()), tempfile.gettempdir(), sys.prefix, sys.base_prefix}
+    return tuple(sorted((r.rstrip("/") for r in roots if len(r) > 1), key=len, reverse=True))
+
+
+def public_detail(detail: str, roots: tuple[str, ...]) -> str:
+    """`detail` with any path under one of `roots` replaced by `<server path>`."""
+    for root in roots:
+        if root in detail:
+            detail = re.sub(re.escape(root) + r"(?:/[^\s'\"`,;:)]*)?", "<server path>", detail)
+    return detail
+
+
 def problem(
     status: int,
     slug: str,
@@ -61,37 +101,20 @@ def problem(
     )
 
 
-def _status(error: PromptdagError) -> tuple[int, str, str]:
-    if isinstance(error, LimitExceededError):
-        return 422, "limit-exceeded", "A limit was exceeded"
-    if isinstance(error, ForbiddenInputError):
-        return 422, "forbidden-input", "Input not allowed"
-    if isinstance(error, DocumentError):
-        return 422, "bad-document", "The document cannot be read"
-    if isinstance(error, InputError):
-        return 422, "invalid-input", "Invalid input"
-    if isinstance(error, DeadlineExceededError):
-        return 504, "deadline-exceeded", "The request took too long"
-    if isinstance(error, LLMUnavailableError):
-        return 503, "model-unavailable", "The model is unavailable"
-    if isinstance(error, LLMRequestError | CacheMissError):
-        return 502, "model-rejected", "The model rejected the request"
-    if isinstance(error, LLMError):
-        return 502, "model-error", "The model failed"
-    if isinstance(error, TraceStoreError):
-        return 503, "trace-store-unavailable", "Traces cannot be recorded"
-    return 500, "internal", "Internal error"
-
-
-def problem_for(error: PromptdagError, request_id: str) -> JSONResponse:
-    """The response for a library error; 503s carry Retry-After."""
-    status, slug, title = _status(error)
-    headers = {"X-Promptdag-Request-Id": request_id}
-    if status == 503:
-        headers["Retry-After"] = "5"
+def problem_for(
+    error: PromptdagError, request_id: str, roots: tuple[str, ...] = ()
+) -> JSONResponse:
+    """The response for a library error; 503s carry Retry-After. A trace store failure says so
+    without its file or cause (those go to the server log)."""
+    status = http_status(error)
+    slug, title = next(
+        ((s, t) for cls, s, t in _KINDS if isinstance(error, cls)), ("internal", "Internal error")
+    )
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}
     extra: dict[str, Any] = {"request_id": request_id}
     if isinstance(error, LLMError) and error.step:
         extra["step"] = error.step
     if isinstance(error, LimitExceededError):
         extra.update(limit=error.limit, cap=str(error.cap))
-    return problem(status, slug, title, str(error), headers, **extra)
+    detail = TRACE_STORE_DETAIL if isinstance(error, TraceStoreError) else str(error)
+    return problem(status, slug, title, public_detail(detail, roots), headers, **extra)

@@ -1,14 +1,68 @@
 """Wiring tracing into the service: the SQLite trace writer (and OTLP export when asked), and
-the Hamilton adapter that feeds it, started at startup and flushed at shutdown."""
+the Hamilton adapter that feeds it, started at startup and flushed at shutdown; and the health
+of the trace store, which /readyz reports: unready from a failed write until a write succeeds,
+or `hold_s` without another failure (then traffic may come back and test it again)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
+from hamilton.lifecycle.base import BasePostGraphExecuteAsync
+
+from promptdag.service.audit import current_audit
 from promptdag.service.settings import ServiceSettings
 
-__all__ = ["ServiceTracing", "start_tracing"]
+__all__ = ["RunTraced", "ServiceTracing", "TraceHealth", "start_tracing"]
+
+log = logging.getLogger("promptdag.service")
+
+
+@dataclass
+class TraceHealth:
+    """Whether the trace store is writing. A failure is logged in full (path and cause) once
+    per outage; clients only ever learn that traces cannot be recorded."""
+
+    hold_s: float = 10.0
+    failed_at: float | None = None  # time.monotonic() of the latest failure of this outage
+    failures: int = 0
+    reason: str = ""
+
+    def failed(self, error: BaseException) -> None:
+        if self.failed_at is None:
+            log.error("the trace store cannot write; /readyz reports unready: %s", error)
+        self.failed_at, self.reason = time.monotonic(), type(error).__name__
+        self.failures += 1
+
+    def ok(self) -> None:
+        if self.failed_at is not None:
+            log.warning("the trace store writes again after %d failed write(s)", self.failures)
+            self.failed_at, self.failures = None, 0
+
+    def problem(self) -> str | None:
+        """Why the store is not healthy, for /readyz (no path, no cause text), or None."""
+        if self.failed_at is None:
+            return None
+        ago = time.monotonic() - self.failed_at
+        if ago >= self.hold_s:
+            return None
+        return (
+            f"the trace store could not write {ago:.0f} s ago ({self.failures} failed "
+            f"write(s), {self.reason}); runs cannot be answered until it writes again. The "
+            "server log says why."
+        )
+
+
+class RunTraced(BasePostGraphExecuteAsync):
+    """Marks the request's Audit as traced when a run ends: the trace adapter, which comes
+    before it, is writing the run's row then, so the service must not write another."""
+
+    async def post_graph_execute(self, **kwargs: Any) -> None:
+        audit = current_audit()
+        if audit is not None:
+            audit.traced = True
 
 
 @dataclass
@@ -16,6 +70,12 @@ class ServiceTracing:
     writer: Any
     adapter: Any
     exporter: Any = None
+    health: TraceHealth = field(default_factory=TraceHealth)
+
+    @property
+    def adapters(self) -> list[Any]:
+        """The lifecycle adapters every served pipeline gets, in this order."""
+        return [self.adapter, RunTraced()]
 
     def close(self) -> None:
         """Drain the queue and close the store (and flush OTLP): no trace lost on a graceful stop."""

@@ -6,6 +6,7 @@ file pipeline `words` (a small text file, a secret input, no LLM)."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from promptdag.service.app import create_app
 from promptdag.service.settings import ServiceSettings
 
 REPO = Path(__file__).resolve().parents[3]
+TRIAGE = REPO / "examples" / "ticket-triage"
+TRIAGE_RUNS = "/v1/pipelines/triage/runs"
+TICKET = "The app crashes on login since the last update. Please fix it, I cannot work."
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 SAMPLE = REPO / "examples" / "the-man-without-a-body.pdf"
@@ -185,6 +189,18 @@ def make_client(tmp_path, monkeypatch) -> Iterator[Callable[..., TestClient]]:
 @pytest.fixture
 def client(make_client) -> TestClient:
     return make_client()
+
+
+@pytest.fixture
+def app_modules_restored() -> Iterator[None]:
+    """Serving examples/ticket-triage in this process replaces the reference app's `dataflows`
+    and `prompts` modules in sys.modules; put the originals back afterwards."""
+    tops = ("dataflows", "prompts")
+    saved = {k: m for k, m in sys.modules.items() if k.split(".")[0] in tops}
+    yield
+    for name in [k for k in sys.modules if k.split(".")[0] in tops]:
+        del sys.modules[name]
+    sys.modules.update(saved)
 
 
 @pytest.fixture

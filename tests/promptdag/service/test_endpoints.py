@@ -253,7 +253,7 @@ def test_page_and_token_caps_are_422_naming_the_cap(make_client) -> None:
             "not valid JSON",
         ),
         ({"json": ["a list"]}, 422, "must be an object"),
-        ({"json": {"text": ""}}, 422, "no text"),
+        ({"json": {"text": ""}}, 422, "input text is empty"),
         ({"json": {}}, 422, "exactly one of pdf_bytes, text; got none"),
         ({"json": {"text": 42}}, 422, "input text must be a JSON string, got int"),
         ({"json": {"text": TEXT, "content_type": "$chunk"}}, 422, "content_type may not contain"),
@@ -359,10 +359,15 @@ def test_every_answered_request_is_traced_with_its_prompts(client, tmp_path) -> 
     db = tmp_path / "data" / "traces.sqlite"
     rows = list_requests(db, None, 10)
     assert ok.json()["request_id"] in set(rows["request_id"])
-    assert bad.json()["request_id"] not in set(rows["request_id"])  # refused before running
+    # refused by input validation, after the body was read: traced too, without running
+    refused, refused_calls = show_request(db, bad.json()["request_id"])
+    assert refused["status"] == "error" and refused["http_status"] == 422
+    assert refused["error_type"] == "InputError" and refused["calls"] == 0
+    assert refused["pipeline"] == "summarize" and refused_calls.empty
     request, calls = show_request(db, ok.json()["request_id"])
     assert request["variant"] == ok.json()["variant"] and request["subject_id"] == "t1"
     assert request["conversation_id"] == "c9" and request["status"] == "ok"
+    assert request["http_status"] == 200 and request["key_id"] == refused["key_id"]
     assert request["fingerprint_id"] == ok.headers["X-Promptdag-Fingerprint"]
     assert len(calls) == ok.json()["usage"]["calls"]
     assert set(calls["prompt_node"]) == {"chunk_summary_prompt", "final_summary_prompt"}

@@ -218,12 +218,13 @@ def test_live_401_from_the_model_is_a_502_naming_the_key_without_retry(sdk) -> N
 
 @pytest.fixture(scope="module")
 def strict_service(tmp_path_factory) -> Iterator[tuple[LiveServer, OpenAIServer]]:
-    """One retry, a one-second whole-request deadline."""
+    """One retry, a three-second whole-request deadline (well under the 10 s slow reply, with
+    room for a loaded machine before the first call)."""
     with (
         OpenAIServer(api_key=LLM_KEY) as fake,
         live_server(
             tmp_path_factory.mktemp("strict"),
-            config=openai_config(llm_max_retries=1, llm_deadline_s=1),
+            config=openai_config(llm_max_retries=1, llm_deadline_s=3),
             env=openai_env(fake),
         ) as server,
     ):
@@ -272,7 +273,8 @@ def test_live_overload_answers_503_with_retry_after_and_serves_the_rest(
     with live_server(
         tmp_path,
         config=openai_config(),
-        flags=["--max-in-flight", "2"],
+        # one key here: its own cap (default: --max-in-flight) set above the service's
+        flags=["--max-in-flight", "2", "--key-max-in-flight", "100"],
         env=openai_env(openai_server),
     ) as server:
         calls = Calls(server)
