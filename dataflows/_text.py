@@ -1,5 +1,6 @@
-"""Text helpers for the dataflows (plain functions, not nodes): PDF-text clean-up, chunking into
-token windows on paragraph/sentence boundaries in linear time, and delimiting untrusted text."""
+"""Text helpers for the dataflows (plain functions, not nodes): PDF-text clean-up, token counting
+with a bound, chunking into token windows on paragraph/sentence boundaries in linear time, and
+delimiting untrusted text."""
 
 from __future__ import annotations
 
@@ -7,17 +8,30 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["clean_text", "delimit", "token_windows"]
+__all__ = ["MAX_TOKEN_CHARS", "bounded_count", "clean_text", "delimit", "token_windows"]
+
+# The longest token of cl100k_base is 128 bytes, so no token holds more than 128 characters: a
+# text longer than 128 × N characters has more than N tokens, whatever it is made of.
+MAX_TOKEN_CHARS = 128
+# bounded_count hands the tokenizer at most this many characters at a time (tiktoken's working
+# memory grows to ~32 bytes per input byte: a 1 GB string makes it abort the process).
+COUNT_PIECE_CHARS = 1 << 20
 
 _HYPHEN_WRAP = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"'”’)\]]*\s+")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+# A single space between two non-spaces: no token of a BPE pre-tokenizer spans it, so counting
+# the text in pieces cut there gives the same total as counting it whole.
+_CUT = re.compile(r"(?<=\S) (?=\S)")
 
 
 def clean_text(text: str) -> str:
-    """Undo PDF line wrapping: join hyphen-wrapped words and wrapped lines, keep paragraphs."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    """Undo PDF line wrapping: join hyphen-wrapped words and wrapped lines, keep paragraphs;
+    drop control characters (NUL, escapes) but newlines, tabs and form feeds."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _CONTROL.sub("", text)
     text = _HYPHEN_WRAP.sub("", text)
     paragraphs = []
     for block in _PARAGRAPHS.split(text):
@@ -25,6 +39,25 @@ def clean_text(text: str) -> str:
         if joined:
             paragraphs.append(joined)
     return "\n\n".join(paragraphs)
+
+
+def bounded_count(
+    text: str, count: Callable[[str], int], cap: int, piece: int = COUNT_PIECE_CHARS
+) -> tuple[int, int]:
+    """Tokens in `text`, counted piece by piece (cut between words, so the total is exact) and
+    stopped as soon as it passes `cap`: (tokens counted, characters counted). Exact unless a
+    piece finds no single space to end on within 4,096 characters (then it is cut there)."""
+    total = start = 0
+    while start < len(text):
+        end = len(text)
+        if end - start > piece:
+            cut = _CUT.search(text, start + piece, start + piece + 4096)
+            end = cut.start() if cut else start + piece
+        total += count(text[start:end])
+        start = end
+        if total > cap:
+            break
+    return total, start
 
 
 def delimit(text: str, tag: str) -> str:

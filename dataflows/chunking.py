@@ -7,9 +7,8 @@ Outputs: tokenizer, document_tokens, text_chunks.
 
 from __future__ import annotations
 
-from dataflows._text import token_windows
-from promptdag import ConfigError, InputError, LimitExceededError, TokenCounter
-from promptdag import token_counter
+from dataflows._text import MAX_TOKEN_CHARS, bounded_count, token_windows
+from promptdag import ConfigError, InputError, LimitExceededError, TokenCounter, token_counter
 
 
 def tokenizer(llm_model: str) -> TokenCounter:
@@ -17,17 +16,26 @@ def tokenizer(llm_model: str) -> TokenCounter:
     return token_counter(llm_model)
 
 
-def document_tokens(
-    document_text: str, tokenizer: TokenCounter, max_document_tokens: int
-) -> int:
-    """How many tokens the document holds; over the cap is an error, not a truncation."""
+def document_tokens(document_text: str, tokenizer: TokenCounter, max_document_tokens: int) -> int:
+    """How many tokens the document holds; over the cap is an error, not a truncation. A text
+    too long to fit by its length alone is refused before the tokenizer sees it, and counting
+    stops as soon as the cap is passed."""
     if not document_text.strip():
         raise InputError("the document has no text to summarize. Send a document with text in it.")
-    n = tokenizer.count(document_text)
-    if n > max_document_tokens:
+    ceiling = max_document_tokens * MAX_TOKEN_CHARS
+    if len(document_text) > ceiling:
         raise LimitExceededError(
             "document length",
-            f"{n} tokens",
+            f"{len(document_text)} characters",
+            f"{ceiling} characters ({max_document_tokens} tokens of at most {MAX_TOKEN_CHARS})",
+            "Send a shorter document, or raise max_document_tokens in the config.",
+        )
+    n, seen = bounded_count(document_text, tokenizer.count, max_document_tokens)
+    if n > max_document_tokens:
+        where = "" if seen == len(document_text) else f" in its first {seen} characters"
+        raise LimitExceededError(
+            "document length",
+            f"{n} tokens{where}",
             f"{max_document_tokens} tokens",
             "Send a shorter document, or raise max_document_tokens in the config.",
         )

@@ -2,44 +2,52 @@
 
 Inputs: pdf_bytes (an upload) or text (a plain-text document), pdf_password and source_name
 (optional, for messages).
-Config: pdf_max_pages, pdf_max_seconds, pdf_workers (processes for long PDFs). The upload's size
-cap is the contract's (`max_bytes` of the pdf_bytes input), checked before the DAG runs.
-Outputs: pdf_document (pages, pypdf warnings, notes; None for text), document_text,
+Config: pdf_max_pages, pdf_max_seconds, pdf_max_memory_mb (caps per document, held by killing
+the worker process that reads it), pdf_workers (worker processes; long PDFs are split across
+them). The upload's size cap is the contract's (`max_bytes` of the pdf_bytes input), checked
+before the DAG runs.
+Outputs: pdf_limits, pdf_document (pages, pypdf warnings, notes; None for text), document_text,
 document_pages, document_notes.
 """
 
 from __future__ import annotations
 
-import asyncio
-
-from dataflows._pdf import PdfDocument, PdfLimits, extract_pdf
+from dataflows._pdf import PdfDocument, PdfLimits, aextract_pdf
 from dataflows._text import clean_text
+from promptdag import LargeText
 
 # Request sizes are capped by the contract; this layer needs no cap of its own.
 _NO_BYTE_CAP = 2**62
 
 
+def pdf_limits(
+    pdf_max_pages: int, pdf_max_seconds: float, pdf_max_memory_mb: int, pdf_workers: int
+) -> PdfLimits:
+    """The caps on reading one PDF: pages, seconds and memory, and the worker processes."""
+    return PdfLimits(
+        _NO_BYTE_CAP,
+        pdf_max_pages,
+        pdf_max_seconds,
+        workers=pdf_workers,
+        max_memory_mb=pdf_max_memory_mb,
+    )
+
+
 async def pdf_document(
-    pdf_max_pages: int,
-    pdf_max_seconds: float,
-    pdf_workers: int,
-    pdf_bytes: bytes = b"",
-    pdf_password: str = "",
-    source_name: str = "",
+    pdf_limits: PdfLimits, pdf_bytes: bytes = b"", pdf_password: str = "", source_name: str = ""
 ) -> PdfDocument | None:
-    """The PDF's text per page, extracted by pypdf in a worker thread under the caps (None for a
-    plain-text document)."""
+    """The PDF's text per page, read by pypdf in a worker process that is killed at the caps
+    (None for a plain-text document)."""
     if not pdf_bytes:
         return None
-    limits = PdfLimits(_NO_BYTE_CAP, pdf_max_pages, pdf_max_seconds, workers=pdf_workers)
-    return await asyncio.to_thread(
-        extract_pdf, pdf_bytes, password=pdf_password, source=source_name, limits=limits
+    return await aextract_pdf(
+        pdf_bytes, password=pdf_password, source=source_name, limits=pdf_limits
     )
 
 
 def document_text(pdf_document: PdfDocument | None, text: str = "") -> str:
     """The document's text: a PDF's with line wrapping undone and paragraphs kept, or the text."""
-    return text if pdf_document is None else clean_text(pdf_document.text)
+    return text if pdf_document is None else LargeText(clean_text(pdf_document.text))
 
 
 def document_pages(pdf_document: PdfDocument | None) -> int | None:

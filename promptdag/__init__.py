@@ -21,6 +21,14 @@ __version__ = "0.2.0"
 _EXPORTS = {
     "project_root_of": "promptdag.workers",
     "call_in_project": "promptdag.workers",
+    "shutdown_pools": "promptdag.workers",
+    "worker_pool": "promptdag.workers",
+    "WorkerPool": "promptdag.workers",
+    "OverloadedError": "promptdag.errors",
+    "WorkerError": "promptdag.errors",
+    "WorkerLimitError": "promptdag.errors",
+    "LargeBytes": "promptdag.inputs",
+    "LargeText": "promptdag.inputs",
     "token_counter": "promptdag.llm.tokens",
     "TokenCounter": "promptdag.llm.tokens",
     "DocumentError": "promptdag.errors",
@@ -96,8 +104,11 @@ __all__ = [
     "LLMSettings",
     "LLMStep",
     "LLMUnavailableError",
+    "LargeBytes",
+    "LargeText",
     "LimitExceededError",
     "Message",
+    "OverloadedError",
     "Pipeline",
     "PipelineSpec",
     "Project",
@@ -111,6 +122,9 @@ __all__ = [
     "TraceStoreError",
     "TraceWriter",
     "VariantError",
+    "WorkerError",
+    "WorkerLimitError",
+    "WorkerPool",
     "__version__",
     "build_pipeline",
     "call_in_project",
@@ -123,8 +137,10 @@ __all__ = [
     "render_dag",
     "render_prompts",
     "request_scope",
+    "shutdown_pools",
     "token_counter",
     "trace_writer",
+    "worker_pool",
     "write_stamp",
 ]
 
@@ -168,13 +184,17 @@ if TYPE_CHECKING:
         LLMOutputError,
         LLMRequestError,
         LLMUnavailableError,
+        OverloadedError,
         ProjectError,
         PromptdagError,
         RenderError,
         TraceStoreError,
         VariantError,
+        WorkerError,
+        WorkerLimitError,
     )
     from promptdag.factory import build_pipeline
+    from promptdag.inputs import LargeBytes, LargeText
     from promptdag.llm.client import LLM, LLMCall, LLMSettings
     from promptdag.llm.tokens import TokenCounter, token_counter
     from promptdag.pipeline import Pipeline, RunResult, render_prompts
@@ -184,4 +204,10 @@ if TYPE_CHECKING:
     from promptdag.tracing.adapter import TraceAdapter
     from promptdag.tracing.context import RequestContext, request_scope
     from promptdag.tracing.store import TraceWriter, trace_writer
-    from promptdag.workers import call_in_project, project_root_of
+    from promptdag.workers import (
+        WorkerPool,
+        call_in_project,
+        project_root_of,
+        shutdown_pools,
+        worker_pool,
+    )

@@ -9,6 +9,7 @@ options and what to do next; each carries its data as attributes and an exit cod
     │   ├── ForbiddenInputError       a request tried to set a prompt node or config value
     │   ├── DocumentError             an input document cannot be read (apps subclass it)
     │   └── LimitExceededError        a cap on bytes, pages, tokens or time was hit
+    │       └── WorkerLimitError      a call in a worker process passed its time or memory cap
     ├── LLMError                      the model could not answer                            exit 4
     │   ├── LLMRequestError           rejected at once (400/401/404/422): fix config or key
     │   ├── LLMUnavailableError       retries exhausted (429/5xx/timeouts)
@@ -20,6 +21,8 @@ options and what to do next; each carries its data as attributes and an exit cod
     ├── RenderError                   a diagram could not be rendered                       exit 5
     ├── DirtyTreeError                --require-clean and the tree has uncommitted changes  exit 6
     ├── GateError                     a prompt gate could not run (git, a ref, a subprocess) exit 2
+    ├── OverloadedError               a bounded queue is full or shutting down: retry later
+    ├── WorkerError                   a worker process died during a call (crash, signal)
     └── TraceStoreError               the trace database cannot be opened, written or read
         ├── NoTracesError             no trace database yet                                 exit 3
         └── TraceWriterClosedError    a trace was submitted to a closed (or unstarted) writer
@@ -47,12 +50,15 @@ __all__ = [
     "LLMUnavailableError",
     "LimitExceededError",
     "NoTracesError",
+    "OverloadedError",
     "ProjectError",
     "PromptdagError",
     "RenderError",
     "TraceStoreError",
     "TraceWriterClosedError",
     "VariantError",
+    "WorkerError",
+    "WorkerLimitError",
 ]
 
 
@@ -125,6 +131,37 @@ class LimitExceededError(InputError):
         self.value = value
         self.cap = cap
         super().__init__(f"{limit} is {value}, over the cap of {cap}. {hint}")
+
+
+class WorkerLimitError(LimitExceededError):
+    """A call in a worker process passed its cap: `resource` is "time" or "memory"; `ref` is
+    the function (`module:function`). Its worker was killed or replaced."""
+
+    def __init__(self, resource: str, value: object, cap: object, ref: str):
+        self.resource = resource
+        self.ref = ref
+        super().__init__(
+            f"{ref} {resource}", value, cap, "The call was stopped and its worker replaced."
+        )
+
+
+class OverloadedError(PromptdagError):
+    """A bounded queue (`resource` names it) is full or shutting down; a server answers 503 with
+    `Retry-After: retry_after`."""
+
+    def __init__(self, message: str, *, resource: str, retry_after: int):
+        self.resource = resource
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class WorkerError(PromptdagError):
+    """A worker process died during a call (a crash in native code, a signal), or its call
+    cannot travel back; `ref` is the function (`module:function`)."""
+
+    def __init__(self, message: str, *, ref: str = ""):
+        self.ref = ref
+        super().__init__(message)
 
 
 class LLMError(PromptdagError):

@@ -110,7 +110,7 @@ def test_instructions_inside_the_document_are_ignored() -> None:
 
 
 def test_empty_text_is_an_input_error() -> None:
-    with pytest.raises(InputError, match="no text to summarize"):
+    with pytest.raises(InputError, match="input text is empty"):
         summarize("   \n  ")
 
 

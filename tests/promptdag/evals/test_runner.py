@@ -146,7 +146,7 @@ def test_a_case_whose_run_raises_is_an_error_not_a_crash(suite_file: Callable[..
     case = result.case_results[0]
     assert case.status == "error" and case.output is None
     assert case.run_error is not None
-    assert case.run_error.startswith("InputError: the document has no text to summarize")
+    assert case.run_error.startswith("InputError: input text is empty")
     assert {a.status for a in case.assertions} == {"error"}
     assert result.pass_rate == 0.0 and not result.passed
 
