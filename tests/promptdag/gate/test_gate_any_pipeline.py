@@ -11,7 +11,9 @@ import pytest
 
 from tests.promptdag.gate.repo import GateRun, ThrowawayRepo
 
-pytestmark = pytest.mark.slow
+# A test here runs promptdag in subprocesses, and its fixtures build and gate whole repositories
+# (several gate runs each): the default per-test timeout is too short on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 QUESTION = "The council voted to build a bridge. It will cost 14 million dollars. It opens in 2027."
 CONTRACT = """\

@@ -22,7 +22,9 @@ from tests.promptdag.gate.repo import (
     switch_variant,
 )
 
-pytestmark = pytest.mark.slow
+# A test here runs promptdag in subprocesses, and its fixtures build and gate whole repositories
+# (several gate runs each): the default per-test timeout is too short on a busy machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 RELOCK = "run `promptdag prompts lock` and commit prompts.lock."
 IMMUTABLE = "released versions are immutable: restore it and add a new version (__vN+1) instead."
