@@ -246,6 +246,7 @@ def _provenance_headers(result: RunResult) -> dict[str, str]:
             f"{n}@{p['version']}" for n, p in fp["prompts"].items()
         ),
         "X-Promptdag-Fingerprint": fp["id"],
+        "X-Promptdag-Incomplete": "true" if result.incomplete else "false",
     }
 
 
@@ -261,6 +262,7 @@ def _response_body(result: RunResult, ctx: RequestContext, usage: dict[str, Any]
         "model": result.model,
         "usage": usage,
         "latency_s": result.latency_s,
+        "incomplete": result.incomplete,
         "notes": result.notes,
         "provenance": {
             "fingerprint": fp["id"],
@@ -359,7 +361,10 @@ async def _run_pipeline(
         audit.error = type(exc).__name__
         if tracer is not None and isinstance(exc, TraceStoreError):
             tracer.health.failed(exc)
-        return problem_for(exc, audit.request_id, state.roots)
+        response = problem_for(exc, audit.request_id, state.roots)
+        # failed before its graph ran (so untraced by the adapter): traced here
+        await trace_refusal(state, audit, response.status_code, type(exc).__name__, str(exc))
+        return response
     if tracer is not None:
         tracer.health.ok()
     usage = result.usage

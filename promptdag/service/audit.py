@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from promptdag.errors import TraceStoreError
-from promptdag.service.problems import ServiceError, problem, public_detail
+from promptdag.service.problems import ServiceError, problem
 from promptdag.tracing.context import new_request_id
 
 if TYPE_CHECKING:
@@ -357,8 +357,3 @@ class AuditMiddleware:
                 500, "internal", "Internal error", detail, request_id=audit.request_id
             )
             await response(scope, receive, send)
-
-
-def problem_detail(state: ServiceState, detail: str) -> str:
-    """A problem detail without server paths."""
-    return public_detail(detail, state.roots)

@@ -22,8 +22,11 @@ from promptdag.errors import (
     InputError,
     LimitExceededError,
     LLMError,
+    LLMIncompleteError,
+    LLMMalformedResponseError,
     LLMRequestError,
     LLMUnavailableError,
+    OverloadedError,
     PromptdagError,
     TraceStoreError,
 )
@@ -42,8 +45,11 @@ _KINDS: tuple[tuple[type[PromptdagError], str, str], ...] = (  # most specific f
     (LLMUnavailableError, "model-unavailable", "The model is unavailable"),
     (LLMRequestError, "model-rejected", "The model rejected the request"),
     (CacheMissError, "model-rejected", "The model rejected the request"),
+    (LLMIncompleteError, "model-incomplete", "The model's answer is incomplete"),
+    (LLMMalformedResponseError, "model-malformed-response", "The model's reply is unusable"),
     (LLMError, "model-error", "The model failed"),
     (TraceStoreError, "trace-store-unavailable", "Traces cannot be recorded"),
+    (OverloadedError, "overloaded", "Overloaded"),
 )
 TRACE_STORE_DETAIL = (
     "the trace of this request could not be stored, so it is not answered (every answer is "
@@ -110,10 +116,15 @@ def problem_for(
     slug, title = next(
         ((s, t) for cls, s, t in _KINDS if isinstance(error, cls)), ("internal", "Internal error")
     )
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else {}
+    retry_after = error.retry_after if isinstance(error, OverloadedError) else RETRY_AFTER_S
+    headers = {"Retry-After": str(max(1, retry_after))} if status == 503 else {}
     extra: dict[str, Any] = {"request_id": request_id}
     if isinstance(error, LLMError) and error.step:
         extra["step"] = error.step
+        if error.index is not None:
+            extra["item"] = error.index
+    if isinstance(error, LLMIncompleteError):
+        extra["reason"] = error.reason
     if isinstance(error, LimitExceededError):
         extra.update(limit=error.limit, cap=str(error.cap))
     detail = TRACE_STORE_DETAIL if isinstance(error, TraceStoreError) else str(error)

@@ -234,6 +234,7 @@ def run_response_schema(
             "model",
             "usage",
             "latency_s",
+            "incomplete",
             "notes",
             "provenance",
         ],
@@ -255,6 +256,11 @@ def run_response_schema(
             "model": {"anyOf": [{"type": "string"}, {"type": "null"}]},
             "usage": {"$ref": _REF.format(model="Usage")},
             "latency_s": {"type": "number"},
+            "incomplete": {
+                "type": "boolean",
+                "description": "An answer the model cut off, filtered or refused, returned "
+                "because the pipeline allows it (llm_allow_incomplete); else such a run fails.",
+            },
             "notes": {"type": "array", "items": {"type": "string"}},
             "provenance": {"$ref": _REF.format(model="Provenance")},
         },

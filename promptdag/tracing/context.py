@@ -19,6 +19,7 @@ from promptdag.errors import (
     LLMError,
     LLMRequestError,
     LLMUnavailableError,
+    OverloadedError,
     TraceStoreError,
 )
 
@@ -39,6 +40,7 @@ _STATUSES: tuple[tuple[type[BaseException], int], ...] = (
     (CacheMissError, 502),
     (LLMError, 502),
     (TraceStoreError, 503),
+    (OverloadedError, 503),
 )
 
 
@@ -48,7 +50,8 @@ def new_request_id() -> str:
 
 def http_status(error: BaseException | None, error_type: str | None = None) -> int:
     """The HTTP status of a run's outcome: 200 without an error; 422 for an input error, 502,
-    503 or 504 for the model, 503 for the trace store, 500 for anything else. A run cancelled
+    503 or 504 for the model, 503 for the trace store or a full queue (a worker pool), 500 for
+    anything else. A run cancelled
     without an error (`error_type` says why) is 504 past its deadline, else 503 (cut short,
     e.g. by a shutdown)."""
     if error is None:

@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from promptdag.errors import TraceStoreError
+from promptdag.errors import (
+    LLMIncompleteError,
+    LLMMalformedResponseError,
+    OverloadedError,
+    TraceStoreError,
+)
 from promptdag.service.keys import derived_key_id
 from promptdag.tracing.query import list_requests, show_request
 from tests.promptdag.service.conftest import (
@@ -303,3 +308,68 @@ def test_ticket_triage_gets_the_same_audit_trail(make_client, tmp_path, caplog) 
     ]
     assert statuses == [200, 422, 422, 429]
     assert metric(client, "triage", 429) == 1
+
+
+# --- errors from the run: statuses, retry hints, flags -------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "slug", "extra"),
+    [
+        (
+            OverloadedError("worker pool 'pdf' is full.", resource="pdf", retry_after=7),
+            503,
+            "overloaded",
+            {},
+        ),
+        (
+            LLMIncompleteError(
+                "chunk_summary[2] was cut off", reason="length", step="chunk_summary", index=2
+            ),
+            502,
+            "model-incomplete",
+            {"step": "chunk_summary", "item": 2, "reason": "length"},
+        ),
+        (
+            LLMMalformedResponseError("the reply is an HTML page", step="final_summary"),
+            502,
+            "model-malformed-response",
+            {"step": "final_summary"},
+        ),
+    ],
+    ids=["overloaded", "incomplete", "malformed"],
+)
+def test_run_errors_map_to_their_status_and_are_traced(
+    client, tmp_path, monkeypatch, error, status, slug, extra
+) -> None:
+    fail_runs(client, monkeypatch, error)
+    r = client.post(SUMMARIZE, headers=AUTH, json={"text": TEXT})
+    body = assert_problem(r, status, str(error), slug)
+    assert {k: body[k] for k in extra} == extra
+    if status == 503:
+        assert r.headers["Retry-After"] == str(error.retry_after)
+    row = trace(tmp_path, body["request_id"])
+    assert (row["http_status"], row["error_type"]) == (status, type(error).__name__)
+
+
+def test_an_allowed_incomplete_answer_is_flagged_in_body_headers_and_trace(
+    make_client, tmp_path, monkeypatch, openai_server
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-incomplete-0123")
+    client = make_client(
+        config={
+            "llm_backend": "openai",
+            "llm_model": "fake",
+            "llm_cache": "off",
+            "llm_base_url": openai_server.base_url,
+            "llm_allow_incomplete": "true",
+        }
+    )
+    openai_server.enqueue(text="The committee met and", finish_reason="length")
+    r = client.post(SUMMARIZE, headers=AUTH, json={"text": TEXT})
+    assert r.status_code == 200, r.text
+    assert r.json()["incomplete"] is True and r.headers["X-Promptdag-Incomplete"] == "true"
+    complete = client.post(SUMMARIZE, headers=AUTH, json={"text": TEXT})
+    assert complete.json()["incomplete"] is False
+    assert complete.headers["X-Promptdag-Incomplete"] == "false"
+    assert trace(tmp_path, r.json()["request_id"])["http_status"] == 200

@@ -161,4 +161,7 @@ def test_a_request_cut_by_the_shutdown_timeout_gets_a_503_and_a_trace(
     assert problem["request_id"] == r.headers["X-Promptdag-Request-Id"]
     row = show_request(data / "traces.sqlite", problem["request_id"])[0]
     assert (row["status"], row["http_status"], row["key_id"]) == ("error", 503, "fast")
-    assert row["pipeline"] == "summarize"
+    assert row["pipeline"] == "summarize" and row["variant"] in ("baseline", "concise")
+    # the run's own row (its graph had started), written once: no second row was tried
+    assert row["error_type"] == "CancelledError"
+    assert server.state.tracer.health.failures == 0
