@@ -13,6 +13,11 @@ the previous one's start plus its cost over the rate, with a tolerance of 0.1 s 
 start. A request's token cost is its estimate (its prompt's tokens plus `max_tokens`, the way
 providers count it against a TPM limit) until it returns; then the difference to what it used
 is given back.
+
+A worker whose event loop was busy when its slot came (a CPU-bound step, a first run's set-up)
+would send late, bunched with the requests of the slots after it: a request that wakes more
+than the tolerance after its slot gives the slot up and asks for a new one, so what the
+provider sees keeps to the rate.
 """
 
 from __future__ import annotations
@@ -25,9 +30,10 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["LimiterCore", "Limits", "RemoteLimiter", "SharedLimiter", "estimate_tokens"]
+__all__ = ["Grant", "LimiterCore", "Limits", "RemoteLimiter", "SharedLimiter", "estimate_tokens"]
 
 _TOLERANCE_S = 0.1
+_REASKS = 3  # a request behind its slot asks again at most this often, then goes
 _PER_MESSAGE_TOKENS = 4  # role and separators, as providers count them
 
 
@@ -70,6 +76,17 @@ class _Pace:
         self.tat += delta * self.interval
 
 
+@dataclass(frozen=True)
+class Grant:
+    """A slot: its ticket, when it starts (`delay` seconds after the grant, which came `queued`
+    seconds after the request reached the core), and how late it may still be used."""
+
+    ticket: int
+    delay: float
+    queued: float
+    slack: float
+
+
 @dataclass
 class _Ticket:
     worker: str
@@ -91,7 +108,8 @@ class LimiterCore:
         self._ids = itertools.count(1)
         self.granted = 0
 
-    async def acquire(self, worker: str, tokens: int) -> tuple[int, float]:
+    async def acquire(self, worker: str, tokens: int) -> Grant:
+        arrived = time.monotonic()
         if self._slots is not None:
             await self._slots.acquire()
         now = time.monotonic()
@@ -102,7 +120,8 @@ class LimiterCore:
         ticket = next(self._ids)
         self._tickets[ticket] = _Ticket(worker, tokens, self._slots is not None)
         self.granted += 1
-        return ticket, start - now
+        slack = min((p.tolerance for p, _ in paces), default=float("inf"))
+        return Grant(ticket, start - now, now - arrived, slack)
 
     def release(self, ticket: int, used_tokens: int) -> None:
         held = self._tickets.pop(ticket, None)
@@ -124,7 +143,7 @@ class LimiterCore:
 class RemoteLimiter(Protocol):
     """How a worker reaches the core: over its connection, or a Ray actor handle."""
 
-    async def acquire(self, tokens: int) -> tuple[int, float]: ...
+    async def acquire(self, tokens: int) -> Grant: ...
 
     def release(self, ticket: int, used_tokens: int) -> None: ...
 
@@ -142,19 +161,41 @@ class SharedLimiter:
     def __init__(self, remote: RemoteLimiter, *, count_tokens: Callable[[str], int] | None):
         self.remote = remote
         self.count_tokens = count_tokens  # None when no TPM limit: nothing to estimate
+        self.late = 0  # slots given up because this process woke too late for them
 
     @contextlib.asynccontextmanager
     async def hold(self, request: Mapping[str, Any]) -> AsyncIterator[Callable[[int, int], None]]:
         estimate = 0 if self.count_tokens is None else estimate_tokens(request, self.count_tokens)
-        ticket, delay = await self.remote.acquire(estimate)
+        ticket = await self._slot(estimate)
         used = [estimate]
 
         def settle(input_tokens: int, output_tokens: int) -> None:
             used[0] = input_tokens + output_tokens
 
         try:
-            if delay > 0:
-                await asyncio.sleep(delay)
             yield settle
         finally:
             self.remote.release(ticket, used[0])
+
+    async def _slot(self, estimate: int) -> int:
+        """A granted slot whose time has come, not passed. The request starts `delay` after
+        the grant arrives (never before the core's plan); if it is then more than `slack`
+        behind the plan (this process's loop was busy, or the round trip slow), it gives the
+        slot up and asks again, a few times at most."""
+        loop = asyncio.get_running_loop()
+        asked_again = 0
+        while True:
+            asked = loop.time()
+            grant = await self.remote.acquire(estimate)
+            try:
+                if grant.delay > 0:
+                    await asyncio.sleep(grant.delay)
+            except BaseException:
+                self.remote.release(grant.ticket, 0)
+                raise
+            behind = loop.time() - (asked + grant.queued + grant.delay)
+            if behind <= grant.slack or asked_again == _REASKS:
+                return grant.ticket
+            asked_again += 1
+            self.late += 1
+            self.remote.release(grant.ticket, 0)

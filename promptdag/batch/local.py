@@ -27,7 +27,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from promptdag.batch.limits import LimiterCore
+from promptdag.batch.limits import Grant, LimiterCore
 from promptdag.batch.sources import BatchItem
 from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
 from promptdag.errors import ConfigError, PromptdagError
@@ -57,22 +57,22 @@ class _StreamRemote:
 
     def __init__(self, writer: asyncio.StreamWriter):
         self.writer = writer
-        self.waiting: dict[int, asyncio.Future[tuple[int, float]]] = {}
+        self.waiting: dict[int, asyncio.Future[Grant]] = {}
         self.ids = itertools.count(1)
 
-    async def acquire(self, tokens: int) -> tuple[int, float]:
+    async def acquire(self, tokens: int) -> Grant:
         rid = next(self.ids)
-        future: asyncio.Future[tuple[int, float]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self.waiting[rid] = future
         self.writer.write(_frame(("acquire", rid, tokens)))
         return await future
 
-    def granted(self, rid: int, ticket: int, delay: float) -> None:
+    def granted(self, rid: int, grant: Grant) -> None:
         future = self.waiting.pop(rid, None)
         if future is None or future.done():  # its call was cancelled meanwhile: give it back
-            self.release(ticket, 0)
+            self.release(grant.ticket, 0)
         else:
-            future.set_result((ticket, delay))
+            future.set_result(grant)
 
     def release(self, ticket: int, used_tokens: int) -> None:
         if not self.writer.is_closing():
@@ -256,11 +256,11 @@ class LocalEngine:
 
     async def _grant(self, proc: _Proc, rid: int, tokens: int) -> None:
         assert self.core is not None
-        ticket, delay = await self.core.acquire(proc.key, tokens)
+        grant = await self.core.acquire(proc.key, tokens)
         if proc.lost:
-            self.core.release(ticket, tokens)
+            self.core.release(grant.ticket, tokens)
         else:
-            proc.send(("grant", rid, ticket, delay))
+            proc.send(("grant", rid, grant))
 
     def _later(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)

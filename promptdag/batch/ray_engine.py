@@ -21,7 +21,7 @@ import functools
 import os
 from typing import Any
 
-from promptdag.batch.limits import LimiterCore, Limits
+from promptdag.batch.limits import Grant, LimiterCore, Limits
 from promptdag.batch.sources import BatchItem
 from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
 from promptdag.errors import ConfigError, PromptdagError
@@ -50,9 +50,9 @@ class _ActorRemote:
         self.actor = actor
         self.worker = worker
 
-    async def acquire(self, tokens: int) -> tuple[int, float]:
-        ticket, delay = await self.actor.acquire.remote(self.worker, tokens)
-        return int(ticket), float(delay)
+    async def acquire(self, tokens: int) -> Grant:
+        grant: Grant = await self.actor.acquire.remote(self.worker, tokens)
+        return grant
 
     def release(self, ticket: int, used_tokens: int) -> None:
         self.actor.release.remote(ticket, used_tokens)
@@ -64,7 +64,7 @@ class _LimiterActor:
     def __init__(self, limits: Limits):
         self.core = LimiterCore(limits)
 
-    async def acquire(self, worker: str, tokens: int) -> tuple[int, float]:
+    async def acquire(self, worker: str, tokens: int) -> Grant:
         return await self.core.acquire(worker, tokens)
 
     async def release(self, ticket: int, used_tokens: int) -> None:
@@ -148,7 +148,7 @@ class RayEngine:
             return
         try:
             if self.address:
-                ray.init(address=self.address, include_dashboard=False)
+                ray.init(address=self.address)
             else:
                 cores = os.cpu_count() or 1
                 ray.init(num_cpus=self.requested or cores, include_dashboard=False)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from typing import Any
 
 import pytest
 
-from promptdag.batch.limits import LimiterCore, Limits, SharedLimiter, estimate_tokens
+from promptdag.batch.limits import Grant, LimiterCore, Limits, SharedLimiter, estimate_tokens
 from tests.fakes.llm import open_llm
 from tests.fakes.openai_server import OpenAIServer
 
@@ -20,9 +21,9 @@ def _starts(core: LimiterCore, n: int, tokens: int = 0) -> list[float]:
     async def go() -> list[float]:
         out = []
         for _ in range(n):
-            ticket, delay = await core.acquire("w", tokens)
-            out.append(delay)
-            core.release(ticket, tokens)
+            grant = await core.acquire("w", tokens)
+            out.append(grant.delay)
+            core.release(grant.ticket, tokens)
         return out
 
     return asyncio.run(go())
@@ -41,11 +42,11 @@ def test_tokens_per_minute_pace_by_cost_and_unused_tokens_come_back() -> None:
     core = LimiterCore(Limits(tpm=60_000))  # 1,000 tokens/s
 
     async def go() -> tuple[float, float, float]:
-        t1, d1 = await core.acquire("w", 2000)  # may start at once, then 2 s of debt
-        _, d2 = await core.acquire("w", 1000)
-        core.release(t1, 500)  # used 500 of the 2,000 reserved: 1.5 s come back
-        _, d3 = await core.acquire("w", 1000)
-        return d1, d2, d3
+        first = await core.acquire("w", 2000)  # may start at once, then 2 s of debt
+        second = await core.acquire("w", 1000)
+        core.release(first.ticket, 500)  # used 500 of the 2,000 reserved: 1.5 s come back
+        third = await core.acquire("w", 1000)
+        return first.delay, second.delay, third.delay
 
     d1, d2, d3 = asyncio.run(go())
     assert d1 == pytest.approx(0.0, abs=0.01)
@@ -62,9 +63,10 @@ def test_the_concurrency_cap_holds_and_a_dead_workers_slots_are_freed() -> None:
         await core.acquire("a", 0)
 
         async def third() -> None:
-            ticket, _ = await core.acquire("b", 0)
+            grant = await core.acquire("b", 0)
+            assert grant.queued > 0.03  # it waited for a slot
             events.append("third granted")
-            core.release(ticket, 0)
+            core.release(grant.ticket, 0)
 
         task = asyncio.create_task(third())
         await asyncio.sleep(0.05)
@@ -86,7 +88,7 @@ class _Remote:
         self.core = LimiterCore(Limits(concurrency=1, tpm=600_000))
         self.released: list[tuple[int, int]] = []
 
-    async def acquire(self, tokens: int) -> tuple[int, float]:
+    async def acquire(self, tokens: int) -> Grant:
         return await self.core.acquire("w", tokens)
 
     def release(self, ticket: int, used_tokens: int) -> None:
@@ -112,3 +114,29 @@ def test_the_llm_asks_the_limiter_before_each_request_and_reports_its_tokens(
     used = sorted(u for _, u in remote.released)
     assert used == sorted(c.input_tokens + c.output_tokens for c in calls)
     assert all(u > 0 for u in used)
+
+
+def test_a_request_that_wakes_too_late_for_its_slot_asks_for_a_new_one() -> None:
+    """A busy event loop must not send a late request bunched with the next ones."""
+    remote = _Remote()
+    remote.core = LimiterCore(Limits(rpm=600))  # a slot every 0.1 s, 0.1 s of tolerance
+
+    async def go() -> tuple[int, int]:
+        for _ in range(2):  # the two slots available now
+            grant = await remote.core.acquire("other", 0)
+            remote.core.release(grant.ticket, 0)
+        limiter = SharedLimiter(remote, count_tokens=None)
+
+        async def call() -> None:
+            async with limiter.hold({"messages": []}) as settle:
+                settle(1, 1)
+
+        task = asyncio.create_task(call())
+        await asyncio.sleep(0.03)  # it waits for its slot, 0.1 s away
+        time.sleep(0.4)  # the loop is busy past the slot and its tolerance
+        await asyncio.wait_for(task, 5)
+        return limiter.late, remote.core.granted
+
+    late, granted = asyncio.run(go())
+    assert late == 1 and granted == 4  # two taken, one missed, one used
+    assert len(remote.released) == 2
