@@ -9,7 +9,7 @@ can be left as an external input that a request could fill in.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -176,10 +176,13 @@ def check_links(
     spec: PipelineSpec,
     prompt_nodes: Sequence[str],
     config: Mapping[str, Any],
+    version_inputs: Collection[str] = (),
 ) -> list[str]:
     """Every broken link between the contract and the built graph: LLM steps whose node or
     prompt is missing (or not upstream), prompt nodes no step uses, pipeline outputs and inputs
-    the graph does not have, and graph inputs the pipeline does not declare."""
+    the graph does not have, and graph inputs the pipeline does not declare. A declared input
+    that this graph lacks is fine when some other prompt version renders from it
+    (`version_inputs`): a variant that does not select that version simply does not use it."""
     nodes = {n.name: n for n in graph.nodes}
     problems: list[str] = []
     where = "[tool.promptdag.llm_steps"
@@ -216,6 +219,8 @@ def check_links(
             problems.append(f"{pwhere} output {name!r} is not a node of the dataflow.")
     needed = _upstream(graph, [n for n in spec.final_vars if n in nodes])
     for name in spec.inputs:
+        if name not in nodes and name in version_inputs:
+            continue
         if name not in nodes or not nodes[name].is_external_input:
             problems.append(f"{pwhere} input {name!r} is not an input of the dataflow.")
     missing = sorted(
@@ -278,7 +283,14 @@ def build_pipeline(
             [f"the dataflow does not build with prompt pack {pack!r}: {exc}"]
         ) from exc
     graph = HamiltonGraph.from_graph(driver.graph)
-    problems = check_links(graph, proj.contract, spec, list(prompts), config)
+    version_inputs = {
+        i
+        for nodes in catalog.packs.values()
+        for vs in nodes.values()
+        for v in vs.values()
+        for i in v.inputs
+    }
+    problems = check_links(graph, proj.contract, spec, list(prompts), config, version_inputs)
     if problems:
         raise ConfigError(problems)
     return Pipeline(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NEW_INPUT_GAP", "GateRun", "ThrowawayRepo", "promptdag_exe"]
+__all__ = ["GateRun", "ThrowawayRepo", "promptdag_exe"]
 
 ROOT = Path(__file__).resolve().parents[3]
 COPIED = ("dataflows", "prompts", "ci/evals", "examples")
@@ -269,16 +269,6 @@ def set_fixture_input(repo: ThrowawayRepo, key: str, value: str) -> None:
         for line in repo.read(rel).splitlines(keepends=True)
     ]
     (repo.path / rel).write_text("".join(lines), encoding="utf-8")
-
-
-# A prompt version that renders from a new request input cannot be locked yet: undeclared, the
-# factory says the pipeline "does not declare input"; declared, every variant that does not select
-# the version fails with "input ... is not an input of the dataflow" (promptdag/factory.py
-# check_links wants each declared input in every variant's graph).
-NEW_INPUT_GAP = (
-    "check_links rejects a declared input that the selected prompt versions do not use, so a "
-    "version with a new required input cannot be snapshotted or locked (promptdag/factory.py)"
-)
 
 
 def declare_input(repo: ThrowawayRepo, pipeline: str, name: str, table: str) -> None:

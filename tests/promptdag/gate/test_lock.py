@@ -14,7 +14,6 @@ import pytest
 
 from tests.promptdag.gate.repo import (
     CHUNK_V4_WITH_AUDIENCE,
-    NEW_INPUT_GAP,
     ThrowawayRepo,
     declare_input,
     final_summary_version,
@@ -190,7 +189,6 @@ def test_check_fails_when_the_default_variant_selects_another_version(
 AUDIENCE = '{ kind = "string", max_chars = 200, default = "" }'
 
 
-@pytest.mark.xfail(strict=True, reason=NEW_INPUT_GAP)
 def test_check_names_a_new_version_with_a_required_input(repo: ThrowawayRepo) -> None:
     repo.append("prompts/default.py", CHUNK_V4_WITH_AUDIENCE)
     set_fixture_input(repo, "audience", "policy makers")
@@ -207,7 +205,6 @@ def test_check_names_a_new_version_with_a_required_input(repo: ThrowawayRepo) ->
     ]
 
 
-@pytest.mark.xfail(strict=True, reason=NEW_INPUT_GAP)
 def test_check_names_a_required_input_the_fixtures_do_not_provide(repo: ThrowawayRepo) -> None:
     repo.append("prompts/default.py", CHUNK_V4_WITH_AUDIENCE)
     declare_input(repo, "summarize", "audience", AUDIENCE)
