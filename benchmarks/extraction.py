@@ -28,7 +28,9 @@ TITLE = "PDF extraction and chunking"
 PDF = Path(__file__).resolve().parents[2] / "shared" / "pdfs" / "the-war-of-the-worlds.pdf"
 GOAL, PAGES = 300.0, 293
 # The app's config defaults, as the contract in pyproject.toml declares them.
-DEFAULTS = ConfigSchema.for_contract(load_contract(Path(__file__).resolve().parents[1]).config).defaults
+DEFAULTS = ConfigSchema.for_contract(
+    load_contract(Path(__file__).resolve().parents[1]).config
+).defaults
 WINDOW, OVERLAP = DEFAULTS["chunk_tokens"], DEFAULTS["chunk_overlap_tokens"]
 _FIELDS = {f.name for f in dataclasses.fields(PdfLimits)}
 PARALLEL = "workers" in _FIELDS and "pdf_workers" in DEFAULTS  # extract_pdf has worker processes

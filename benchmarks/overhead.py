@@ -86,7 +86,10 @@ async def _measure(reps: int, batch: int) -> Report:
         "hamilton": lambda: p.driver.execute(outputs, inputs={LLM_INPUT: p.llm, "text": text}),
         "direct": lambda: _direct(p, text),
     }
-    a, b = await p.driver.execute(outputs, inputs={LLM_INPUT: p.llm, "text": text}), await _direct(p, text)
+    a, b = (
+        await p.driver.execute(outputs, inputs={LLM_INPUT: p.llm, "text": text}),
+        await _direct(p, text),
+    )
     require(a == b, "the DAG and the direct path computed otherwise")
     chunks = len(a["chunk_summaries"])
     require(chunks == CHUNKS, f"{chunks} chunks, not {CHUNKS}")

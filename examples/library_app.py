@@ -13,7 +13,9 @@ from pydantic import BaseModel
 
 import promptdag
 
-PROJECT = Path(__file__).resolve().parents[1]  # the project whose pyproject.toml has [tool.promptdag]
+PROJECT = (
+    Path(__file__).resolve().parents[1]
+)  # the project whose pyproject.toml has [tool.promptdag]
 
 
 class Question(BaseModel):

@@ -159,7 +159,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from promptdag.prompting import ChatPrompt, Message, chat, prompt_text
     from promptdag.contract import (
         ConfigKey,
         Contract,
@@ -199,6 +198,7 @@ if TYPE_CHECKING:
     from promptdag.llm.tokens import TokenCounter, token_counter
     from promptdag.pipeline import Pipeline, RunResult, render_prompts
     from promptdag.project import Project, load_project
+    from promptdag.prompting import ChatPrompt, Message, chat, prompt_text
     from promptdag.provenance import git_state, write_stamp
     from promptdag.render import render as render_dag
     from promptdag.tracing.adapter import TraceAdapter

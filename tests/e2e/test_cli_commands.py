@@ -28,7 +28,13 @@ def test_help_has_an_examples_block(cli, command: list[str]) -> None:
 def test_run_summarize_json_carries_summary_usage_and_provenance(cli) -> None:
     proc = cli(
         "run",
-        "summarize", SAMPLE, "--json", "--variant", "concise", "--input", "user_query=How did the head travel?"
+        "summarize",
+        SAMPLE,
+        "--json",
+        "--variant",
+        "concise",
+        "--input",
+        "user_query=How did the head travel?",
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -42,9 +48,7 @@ def test_run_summarize_json_carries_summary_usage_and_provenance(cli) -> None:
 
 
 def test_run_summarize_text_output_and_provenance_line(cli) -> None:
-    proc = cli(
-        "run",
-        "summarize", SAMPLE)
+    proc = cli("run", "summarize", SAMPLE)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip()
     footer = proc.stderr.strip().splitlines()[-1]
@@ -57,9 +61,7 @@ def test_run_summarize_text_output_and_provenance_line(cli) -> None:
 
 
 def test_config_flag_selects_a_prompt_version(cli) -> None:
-    proc = cli(
-        "run",
-        "summarize", SAMPLE, "--json", "--config", "chunk_summary_prompt_version=v1")
+    proc = cli("run", "summarize", SAMPLE, "--json", "--config", "chunk_summary_prompt_version=v1")
     assert (
         json.loads(proc.stdout)["provenance"]["prompts"]["chunk_summary_prompt"]["version"] == "v1"
     )
@@ -75,9 +77,7 @@ def test_config_flag_selects_a_prompt_version(cli) -> None:
     ],
 )
 def test_bad_build_config_is_one_line_and_exit_2(cli, args: list[str], message: str) -> None:
-    proc = cli(
-        "run",
-        "summarize", SAMPLE, *args)
+    proc = cli("run", "summarize", SAMPLE, *args)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and message in proc.stderr
     assert proc.stderr.startswith("error: ")
@@ -85,8 +85,8 @@ def test_bad_build_config_is_one_line_and_exit_2(cli, args: list[str], message: 
 
 def test_openai_backend_without_a_key_says_what_to_set(cli) -> None:
     proc = cli(
-        "run",
-        "summarize", SAMPLE, "-c", "llm_backend=openai", "-c", "llm_model=gpt-4o-mini")
+        "run", "summarize", SAMPLE, "-c", "llm_backend=openai", "-c", "llm_model=gpt-4o-mini"
+    )
     assert proc.returncode == 2 and "OPENAI_API_KEY" in proc.stderr
 
 
@@ -214,9 +214,7 @@ def test_outside_git_the_fingerprint_says_so(cli, tmp_path: Path) -> None:
     (root / "doc.txt").write_text(
         "A short text about cats. Cats sleep a lot. They also purr loudly."
     )
-    proc = cli(
-        "run",
-        "summarize", "doc.txt", "--json", cwd=root)
+    proc = cli("run", "summarize", "doc.txt", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["provenance"]["git"] == {
         "available": False,
@@ -224,9 +222,7 @@ def test_outside_git_the_fingerprint_says_so(cli, tmp_path: Path) -> None:
     }
     proc = cli("stamp", cwd=root)
     assert proc.returncode == 6 and "needs a git checkout" in proc.stderr
-    proc = cli(
-        "run",
-        "summarize", "doc.txt", "--require-clean", cwd=root)
+    proc = cli("run", "summarize", "doc.txt", "--require-clean", cwd=root)
     assert proc.returncode == 6 and "needs a git checkout" in proc.stderr
 
 
@@ -237,20 +233,14 @@ def test_require_clean_refuses_a_dirty_tree(cli, tmp_path: Path) -> None:
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
     (root / "doc.txt").write_text("A short text about dogs. Dogs bark at night. They like walks.")
-    proc = cli(
-        "run",
-        "summarize", "doc.txt", "--require-clean", cwd=root)
+    proc = cli("run", "summarize", "doc.txt", "--require-clean", cwd=root)
     assert proc.returncode == 6 and "uncommitted changes" in proc.stderr
-    clean = cli(
-        "run",
-        "summarize", "doc.txt", "--json", cwd=root)
+    clean = cli("run", "summarize", "doc.txt", "--json", cwd=root)
     git_state = json.loads(clean.stdout)["provenance"]["git"]
     assert git_state["dirty"] is True and len(git_state["diff_sha256"]) == 64
     subprocess.run([*git, "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "doc"], cwd=root, check=True)
-    proc = cli(
-        "run",
-        "summarize", "doc.txt", "--require-clean", "--json", cwd=root)
+    proc = cli("run", "summarize", "doc.txt", "--require-clean", "--json", cwd=root)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["provenance"]["git"]["dirty"] is False
 

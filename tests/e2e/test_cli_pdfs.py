@@ -48,10 +48,10 @@ def test_every_shared_pdf_is_covered(shared_pdfs: Path) -> None:
 
 
 @pytest.mark.parametrize("name", SUMMARIZABLE)
-def test_run_summarize_real_pdf_gives_an_extractive_summary(cli, shared_pdfs: Path, name: str) -> None:
-    proc = cli(
-        "run",
-        "summarize", str(shared_pdfs / name), "--json", timeout=180)
+def test_run_summarize_real_pdf_gives_an_extractive_summary(
+    cli, shared_pdfs: Path, name: str
+) -> None:
+    proc = cli("run", "summarize", str(shared_pdfs / name), "--json", timeout=180)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["answer"].strip()
@@ -68,9 +68,7 @@ def test_run_summarize_real_pdf_gives_an_extractive_summary(cli, shared_pdfs: Pa
 def test_unsummarizable_real_pdf_gives_one_clear_error(
     cli, shared_pdfs: Path, name: str, expected: str
 ) -> None:
-    assert_clean_failure(cli(
-        "run",
-        "summarize", str(shared_pdfs / name)), expected)
+    assert_clean_failure(cli("run", "summarize", str(shared_pdfs / name)), expected)
 
 
 def test_encrypted_pdf_with_password_is_summarized(cli, shared_pdfs: Path) -> None:
@@ -88,63 +86,54 @@ def test_encrypted_pdf_with_password_is_summarized(cli, shared_pdfs: Path) -> No
 def test_encrypted_pdf_with_wrong_password_says_so(cli, shared_pdfs: Path) -> None:
     proc = cli(
         "run",
-        "summarize", str(shared_pdfs / "libreoffice-writer-password.pdf"), "--input", "pdf_password=nope"
+        "summarize",
+        str(shared_pdfs / "libreoffice-writer-password.pdf"),
+        "--input",
+        "pdf_password=nope",
     )
     assert_clean_failure(proc, "password is wrong")
 
 
 def test_missing_file(cli, tmp_path: Path) -> None:
-    assert_clean_failure(cli(
-        "run",
-        "summarize", str(tmp_path / "nope.pdf")), "no such file")
+    assert_clean_failure(cli("run", "summarize", str(tmp_path / "nope.pdf")), "no such file")
 
 
 def test_empty_file(cli, tmp_path: Path) -> None:
     path = tmp_path / "empty.pdf"
     path.write_bytes(b"")
-    assert_clean_failure(cli(
-        "run",
-        "summarize", str(path)), "empty")
+    assert_clean_failure(cli("run", "summarize", str(path)), "empty")
 
 
 def test_truncated_pdf(cli, tmp_path: Path) -> None:
     data = text_pdf()
     path = tmp_path / "truncated.pdf"
     path.write_bytes(data[: len(data) // 2])
-    assert_clean_failure(cli(
-        "run",
-        "summarize", str(path)), "damaged or truncated")
+    assert_clean_failure(cli("run", "summarize", str(path)), "damaged or truncated")
 
 
 def test_non_pdf_with_pdf_name(cli, tmp_path: Path) -> None:
     path = tmp_path / "photo.pdf"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
-    assert_clean_failure(cli(
-        "run",
-        "summarize", str(path)), "not a PDF")
+    assert_clean_failure(cli("run", "summarize", str(path)), "not a PDF")
 
 
 def test_cyclic_page_tree(cli, tmp_path: Path) -> None:
     path = tmp_path / "cyclic.pdf"
     path.write_bytes(cyclic_page_tree_pdf())
-    assert_clean_failure(cli(
-        "run",
-        "summarize", str(path), timeout=30), "page tree is damaged")
+    assert_clean_failure(cli("run", "summarize", str(path), timeout=30), "page tree is damaged")
 
 
 def test_page_cap_is_enforced(cli, shared_pdfs: Path) -> None:
     proc = cli(
-        "run",
-        "summarize", str(shared_pdfs / "pdflatex-4-pages.pdf"), "-c", "pdf_max_pages=2")
+        "run", "summarize", str(shared_pdfs / "pdflatex-4-pages.pdf"), "-c", "pdf_max_pages=2"
+    )
     assert_clean_failure(proc, "page count is 4, over the cap of 2")
 
 
 def test_handmade_pdf_is_summarized(cli, tmp_path: Path) -> None:
     path = tmp_path / "hello.pdf"
     path.write_bytes(text_pdf())
-    proc = cli(
-        "run",
-        "summarize", str(path))
+    proc = cli("run", "summarize", str(path))
     assert proc.returncode == 0, proc.stderr
     assert "small test document" in proc.stdout
 
@@ -154,9 +143,7 @@ def test_pypdf_warnings_become_one_note_line(cli, tmp_path: Path) -> None:
 
     path = tmp_path / "warns.pdf"
     path.write_bytes(misaligned_xref_pdf())
-    proc = cli(
-        "run",
-        "summarize", str(path))
+    proc = cli("run", "summarize", str(path))
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if "pypdf reported" in line]
     assert len(notes) == 1 and "wrong pointing object" in notes[0]

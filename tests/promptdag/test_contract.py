@@ -148,7 +148,7 @@ def test_a_node_that_is_not_a_declared_step_cannot_call_the_model(tiny: Path) ->
     )
     text = PYPROJECT.replace('outputs = ["greeting", "shout"]', 'outputs = ["greeting", "sneaky"]')
     root = write_tiny_project(tiny.parent / "sneaky", pyproject=text, flow=flow)
-    with pytest.raises(ConfigError, match="node 'sneaky' called the LLM but .* declares no step"):
+    with pytest.raises(ConfigError, match=r"node 'sneaky' called the LLM but .* declares no step"):
         run(root, {"name": "Ada"})
 
 

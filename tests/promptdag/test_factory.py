@@ -143,7 +143,9 @@ def test_content_type_must_be_a_short_plain_label(ctype: str) -> None:
     pipeline = build_pipeline()
     with pytest.raises(InputError, match="content_type"):
         asyncio.run(
-            pipeline.run({"text": "A sentence about things. Another one here.", "content_type": ctype})
+            pipeline.run(
+                {"text": "A sentence about things. Another one here.", "content_type": ctype}
+            )
         )
     close(pipeline)
 
@@ -234,5 +236,7 @@ def test_switching_the_pack_by_override_takes_that_packs_latest_versions() -> No
     }
     assert {p.pack for p in pipeline.prompts.values()} == {"german"}
     close(pipeline)
-    with pytest.raises(ConfigError, match=r"'v9' is not defined in prompts/german.py\. Defined: v1"):
+    with pytest.raises(
+        ConfigError, match=r"'v9' is not defined in prompts/german.py\. Defined: v1"
+    ):
         build_pipeline(overrides={"prompt_pack": "german", "final_summary_prompt_version": "v9"})

@@ -88,7 +88,10 @@ def test_fingerprint_changes_with_the_prompt_version() -> None:
 )
 def test_prompt_versions_give_visibly_different_offline_outputs(left: dict, right: dict) -> None:
     a, b = summarize(**left), summarize(**right)
-    assert (a["answer"], a["outputs"]["chunk_summaries"]) != (b["answer"], b["outputs"]["chunk_summaries"])
+    assert (a["answer"], a["outputs"]["chunk_summaries"]) != (
+        b["answer"],
+        b["outputs"]["chunk_summaries"],
+    )
     if "chunk_summary_prompt_version" in right:
         assert a["outputs"]["chunk_summaries"] != b["outputs"]["chunk_summaries"]
 
