@@ -2,14 +2,17 @@
 the pipeline once and running several items at a time on its own event loop (LLM calls overlap;
 CPU-bound steps use its core), rows streamed back as they finish.
 
-The batch process talks to its workers over one loopback TCP connection each (length-prefixed
-pickles; a worker proves it is one of ours with a random token): items and limiter grants go
-out, rows and limiter requests come back. The batch-wide limiter (`LimiterCore`) lives in the
-batch process, so `--rpm`, `--tpm` and `--concurrency` hold across all workers.
+Workers are fresh interpreters (`python -c ...`, importing only promptdag and the project, not
+the program that started the batch). Each talks to the batch process over one loopback TCP
+connection (length-prefixed pickles; a worker proves it is one of ours with a random token it
+read on its stdin): items and limiter grants go out, rows and limiter requests come back. The
+batch-wide limiter (`LimiterCore`) lives in the batch process, so `--rpm`, `--tpm` and
+`--concurrency` hold across all workers.
 
 A worker that dies (a crash in native code, the OOM killer) fails only the items it was running
-(their rows say so) and is replaced. Workers ignore Ctrl-C (the batch stops them) and exit by
-themselves when the batch process is gone (their connection closes), even after `kill -9`.
+(their rows say so) and is replaced. Workers ignore Ctrl-C (the batch stops them), write their
+stdout to stderr (stdout is the batch's), and exit by themselves when the batch process is gone
+(their connection closes), even after `kill -9`.
 """
 
 from __future__ import annotations
@@ -18,12 +21,11 @@ import asyncio
 import contextlib
 import hmac
 import itertools
-import multiprocessing
 import pickle
 import secrets
 import signal
 import struct
-import threading
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +39,7 @@ __all__ = ["LocalEngine", "worker_main"]
 START_TIMEOUT_S = 300.0
 STOP_TIMEOUT_S = 15.0
 _HEADER = struct.Struct("!I")
+_ENTRY = "from promptdag.batch.local import worker_main; worker_main()"
 
 
 def _frame(message: Any) -> bytes:
@@ -90,7 +93,7 @@ async def _work(port: int, token: str, key: str, setup: WorkerSetup) -> None:
         await writer.drain()
         writer.close()
         return
-    writer.write(_frame(("ready", worker.name)))
+    writer.write(_frame(("ready", worker.name, worker.build_id)))
     tasks: dict[int, asyncio.Task[None]] = {}
 
     async def one(task_id: int, item: BatchItem) -> None:
@@ -111,7 +114,7 @@ async def _work(port: int, token: str, key: str, setup: WorkerSetup) -> None:
             if kind == "item":
                 tasks[message[1]] = asyncio.create_task(one(message[1], message[2]))
             elif kind == "grant" and remote is not None:
-                remote.granted(*message[1:])
+                remote.granted(message[1], message[2])
             elif kind == "cancel" and message[1] in tasks:
                 tasks[message[1]].cancel()
             elif kind == "stop":
@@ -124,25 +127,24 @@ async def _work(port: int, token: str, key: str, setup: WorkerSetup) -> None:
         writer.close()
 
 
-def worker_main(port: int, token: str, key: str, setup: WorkerSetup) -> None:
-    """A worker process's entry point."""
+def worker_main() -> None:
+    """A worker process's entry point: its port and key in argv, its token and setup (a
+    pickle) on stdin."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the batch, which stops us
+    port, key = int(sys.argv[1]), sys.argv[2]
+    token, setup = pickle.load(sys.stdin.buffer)
     asyncio.run(_work(port, token, key, setup))
 
 
 # --- in the batch process ---------------------------------------------------------------------
 
 
-def _key(index: int, generation: int) -> str:
-    return f"w{index}.{generation}"
-
-
 @dataclass(eq=False)
 class _Proc:
     index: int
     generation: int
-    process: Any  # multiprocessing.Process
     ready: asyncio.Future[str]
+    process: asyncio.subprocess.Process | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.StreamWriter | None = None
     name: str = ""
@@ -151,7 +153,11 @@ class _Proc:
 
     @property
     def key(self) -> str:
-        return _key(self.index, self.generation)
+        return f"w{self.index}.{self.generation}"
+
+    @property
+    def usable(self) -> bool:
+        return not self.lost and self.ready.done() and not self.ready.exception()
 
     def send(self, message: Any) -> None:
         if self.writer is not None and not self.writer.is_closing():
@@ -159,8 +165,8 @@ class _Proc:
 
 
 class LocalEngine:
-    """`await start()`, then `await run(item)` for at most `workers * per_worker` items at a
-    time, then `await aclose()`."""
+    """`await launch()` (the workers start building), `await ready(build_id)`, then
+    `await run(item)` for at most `workers * per_worker` items at a time, then `aclose()`."""
 
     name = "local"
 
@@ -174,41 +180,72 @@ class LocalEngine:
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
         self._port = 0
+        self._build_id: str | None = None
         self._closing = False
         self._restarts = 0
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Task[None]] = set()
-        self._ctx = multiprocessing.get_context("spawn")
 
-    async def start(self) -> None:
+    async def launch(self) -> None:
+        """Start the workers (they import and build meanwhile); once only."""
+        if self._server is not None:
+            return
         self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
         self._port = self._server.sockets[0].getsockname()[1]
-        procs = [self._spawn(i, 0) for i in range(self.workers)]
+        for index in range(self.workers):
+            await self._spawn(index, 0)
+
+    async def ready(self, build_id: str) -> None:
+        """Wait until every worker has built its pipeline, and check it is the batch's."""
+        await self.launch()
+        self._build_id = build_id
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                for proc in procs:
+                for proc in list(self._procs):
                     await proc.ready
         except TimeoutError as exc:
             raise PromptdagError(
                 f"the local engine's workers did not start within {START_TIMEOUT_S:g} s."
             ) from exc
+        for proc in self._procs:
+            self._check_build(proc, proc.ready.result())
 
-    def _spawn(self, index: int, generation: int) -> _Proc:
+    def _check_build(self, proc: _Proc, built: str) -> None:
+        if self._build_id is not None and built != self._build_id:
+            raise ConfigError(
+                [
+                    f"batch worker {proc.name} built the pipeline as build {built}, not the "
+                    f"batch's {self._build_id}: its project, config or libraries differ. Run "
+                    "every worker from the same code and environment."
+                ]
+            )
+
+    async def _spawn(self, index: int, generation: int) -> _Proc:
         loop = asyncio.get_running_loop()
-        args = (self._port, self._token, _key(index, generation), self.setup)
-        process = self._ctx.Process(target=worker_main, args=args, name=f"promptdag-batch-{index}")
-        proc = _Proc(index, generation, process, loop.create_future())
+        proc = _Proc(index, generation, loop.create_future())
         proc.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._procs.append(proc)
-        process.start()
-        threading.Thread(target=self._join, args=(proc, loop), daemon=True).start()
+        proc.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _ENTRY,
+            str(self._port),
+            proc.key,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=_fd(sys.stderr),
+        )
+        assert proc.process.stdin is not None
+        proc.process.stdin.write(pickle.dumps((self._token, self.setup)))
+        with contextlib.suppress(ConnectionError):  # it died at once: _exited reports it
+            await proc.process.stdin.drain()
+        proc.process.stdin.close()
+        self._later(self._watch(proc))
         return proc
 
-    def _join(self, proc: _Proc, loop: asyncio.AbstractEventLoop) -> None:
-        """In a thread: wait for the process to exit, then tell the loop."""
-        proc.process.join()
-        with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to tell
-            loop.call_soon_threadsafe(self._exited, proc)
+    async def _watch(self, proc: _Proc) -> None:
+        assert proc.process is not None
+        await proc.process.wait()
+        self._exited(proc)
 
     async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -246,8 +283,13 @@ class LocalEngine:
             self.core.release(message[1], message[2])
         elif kind == "ready":
             proc.name = message[1]
-            if not proc.ready.done():
-                proc.ready.set_result(message[1])
+            try:
+                self._check_build(proc, message[2])
+            except ConfigError as exc:
+                proc.ready.set_exception(exc)
+                self._kill(proc)
+                return
+            proc.ready.set_result(message[2])
             self._later(self._notify())
         elif kind == "failed" and not proc.ready.done():
             proc.ready.set_exception(
@@ -274,10 +316,10 @@ class LocalEngine:
     def _exited(self, proc: _Proc) -> None:
         proc.lost = True
         proc.gone.set()
-        code = proc.process.exitcode
+        assert proc.process is not None
         if self.core is not None:
             self.core.release_worker(proc.key)
-        what = f"the worker process {proc.process.pid} exited (code {code})"
+        what = f"the worker process {proc.process.pid} exited (code {proc.process.returncode})"
         if not proc.ready.done():
             proc.ready.set_exception(
                 PromptdagError(f"{what} before it was ready; its output above says why.")
@@ -286,26 +328,24 @@ class LocalEngine:
             if not future.done():
                 future.set_exception(WorkerLost(f"{what} while running this item."))
         proc.pending.clear()
-        if not self._closing and proc.ready.done() and not proc.ready.exception():
-            self._replace(proc)
+        was_working = proc.ready.done() and not proc.ready.exception()
+        if was_working and not self._closing and self._restarts < 2 * self.workers:
+            self._restarts += 1
+            self._later(self._spawn(proc.index, proc.generation + 1))
         self._later(self._notify())
 
-    def _replace(self, proc: _Proc) -> None:
-        if self._restarts >= 2 * self.workers:
-            return
-        self._restarts += 1
-        self._spawn(proc.index, proc.generation + 1)
-
-    def _live(self) -> list[_Proc]:
-        return [p for p in self._procs if not p.lost]
+    def _kill(self, proc: _Proc) -> None:
+        if proc.process is not None and proc.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.process.kill()
 
     async def _pick(self) -> _Proc:
         async with self._changed:
             while True:
-                ready = [p for p in self._live() if p.ready.done() and not p.ready.exception()]
-                if ready:
-                    return min(ready, key=lambda p: len(p.pending))
-                if not self._live():
+                usable = [p for p in self._procs if p.usable]
+                if usable:
+                    return min(usable, key=lambda p: len(p.pending))
+                if not any(not p.lost for p in self._procs):
                     raise PromptdagError(
                         "every local batch worker has died and the restart limit is reached; "
                         "the rows so far are kept (run again with --resume)."
@@ -328,20 +368,33 @@ class LocalEngine:
     async def aclose(self) -> None:
         """Stop every worker (their items in flight are cancelled), then the server."""
         self._closing = True
-        for proc in self._live():
+        for proc in self._procs:
             proc.send(("stop",))
         for proc in self._procs:
+            if proc.process is None:
+                continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(STOP_TIMEOUT_S):
                     await proc.gone.wait()
             if not proc.gone.is_set():
-                proc.process.kill()
+                self._kill(proc)
                 await proc.gone.wait()
         for proc in self._procs:
             for future in proc.pending.values():
                 future.cancel()
             if proc.writer is not None:
                 proc.writer.close()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._server is not None:
             self._server.close()
             self._server = None
+
+
+def _fd(stream: Any) -> int | None:
+    """The stream's file descriptor, if it has one (a test's capture may not)."""
+    try:
+        return int(stream.fileno())
+    except (AttributeError, OSError, ValueError):
+        return None

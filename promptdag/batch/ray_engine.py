@@ -84,8 +84,8 @@ class _WorkerActor:
         remote = None if limiter is None else _ActorRemote(limiter, name)
         self.worker = BatchWorker(setup, remote, name=name)
 
-    async def ready(self) -> str:
-        return self.worker.name
+    async def ready(self) -> tuple[str, str]:
+        return self.worker.name, self.worker.build_id
 
     async def run(self, item: BatchItem) -> dict[str, Any]:
         return await self.worker.run(item)
@@ -108,7 +108,8 @@ def _cause(exc: BaseException) -> str:
 
 
 class RayEngine:
-    """`await start()`, then `await run(item)` concurrently, then `await aclose()`."""
+    """`await launch()` (the actors start building), `await ready(build_id)`, then
+    `await run(item)` concurrently, then `await aclose()`."""
 
     name = "ray"
 
@@ -134,6 +135,7 @@ class RayEngine:
         self._restarts = 0
         self._per_worker = 1
         self._worker_cls: Any = None
+        self._build_id: str | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Condition()
 
@@ -142,10 +144,11 @@ class RayEngine:
             k: v for k, v in os.environ.items() if k.startswith(_FORWARD_PREFIXES) or k in _FORWARD
         }
 
-    def _init(self) -> None:
+    def _init(self) -> Any:
+        """Ray, initialized: the instance this process has, else a new one, else `address`."""
         ray = self._ray = _import_ray()
         if ray.is_initialized():
-            return
+            return ray
         try:
             if self.address:
                 ray.init(address=self.address)
@@ -163,10 +166,13 @@ class RayEngine:
             )
             raise ConfigError([f"cannot start Ray on {where}: {exc}.{hint}"]) from exc
         self._owns = True
+        return ray
 
-    async def start(self) -> None:
-        self._init()
-        ray = self._ray
+    async def launch(self) -> None:
+        """Start Ray (or connect), the limiter and the worker actors, which build meanwhile."""
+        if self._ray is not None:
+            return
+        ray = self._init()
         cpus = int(ray.cluster_resources().get("CPU", 0))
         self.workers = self.requested or cpus
         if self.workers < 1 or self.workers > cpus:
@@ -188,9 +194,15 @@ class RayEngine:
         self._worker_cls = worker_cls
         for _ in range(self.workers):
             self._add()
+
+    async def ready(self, build_id: str) -> None:
+        """Wait until every worker actor has built its pipeline, and check it is the batch's."""
+        await self.launch()
+        self._build_id = build_id
+        ray = self._ray
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
-                names = await asyncio.gather(*(a.ready.remote() for a in self._actors))
+                answers = await asyncio.gather(*(a.ready.remote() for a in self._actors))
         except TimeoutError as exc:
             raise PromptdagError(
                 f"the Ray workers did not start within {START_TIMEOUT_S:g} s (is the cluster "
@@ -198,8 +210,19 @@ class RayEngine:
             ) from exc
         except ray.exceptions.RayActorError as exc:
             raise ConfigError([f"a Ray batch worker could not start: {_cause(exc)}"]) from exc
-        for actor, name in zip(self._actors, names, strict=True):
+        for actor, (name, built) in zip(self._actors, answers, strict=True):
+            self._check_build(name, built)
             self._names[actor] = name
+
+    def _check_build(self, name: str, built: str) -> None:
+        if built != self._build_id:
+            raise ConfigError(
+                [
+                    f"Ray batch worker {name} built the pipeline as build {built}, not the "
+                    f"batch's {self._build_id}: the project, config or libraries on its node "
+                    "differ. Run every node from the same code and environment."
+                ]
+            )
 
     def _add(self) -> Any:
         env = self._env()
@@ -222,9 +245,12 @@ class RayEngine:
             self._restarts += 1
             actor = self._add()
             try:
-                self._names[actor] = await actor.ready.remote()
-            except self._ray.exceptions.RayActorError:
+                name, built = await actor.ready.remote()
+                self._check_build(name, built)
+                self._names[actor] = name
+            except (self._ray.exceptions.RayActorError, ConfigError):
                 self._actors.remove(actor)
+                self._ray.kill(actor)
         async with self._changed:
             self._changed.notify_all()
 

@@ -49,12 +49,15 @@ _NO_USAGE = {
 
 
 class Engine(Protocol):
-    """Runs items on workers: `start`, then `run` concurrently, then `aclose`."""
+    """Runs items on workers: `launch` (the workers start building), `ready` (they have built
+    the batch's build), then `run` concurrently, then `aclose`."""
 
     name: str
     workers: int
 
-    async def start(self) -> None: ...
+    async def launch(self) -> None: ...
+
+    async def ready(self, build_id: str) -> None: ...
 
     async def run(self, item: BatchItem) -> dict[str, Any]: ...
 
@@ -249,16 +252,6 @@ def _previous(
     build: Mapping[str, Any],
     say: Callable[[str], None],
 ) -> Previous:
-    if store.exists() and not (options.resume or options.overwrite):
-        raise ConfigError(
-            [
-                f"{store.out} already exists: add --resume to run only the inputs it has no ok "
-                "row for, or --overwrite to start over."
-            ]
-        )
-    if options.overwrite:
-        store.remove()
-        return Previous()
     if not options.resume or not store.exists():
         return Previous()
     previous = store.previous(pipeline, build_id)
@@ -380,7 +373,7 @@ class _Run:
         """Start the engine (at the first item to run: a finished batch resumes at once)."""
         if self.slots is None:
             self.say(f"starting the {self.engine.name} engine...")
-            await self.engine.start()
+            await self.engine.ready(self.parent_rows.build_id)
             self.summary.workers = self.engine.workers
             limits = self.options.limits
             in_flight = self.options.in_flight or _default_in_flight(limits, self.engine.workers)
@@ -426,6 +419,18 @@ class _Run:
             self.progress.tick()
 
 
+def _check_output(store: ResultStore, options: BatchOptions) -> None:
+    if store.exists() and not (options.resume or options.overwrite):
+        raise ConfigError(
+            [
+                f"{store.out} already exists: add --resume to run only the inputs it has no ok "
+                "row for, or --overwrite to start over."
+            ]
+        )
+    if options.overwrite:
+        store.remove()
+
+
 def _engine(
     options: BatchOptions, setup: WorkerSetup, workers: int | None, in_flight: int | None
 ) -> Engine:
@@ -458,75 +463,96 @@ async def run_batch(
     """Run the batch; `say` receives notes for the user (the CLI prints them on stderr).
     Raises ConfigError, InputError or ProjectError before any item runs when the batch cannot
     start; a failed item is a row, never an exception."""
-    from promptdag.factory import build_pipeline
-    from promptdag.project import load_project
+    from promptdag.contract import load_contract
+    from promptdag.project import find_project
     from promptdag.provenance import git_state, require_clean
 
+    started = time.perf_counter()
     say = say or (lambda message: None)
     _check_options(options)
-    project = load_project(options.project)
-    spec = project.contract.pipeline(options.pipeline)
+    root = find_project(options.project)
+    spec = load_contract(root).pipeline(options.pipeline)
     _check_constants(spec, options.inputs)
-    git = git_state(project.root)
+    git = git_state(root)
     if options.require_clean:
         require_clean(git)
-    pipeline = build_pipeline(
+    source = open_source(spec, options.source, id_column=options.id_column)
+    store = ResultStore(Path(options.out))
+    _check_output(store, options)
+    batch_run = new_batch_run()
+    setup = WorkerSetup(
+        root=str(root),
         pipeline=spec.name,
         variant=options.variant,
         overrides=dict(options.overrides),
-        project=project,
+        constants=dict(options.inputs),
+        git=git,
+        batch_run=batch_run,
+        limits=options.limits,
+    )
+    engine = _engine(options, setup, options.workers, options.in_flight)
+    try:
+        if not (options.resume and store.exists()):
+            await engine.launch()  # the workers import and build while this process does too
+        pipeline = await asyncio.to_thread(_build, options, root, spec.name, git)
+        try:
+            return await _run(
+                options, spec, pipeline, git, source, store, engine, batch_run, started, say
+            )
+        finally:
+            await pipeline.aclose()
+    finally:
+        await engine.aclose()
+
+
+def _build(options: BatchOptions, root: Path, pipeline: str, git: dict[str, Any]) -> Any:
+    """This process's own build of the pipeline: it checks the config before any item runs,
+    gives the build fingerprint the workers must match, and prices."""
+    from promptdag.factory import build_pipeline
+
+    built = build_pipeline(
+        pipeline=pipeline,
+        variant=options.variant,
+        overrides=dict(options.overrides),
+        project=root,
         git=git,
     )
-    try:
-        if options.max_cost_usd is not None:
-            model = pipeline.llm.settings.model
-            if pipeline.llm.cost(model, 1, 1) is None:
-                raise ConfigError(
-                    [
-                        f"--max-cost-usd needs a price for model {model!r}: add it to [prices] "
-                        f"in {project.relpath(project.variants_path)}."
-                    ]
-                )
-        return await _run(options, project, spec, pipeline, git, say)
-    finally:
-        await pipeline.aclose()
+    if options.max_cost_usd is not None:
+        model = built.llm.settings.model
+        if built.llm.cost(model, 1, 1) is None:
+            project = built.project
+            raise ConfigError(
+                [
+                    f"--max-cost-usd needs a price for model {model!r}: add it to [prices] in "
+                    f"{project.relpath(project.variants_path)}."
+                ]
+            )
+    return built
 
 
 async def _run(
     options: BatchOptions,
-    project: Any,
     spec: Any,
     pipeline: Any,
     git: dict[str, Any],
+    source: BatchSource,
+    store: ResultStore,
+    engine: Engine,
+    batch_run: str,
+    started: float,
     say: Callable[[str], None],
 ) -> BatchSummary:
-    started = time.perf_counter()
     build_id = build_id_of(pipeline)
     build = pipeline.build_info()
     columns = OutputColumns.of(pipeline)
     schema = arrow_schema(columns)
-    source = open_source(spec, options.source, id_column=options.id_column)
-    store = ResultStore(Path(options.out))
     previous = _previous(store, options, spec.name, build_id, build, say)
-    if _not_ignored_in_git(store.out, git, project.root):
+    if _not_ignored_in_git(store.out, git, pipeline.project.root):
         say(
             f"warning: {store.out} is inside the git checkout and not ignored: its files make "
             "the tree dirty, which changes the build fingerprint, so a later --resume would "
             "find nothing done. Add it to .gitignore, or write it outside the checkout."
         )
-    batch_run = new_batch_run()
-    setup = WorkerSetup(
-        root=str(project.root),
-        pipeline=spec.name,
-        variant=pipeline.variant,
-        overrides=dict(options.overrides),
-        constants=dict(options.inputs),
-        git=git,
-        build_id=build_id,
-        batch_run=batch_run,
-        limits=options.limits,
-    )
-    engine = _engine(options, setup, options.workers, options.in_flight)
     parent_rows = RowContext(
         pipeline=spec.name,
         variant=pipeline.variant,
@@ -564,12 +590,9 @@ async def _run(
             finally:
                 ticker.cancel()
     finally:
-        try:
-            await engine.aclose()
-        finally:
-            writer.close()
-            summary.rows = store.compact(schema)
-            summary.seconds = time.perf_counter() - started
+        writer.close()
+        summary.rows = store.compact(schema)
+        summary.seconds = time.perf_counter() - started
     if summary.stopped:
         say(f"stopped scheduling: {summary.stopped}; {summary.not_run} input(s) not run.")
     return summary

@@ -15,7 +15,6 @@ from typing import Any
 from promptdag.batch.limits import Limits, RemoteLimiter, SharedLimiter
 from promptdag.batch.rows import OutputColumns, RowContext, error_row, ok_row
 from promptdag.batch.sources import BatchItem, content_hash, item_inputs
-from promptdag.errors import ConfigError
 from promptdag.llm.client import CALL_LISTENERS, LLMCall
 from promptdag.pipeline import Pipeline, usage_of
 from promptdag.provenance import fingerprint_id
@@ -45,13 +44,13 @@ class WorkerSetup:
     overrides: dict[str, Any]
     constants: dict[str, Any] = field(repr=False)
     git: dict[str, Any]
-    build_id: str
     batch_run: str
     limits: Limits = field(default_factory=Limits)
 
 
 class BatchWorker:
-    """Builds the pipeline (`build_id` must match the batch's) and runs items."""
+    """Builds the pipeline (its `build_id` must be the batch's: the engine checks) and runs
+    items."""
 
     def __init__(
         self, setup: WorkerSetup, remote: RemoteLimiter | None = None, *, name: str | None = None
@@ -67,23 +66,14 @@ class BatchWorker:
             project=load_project(Path(setup.root)),
             git=setup.git,
         )
-        built = build_id_of(self.pipeline)
-        if built != setup.build_id:
-            raise ConfigError(
-                [
-                    f"worker {name or _name()} built pipeline {setup.pipeline!r} as build "
-                    f"{built}, not the batch's {setup.build_id}: its project, config or "
-                    "libraries differ from the machine that started the batch. Run every "
-                    "worker from the same code and environment."
-                ]
-            )
+        self.build_id = build_id_of(self.pipeline)
         self.name = name or _name()
         self.spec = self.pipeline.spec
         self.ctx = RowContext(
             pipeline=self.pipeline.name,
             variant=self.pipeline.variant,
             prompt_versions=json.dumps(self.pipeline.selected_versions(), sort_keys=True),
-            build_id=built,
+            build_id=self.build_id,
             batch_run=setup.batch_run,
             worker=self.name,
             columns=OutputColumns.of(self.pipeline),
