@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pypdf import PdfReader
 from pypdf.errors import (
@@ -176,9 +176,18 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class _Stream(io.BytesIO):
+    """The bytes as a stream pypdf reads without copying them: it copies a stream that has
+    `getbuffer` (to learn its size), doubling the memory an upload takes."""
+
+    @property
+    def getbuffer(self) -> Any:
+        raise AttributeError("getbuffer")
+
+
 def _open(data: bytes, password: str, source: str) -> PdfReader:
     try:
-        reader = PdfReader(io.BytesIO(data), strict=False)
+        reader = PdfReader(_Stream(data), strict=False)
     except LimitReachedError as exc:
         raise PdfError(f"the PDF cannot be opened: {_cause(exc)}.", source=source) from exc
     except _PARSE_ERRORS as exc:

@@ -124,7 +124,9 @@ def _read_file(path: Path, spec: InputSpec) -> Any:
             f"{path.name} ({spec.name})", "larger", f"{cap} bytes", "Send a smaller file."
         )
     if spec.is_file:
-        return data
+        from promptdag.inputs import LargeBytes
+
+        return LargeBytes(data)  # made here, the run's input checks need no second copy
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -3,7 +3,8 @@
 present, and exactly one of each `one_of` group. Strings from a command line are parsed.
 
 Text is cleaned: control characters other than whitespace (NUL, escape, C1 codes) are dropped
-(from every text and string input but secrets), and a text input left empty is refused. File and text inputs come back as `LargeBytes` and
+(from every text and string input but secrets); an empty file, and a text input left empty, are
+refused. File and text inputs come back as `LargeBytes` and
 `LargeText`: a `bytes` and a `str` whose `repr` is one short line, so that no error path copies
 a whole upload into a string (Hamilton's message for a failing node holds `repr()` of each of
 its inputs)."""
@@ -98,13 +99,15 @@ def _text(spec: InputSpec, value: Any) -> str:
     return LargeText(value) if spec.kind == "text" and type(value) is not LargeText else value
 
 
-def _refuse_empty_text(
-    spec: PipelineSpec, given: Mapping[str, Any], out: Mapping[str, Any]
-) -> None:
-    """A text input the request sends must hold text once cleaned (a declared default may be
-    empty); checked per run, so an eval suite may hold a case that expects this refusal."""
+def _refuse_empty(spec: PipelineSpec, given: Mapping[str, Any], out: Mapping[str, Any]) -> None:
+    """A file or text input the request sends must hold something (text: once cleaned; a
+    declared default may be empty); checked per run, so an eval suite may hold a case that
+    expects this refusal."""
     for name, value in out.items():
-        if name in given and spec.inputs[name].kind == "text" and not value.strip():
+        kind = spec.inputs[name].kind
+        if name in given and kind == "file" and not value:
+            raise InputError(f"input {name} is an empty file (0 bytes): send the file itself.")
+        if name in given and kind == "text" and not value.strip():
             removed = len(value) != len(given[name])
             cleaned = " after removing its control characters" if removed else ""
             description = spec.inputs[name].description.rstrip(".")
@@ -144,7 +147,7 @@ def check_inputs(spec: PipelineSpec, inputs: Mapping[str, Any]) -> dict[str, Any
     if unknown:
         raise ForbiddenInputError(unknown, list(spec.inputs))
     out = {name: coerce_input(spec.inputs[name], value) for name, value in inputs.items()}
-    _refuse_empty_text(spec, inputs, out)
+    _refuse_empty(spec, inputs, out)
     missing = sorted(n for n, s in spec.inputs.items() if s.required and n not in out)
     grouped = {n for g in spec.one_of for n in g}
     missing = [n for n in missing if n not in grouped]

@@ -139,3 +139,9 @@ def test_a_failing_run_never_reprs_its_large_text(error_messages: list[tuple[int
 def test_a_pdf_runs_through_the_pipeline_as_large_bytes() -> None:
     out = run({"pdf_bytes": text_pdf("The machine sent a cat over the wire. It arrived well.")})
     assert out.outputs["document_pages"] == 1 and out.answer
+
+
+def test_an_empty_file_is_refused_as_empty() -> None:
+    spec = load_contract(REPO).pipeline("summarize")
+    with pytest.raises(InputError, match=r"input pdf_bytes is an empty file \(0 bytes\)"):
+        check_inputs(spec, {"pdf_bytes": b""})
