@@ -39,7 +39,6 @@ import contextlib
 import contextvars
 import hashlib
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -47,6 +46,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from promptdag.datafiles import private_file
 from promptdag.errors import ConfigError
 
 __all__ = [
@@ -126,19 +126,8 @@ def _check_days(retain_days: float | None) -> None:
         raise ConfigError([f"retain_days={retain_days:g}: use a number of days above 0."])
 
 
-def _private_file(path: Path) -> None:
-    """Create `path` 0600 (its directory 0700 if missing), or make an existing one 0600."""
-    if not path.parent.is_dir():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        with contextlib.suppress(FileNotFoundError):
-            if file.stat().st_mode & 0o077:
-                file.chmod(0o600)
-
-
 def _open(path: Path) -> sqlite3.Connection:
-    _private_file(path)
+    private_file(path)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     try:
         for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON"):

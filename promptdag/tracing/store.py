@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from promptdag.datafiles import private_file
 from promptdag.errors import ConfigError, NoTracesError, TraceStoreError, TraceWriterClosedError
 from promptdag.provenance import sha256_text
 from promptdag.redaction import redact_urls
@@ -107,7 +108,7 @@ def _iso(ts: float) -> str:
 
 
 def _connect_rw(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON"):
         conn.execute(f"PRAGMA {pragma}")

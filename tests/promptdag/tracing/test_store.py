@@ -385,3 +385,10 @@ def test_erase_deletes_one_subjects_requests_and_calls_and_leaves_no_text(tmp_pa
     assert b"private words of user-7" not in data and b"private words of user-8" in data
     with pytest.raises(NoTracesError):
         erase_subject(tmp_path / "missing.sqlite", "user-7")
+
+
+def test_the_trace_database_is_private_to_its_owner(tmp_path: Path) -> None:
+    writer = TraceWriter(tmp_path / "new" / "traces.sqlite").start()
+    writer.close()
+    assert (tmp_path / "new" / "traces.sqlite").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700

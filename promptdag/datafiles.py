@@ -1,0 +1,22 @@
+"""promptdag's data files (the response cache, the trace store) hold prompts and answers, so
+they are private to their owner: created 0600 in a 0700 directory, and tightened if found open.
+SQLite gives its -wal and -shm files the database file's mode."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+__all__ = ["private_file"]
+
+
+def private_file(path: Path) -> None:
+    """Create `path` 0600 (its directory 0700 if missing), or make an existing one 0600."""
+    if not path.parent.is_dir():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            if file.stat().st_mode & 0o077:
+                file.chmod(0o600)
