@@ -40,7 +40,9 @@ BOUND_S = 2 * LATENCY_S  # the chunk calls side by side (llm_max_concurrency ≥
 LEVELS, GOAL_C = (16, 64, 256), 64
 GOAL_P50, GOAL_TRACE, GOAL_RSS = 1.10, 0.05, 0.10
 CONFIG = {"llm_backend": "openai", "llm_model": "fake", "llm_cache": "off"}
-FLAGS = ["--insecure-no-auth", "--variant", "baseline", "--max-in-flight", "1024"]
+FLAGS = ["--variant", "baseline", "--max-in-flight", "1024"]
+API_KEY = "bench:benchmark-api-key-0123456789"  # PROMPTDAG_API_KEYS: key id "bench"
+AUTH = {"Authorization": f"Bearer {API_KEY.split(':', 1)[1]}"}
 READY_TIMEOUT_S, START_ATTEMPTS = 60.0, 3
 _SENTENCE = "Route {i} runs from the north depot to the harbour and carries {n} parcels a day."
 
@@ -118,7 +120,12 @@ def _env(data_dir: Path) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("OPENAI_", "PROMPTDAG_")) and k.lower() not in proxies
     }
-    return {**base, "OPENAI_API_KEY": "x", "PROMPTDAG_DATA_DIR": str(data_dir)}
+    return {
+        **base,
+        "OPENAI_API_KEY": "x",
+        "PROMPTDAG_DATA_DIR": str(data_dir),
+        "PROMPTDAG_API_KEYS": API_KEY,
+    }
 
 
 def _ready(port: int) -> bool:
@@ -212,6 +219,7 @@ def _load(
         watch={"service": svc.process.pid, "fake": fake.process.pid},
         rss_every=rss_every,
         expect_calls=CHUNKS + 1,
+        headers=AUTH,
     )
     require(r["ok"] > 0, f"no request succeeded at {clients} clients: {r['errors']}")
     require(r["wrong_calls"] == 0, f"{r['wrong_calls']} answers did not make {CHUNKS + 1} calls")
@@ -441,8 +449,12 @@ def _report(res: _Results, sizes: Sizes) -> Report:
         method=(
             f"`promptdag serve {' '.join(FLAGS)} "
             f"{' '.join(f'--config {k}={v}' for k, v in CONFIG.items())} --config "
-            "llm_base_url=http://127.0.0.1:PORT/v1` with OPENAI_API_KEY=x and a temporary "
-            "PROMPTDAG_DATA_DIR, twice: `--traces` and `--no-traces`. The LLM is "
+            "llm_base_url=http://127.0.0.1:PORT/v1` with OPENAI_API_KEY=x, one API key "
+            "(PROMPTDAG_API_KEYS=bench:KEY, sent by every request: the key id is checked, "
+            "limited and recorded) and a temporary PROMPTDAG_DATA_DIR, twice: `--traces` and "
+            "`--no-traces`; both write the JSON access log (the default) to their log file. "
+            "With traces on, every request's row records its key id, HTTP status and request "
+            "ids (trace schema v3+). The LLM is "
             "`benchmarks/_fake_llm.py`, an OpenAI-compatible Starlette app on uvicorn in its own "
             f"process that answers each call after `asyncio.sleep({LATENCY_S:g})`. Each request "
             f'is JSON `{{"text": ...}}` to `POST /v1/pipelines/{PIPELINE}/runs`, a '

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from hamilton.lifecycle.base import BasePostGraphExecuteAsync
+from hamilton.lifecycle.base import BasePostGraphExecute
 
 from promptdag.service.audit import current_audit
 from promptdag.service.settings import ServiceSettings
@@ -55,11 +55,12 @@ class TraceHealth:
         )
 
 
-class RunTraced(BasePostGraphExecuteAsync):
-    """Marks the request's Audit as traced when a run ends: the trace adapter, which comes
-    before it, is writing the run's row then, so the service must not write another."""
+class RunTraced(BasePostGraphExecute):
+    """Marks the request's Audit as traced when a run ends: the trace adapter's own
+    post_graph_execute (async) is called right after this one (sync hooks first) and writes the
+    run's row, so the service must not write another. Sync: no task per run."""
 
-    async def post_graph_execute(self, **kwargs: Any) -> None:
+    def post_graph_execute(self, **kwargs: Any) -> None:
         audit = current_audit()
         if audit is not None:
             audit.traced = True
