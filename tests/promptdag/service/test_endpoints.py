@@ -246,7 +246,7 @@ def test_page_and_token_caps_are_422_naming_the_cap(make_client) -> None:
             422,
             "not a PDF",
         ),
-        ({"content": b"", "headers": {"Content-Type": "application/pdf"}}, 422, "no text"),
+        ({"content": b"", "headers": {"Content-Type": "application/pdf"}}, 422, "is an empty file"),
         (
             {"content": b"{not json", "headers": {"Content-Type": "application/json"}},
             422,
