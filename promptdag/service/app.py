@@ -149,7 +149,7 @@ async def _build_all(
     for name in project.contract.pipelines:
         for variant in weights:
             try:
-                built.setdefault(name, {})[variant] = build_pipeline(
+                pipeline = build_pipeline(
                     pipeline=name,
                     variant=variant,
                     overrides=settings.config,
@@ -157,6 +157,11 @@ async def _build_all(
                     adapters=adapters,
                     git=git,
                 )
+                built.setdefault(name, {})[variant] = pipeline
+                if pipeline.llm.cache is not None:  # --redact and --retain-days reach the cache
+                    pipeline.llm.cache.set_privacy(
+                        redact=settings.redact, retain_days=settings.retain_days
+                    )
             except ConfigError as exc:
                 problems.extend(
                     f"pipeline {name!r}, variant {variant!r}: {p}" for p in exc.problems

@@ -32,7 +32,7 @@ def test_the_library_example_answers_and_traces_like_the_service(
         bad = client.post("/summaries", json={"text": "   "})
     assert ok.status_code == 200, ok.text
     assert "head" in ok.json()["summary"].lower()
-    assert bad.status_code == 422 and "no text" in bad.json()["detail"]
+    assert bad.status_code == 422 and "input text is empty" in bad.json()["detail"]
     rows = (
         sqlite3.connect(tmp_path / "traces.sqlite")
         .execute(

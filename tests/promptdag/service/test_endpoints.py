@@ -373,3 +373,15 @@ def test_every_answered_request_is_traced_with_its_prompts(client, tmp_path) -> 
     assert set(calls["prompt_node"]) == {"chunk_summary_prompt", "final_summary_prompt"}
     assert calls["prompt_text"].str.contains("<document>|<key_points>").all()
     assert "Bearer" not in db.read_bytes().decode("latin-1")
+
+
+def test_redact_keeps_answers_out_of_the_response_cache(make_client, tmp_path) -> None:
+    import sqlite3
+
+    client = make_client(redact=True, retain_days=7.0)
+    assert client.post(SUMMARIZE, headers=AUTH, json={"text": TEXT}).status_code == 200
+    served = client.app.state.promptdag.pipelines["summarize"]  # type: ignore[attr-defined]
+    cache = next(iter(served.values())).llm.cache
+    assert cache is not None and cache.redact and cache.retain_days == 7.0
+    with sqlite3.connect(cache.path) as db:
+        assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 0
