@@ -213,6 +213,13 @@ def run_command(
         typer.Option("--require-clean", help="Refuse to run from a tree with uncommitted changes."),
     ] = False,
     quiet: QuietOpt = False,
+    allow_incomplete: Annotated[
+        bool,
+        typer.Option(
+            "--allow-incomplete",
+            help="Exit 0 even when an answer is flagged incomplete (with llm_allow_incomplete=true).",
+        ),
+    ] = False,
 ) -> None:
     """Run a declared pipeline once: the answer goes to stdout, a provenance line to stderr."""
     from promptdag.factory import build_pipeline
@@ -232,15 +239,21 @@ def run_command(
         result = asyncio.run(_run_once(pipeline, inputs, quiet))
     if json_out:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
-        return
-    typer.echo(result.answer_text())
-    for note in result.notes:
-        err(f"note: {note}")
-    if pipeline.llm.settings.backend == "offline" and not quiet:
+    else:
+        typer.echo(result.answer_text())
+        for note in result.notes:
+            err(f"note: {note}")
+        if pipeline.llm.settings.backend == "offline" and not quiet:
+            err(
+                "note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text."
+            )
+        err(_footer(result))
+    if result.incomplete and not allow_incomplete:
         err(
-            "note: offline-extractive is an extractive stand-in, not an LLM: it picks sentences from the text."
+            "error: the answer is incomplete (the model stopped early, filtered or refused a "
+            "call; see llm_calls). Pass --allow-incomplete to accept it."
         )
-    err(_footer(result))
+        raise typer.Exit(4)
 
 
 @app.command(epilog="Examples:\n\n  promptdag stamp\n\n  promptdag stamp --json")

@@ -266,3 +266,18 @@ def test_bad_command_options_are_one_line_and_exit_2(cli, args: list[str], messa
     proc = cli(*args, timeout=60, env={"PROMPTDAG_API_KEYS": ""})  # never start a server here
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_incomplete_answer_exits_4_unless_allowed(cli, openai_server) -> None:
+    openai_server.enqueue(text="Cut off in the mid", finish_reason="length", times=100)
+    args = ["run", "summarize", "--input", "text=Cats sleep a lot. They purr.", "--json"]
+    config = ["-c", "llm_backend=openai", "-c", "llm_model=gpt-test", "-c", "llm_cache=off"]
+    env = {"OPENAI_API_KEY": "sk-local", "OPENAI_BASE_URL": openai_server.base_url}
+    refused = cli(*args, *config, env=env)
+    assert refused.returncode == 4 and "LLMIncompleteError" not in refused.stdout
+    assert "length" in refused.stderr and "Traceback" not in refused.stderr
+    flagged = cli(*args, *config, "-c", "llm_allow_incomplete=true", env=env)
+    assert flagged.returncode == 4 and json.loads(flagged.stdout)["incomplete"] is True
+    assert "--allow-incomplete" in flagged.stderr
+    allowed = cli(*args, *config, "-c", "llm_allow_incomplete=true", "--allow-incomplete", env=env)
+    assert allowed.returncode == 0 and json.loads(allowed.stdout)["incomplete"] is True
