@@ -109,10 +109,12 @@ def _refuse_empty(spec: PipelineSpec, given: Mapping[str, Any], out: Mapping[str
             raise InputError(f"input {name} is an empty file (0 bytes): send the file itself.")
         if name in given and kind == "text" and not value.strip():
             removed = len(value) != len(given[name])
-            cleaned = " after removing its control characters" if removed else ""
+            cleaned = " once its control characters are removed" if removed else ""
             description = spec.inputs[name].description.rstrip(".")
             about = f" ({description})" if description else ""
-            raise InputError(f"input {name} is empty{cleaned}: send text to work on{about}.")
+            raise InputError(
+                f"input {name} is empty: it holds no text{cleaned}. Send text to work on{about}."
+            )
 
 
 def coerce_input(spec: InputSpec, value: Any) -> Any:

@@ -248,9 +248,8 @@ class _Worker:
     def kill(self) -> None:
         """SIGKILL (idempotent); the dispatcher reaps the process."""
         self.killed = True
-        if self.process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()  # a no-op once the process is reaped (its pid may be reused)
 
     def stop(self) -> None:
         """Kill, reap and close."""

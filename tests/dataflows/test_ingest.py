@@ -63,7 +63,7 @@ def test_control_characters_are_dropped_from_text_and_whitespace_is_kept() -> No
 
 
 def test_a_nul_only_text_run_stops_before_the_model() -> None:
-    with pytest.raises(InputError, match="empty after removing its control characters"):
+    with pytest.raises(InputError, match="no text once its control characters are removed"):
         run({"text": "\x00" * 5000})
 
 

