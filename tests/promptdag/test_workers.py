@@ -48,6 +48,13 @@ def hog(megabytes: int) -> int:
     return len(blocks)
 
 
+def segfault() -> None:
+    """A crash in native code: read address 0."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
 def refuse(value: str) -> None:
     raise InputError(f"input {value!r} is refused")
 
@@ -125,6 +132,16 @@ def test_a_worker_killed_mid_call_is_a_worker_error_and_the_next_call_works(
 
     asyncio.run(go())
     assert pool.call(add, 1, 2, timeout=PROMPTLY) == 3
+
+
+def test_a_segfault_in_native_code_is_a_worker_error_and_the_pool_keeps_serving(
+    pool: WorkerPool,
+) -> None:
+    before = pool.stats().crashed
+    with pytest.raises(WorkerError, match="killed by SIGSEGV"):
+        pool.call(segfault, timeout=PROMPTLY)
+    assert pool.stats().crashed == before + 1
+    assert pool.call(add, 5, 6, timeout=PROMPTLY) == 11
 
 
 def test_a_full_queue_refuses_at_once_with_a_retry_after_hint(tmp_path: Path) -> None:
