@@ -11,13 +11,13 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import extraction, fanout, gate, memory, overhead, service, startup
+from benchmarks import batch, extraction, fanout, gate, memory, overhead, service, startup
 from benchmarks._report import Report, machine, median, render, table
 from benchmarks._timing import LoadSampler
 from promptdag.provenance import git_state
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (startup, overhead, fanout, extraction, memory, service, gate)
+    m.NAME: m for m in (startup, overhead, fanout, extraction, memory, service, gate, batch)
 }
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"

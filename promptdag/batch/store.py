@@ -133,15 +133,18 @@ class ResultStore:
 
     def compact(self, schema: pa.Schema) -> int:
         """Merge everything into `out`: each input once (its latest row), in input order, in
-        the columns of `schema` (plus any older ones). Returns the number of rows."""
+        the columns of `schema` (plus any older ones). Returns the number of rows; writes no
+        `out` when there is no row at all."""
         import pyarrow as pa
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
         meta = self.metadata()
         table = self.read()
-        if table is None:
-            table = schema.empty_table()
+        if table is None:  # nothing ran (the batch could not start): no empty OUT to trip on
+            if self.parts.exists():
+                shutil.rmtree(self.parts)
+            return 0
         table = pa.concat_tables([schema.empty_table(), table], promote_options="permissive")
         table = table.append_column("_pos", pa.array(range(len(table)), pa.int64()))
         table = table.sort_by([("finished_at", "ascending"), ("_pos", "ascending")])

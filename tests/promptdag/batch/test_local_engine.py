@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from promptdag.errors import ConfigError
 from tests.fakes.openai_server import OpenAIServer
 from tests.promptdag.batch.conftest import RunBatch
 from tests.promptdag.batch.projects import GREET_MODEL, write_jsonl
@@ -98,3 +99,20 @@ def _limits(**kwargs: object):
     from promptdag.batch import Limits
 
     return Limits(**kwargs)  # type: ignore[arg-type]
+
+
+def test_a_batch_that_cannot_start_leaves_no_output(
+    greet_project: Path, tmp_path: Path, batch: RunBatch
+) -> None:
+    source = _names(tmp_path / "names.jsonl", ["ada"])
+    with pytest.raises(ConfigError, match="needs a price for model 'no-such-model'"):
+        batch(
+            greet_project,
+            source,
+            workers=1,
+            out=tmp_path / "out.parquet",
+            overrides={"llm_model": "no-such-model"},
+            max_cost_usd=1.0,
+        )
+    assert not (tmp_path / "out.parquet").exists()
+    assert not (tmp_path / "out.parquet.parts").exists()
