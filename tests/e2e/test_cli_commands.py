@@ -15,16 +15,6 @@ from tests.e2e.conftest import REPO
 SAMPLE = "examples/the-man-without-a-body.pdf"
 
 
-@pytest.mark.parametrize(
-    "command",
-    [["run"], ["render"], ["prompts", "list"], ["prompts", "show"], ["variants", "list"]],
-)
-def test_help_has_an_examples_block(cli, command: list[str]) -> None:
-    proc = cli(*command, "--help")
-    assert proc.returncode == 0
-    assert "Examples:" in proc.stdout and "promptdag " in proc.stdout
-
-
 def test_run_summarize_json_carries_summary_usage_and_provenance(cli) -> None:
     proc = cli(
         "run",
