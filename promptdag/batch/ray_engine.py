@@ -6,9 +6,9 @@ asks before a request leaves. Ray is an optional extra: `pip install 'promptdag[
 Without an address the engine starts a local Ray instance (`ray.init(num_cpus=N,
 include_dashboard=False)`) and stops it at the end; with `address` (`auto`, or `HOST:PORT` of a
 cluster's head) it connects to that cluster. In a process where Ray is already initialized it
-uses that instance and leaves it running. Every node needs the project at the same path as the
-machine that starts the batch, and the same Python environment (workers check that they build
-the same pipeline: the build fingerprint must match). The variables promptdag and the openai
+uses that instance and leaves it running. Every node needs the project and the input files at
+the same paths as the machine that starts the batch, and the same Python environment (workers
+check that they build the same pipeline: the build fingerprint must match). The variables promptdag and the openai
 SDK read (`OPENAI_*`, `PROMPTDAG_*`, `TIKTOKEN_CACHE_DIR`) are passed to the workers through
 Ray's `runtime_env`.
 """

@@ -69,8 +69,8 @@ class BatchSource:
 
     def items(self) -> Iterator[BatchItem]:
         if self.kind == "files":
-            for i, path in enumerate(self._paths):
-                yield BatchItem(index=i, id=path, path=path)
+            for i, path in enumerate(self._paths):  # read by absolute path: a worker's cwd differs
+                yield BatchItem(index=i, id=path, path=str(Path(path).absolute()))
             return
         assert self._table is not None
         for i, (values, problem) in enumerate(_rows(self._table, self._format)):

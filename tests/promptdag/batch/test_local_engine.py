@@ -116,3 +116,15 @@ def test_a_batch_that_cannot_start_leaves_no_output(
         )
     assert not (tmp_path / "out.parquet").exists()
     assert not (tmp_path / "out.parquet.parts").exists()
+
+
+def test_fail_fast_stops_at_the_first_failure(
+    greet_project: Path, tmp_path: Path, batch: RunBatch
+) -> None:
+    source = _names(tmp_path / "names.jsonl", ["boom", *(f"n{i}" for i in range(9))])
+    summary, rows = batch(greet_project, source, workers=1, in_flight=1, fail_fast=True)
+    assert [r["input_id"] for r in rows] == ["boom"] and rows[0]["status"] == "error"
+    assert (
+        summary.stopped is not None and "--fail-fast: boom failed (ValueError)" in summary.stopped
+    )
+    assert summary.failed == 1 and summary.not_run == 9 and summary.exit_code == 1
