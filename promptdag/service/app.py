@@ -60,6 +60,7 @@ from promptdag.service.schema import (
 from promptdag.service.settings import ServiceSettings
 from promptdag.tracing.context import RequestContext, request_scope
 from promptdag.variants import load_variants
+from promptdag.workers import ashutdown_pools
 
 __all__ = ["Served", "ServiceState", "create_app", "preflight"]
 
@@ -221,6 +222,7 @@ async def _stop(state: ServiceState) -> None:
     deadline = time.monotonic() + DRAIN_S
     while state.active and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
+    await ashutdown_pools(0.0)  # kill extraction still running: nothing waits for it now
     await _close_all(state.pipelines)
     if state.tracer is not None:
         await asyncio.to_thread(state.tracer.close)

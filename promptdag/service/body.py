@@ -4,7 +4,7 @@
   (text and string: a string; number; integer; boolean). File inputs are not accepted in JSON
   (no base64): send them as a multipart part or as the raw body. A pipeline that cannot run
   without a file does not accept JSON at all (415).
-- `multipart/form-data`: a file part per file input, named after it (`-F pdf_bytes=@doc.pdf`),
+- `multipart/form-data`: a file part per file input, named after it (`-F NAME=@doc.pdf` for a file input NAME),
   and every other input as a form field (parsed by its kind); a text input may also come as a
   file part (UTF-8). A file part's own Content-Type, when it is not application/octet-stream,
   must be one of the input's `media_types` (else 415).
@@ -140,7 +140,7 @@ def accepts_json(spec: PipelineSpec) -> bool:
 
 
 def secret_header(name: str) -> str:
-    """The header a secret input may come in: X-Promptdag-Input-Pdf-Password for pdf_password."""
+    """The header a secret input may come in: X-Promptdag-Input-Api-Token for api_token."""
     return "X-Promptdag-Input-" + "-".join(p.capitalize() for p in name.split("_"))
 
 

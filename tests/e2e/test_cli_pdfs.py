@@ -56,7 +56,7 @@ def test_run_summarize_real_pdf_gives_an_extractive_summary(
     result = json.loads(proc.stdout)
     assert result["answer"].strip()
     assert result["model"] == "offline-extractive"
-    assert result["usage"]["calls"] == result["document"]["chunks"] + 1
+    assert result["usage"]["calls"] == len(result["outputs"]["chunk_summaries"]) + 1
     assert result["usage"]["input_tokens"] > 0 and result["usage"]["output_tokens"] > 0
     from pypdf import PdfReader
 
