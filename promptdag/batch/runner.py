@@ -1,9 +1,9 @@
 """`run_batch`: one declared pipeline over many inputs, on the local engine or on Ray.
 
-The batch process lists the inputs, builds the pipeline once itself (so a bad config fails
-before any worker starts, and to know the build's fingerprint), starts the engine's workers
-(each builds the same pipeline once through the one factory), hands them items (at most
-`in_flight` at a time), and writes each row as it comes back. `--resume` skips the inputs whose
+The batch process lists the inputs, starts the engine's workers (each builds the pipeline once
+through the one factory), builds the pipeline itself meanwhile (a bad config stops the batch
+before any item runs; its build fingerprint is the one every worker must match), hands the
+workers items (at most `in_flight` at a time), and writes each row as it comes back. `--resume` skips the inputs whose
 id and content hash already have an `ok` row made by this build. Limits on requests, tokens and
 calls in flight hold across all workers; `max_cost_usd` stops handing out items when the
 estimated spend (spent so far + the items in flight, at the mean cost of a finished item) would
@@ -33,19 +33,12 @@ from promptdag.batch.store import Previous, ResultStore
 from promptdag.batch.worker import WorkerLost, WorkerSetup, build_id_of
 from promptdag.errors import ConfigError, ForbiddenInputError, PromptdagError
 from promptdag.inputs import coerce_input
+from promptdag.pipeline import usage_of
 
 __all__ = ["ENGINES", "BatchOptions", "BatchSummary", "Engine", "run_batch"]
 
 ENGINES = ("local", "ray")
 _SHOWN_ERRORS = 5
-_NO_USAGE = {
-    "calls": 0,
-    "cached_calls": 0,
-    "input_tokens": 0,
-    "output_tokens": 0,
-    "cost_usd": 0.0,
-    "llm_seconds": 0.0,
-}
 
 
 class Engine(Protocol):
@@ -334,7 +327,7 @@ class _Run:
                     None,
                     "WorkerLost",
                     str(exc),
-                    _NO_USAGE,
+                    usage_of([]),
                     None,
                     time.perf_counter() - started,
                 )
