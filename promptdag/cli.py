@@ -25,8 +25,8 @@ from promptdag.cli_common import (
     user_errors,
 )
 from promptdag.config import parse_assignments
-from promptdag.contract import InputSpec, PipelineSpec
-from promptdag.errors import ConfigError, InputError, LimitExceededError
+from promptdag.contract import PipelineSpec
+from promptdag.errors import ConfigError, InputError
 from promptdag.eval_cli import register as register_eval
 from promptdag.init_cli import register as register_init
 from promptdag.prompts_cli import prompts_app
@@ -104,48 +104,21 @@ def _weights(pairs: list[str] | None) -> dict[str, float]:
     return out
 
 
-def _read_file(path: Path, spec: InputSpec) -> Any:
-    """A file for input `spec`: its size checked before it is read (and at most cap + 1 bytes
-    read), text decoded as UTF-8."""
-    if not path.exists():
-        raise InputError(f"{path}: no such file. Check the path.")
-    if not path.is_file():
-        raise InputError(f"{path}: not a file.")
-    cap = spec.max_bytes if spec.is_file else (spec.max_chars or 0) * 4
-    size = path.stat().st_size
-    if cap and size > cap:
-        raise LimitExceededError(
-            f"{path.name} ({spec.name})", f"{size} bytes", f"{cap} bytes", "Send a smaller file."
-        )
-    with path.open("rb") as fh:
-        data = fh.read(cap + 1 if cap else -1)
-    if cap and len(data) > cap:
-        raise LimitExceededError(
-            f"{path.name} ({spec.name})", "larger", f"{cap} bytes", "Send a smaller file."
-        )
-    if spec.is_file:
-        from promptdag.inputs import LargeBytes
-
-        return LargeBytes(data)  # made here, the run's input checks need no second copy
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
-
-
 def _run_inputs(spec: PipelineSpec, path: Path | None, pairs: list[str] | None) -> dict[str, Any]:
     """The run's inputs: the positional file bound by the contract, then --input NAME=VALUE
     (NAME=@FILE reads a file)."""
+    from promptdag.inputs import read_input_file
+
     inputs: dict[str, Any] = {}
     if path is not None:
         target = spec.file_input_for(path)
-        inputs[target.name] = _read_file(path, target)
+        inputs[target.name] = read_input_file(path, target)
         if target.filename_input:
             inputs[target.filename_input] = path.name
     for name, value in parse_assignments(pairs or [], flag="--input").items():
         declared = spec.inputs.get(name)
         if declared is not None and value.startswith("@") and declared.kind in ("file", "text"):
-            inputs[name] = _read_file(Path(value[1:]), declared)
+            inputs[name] = read_input_file(Path(value[1:]), declared)
         else:
             inputs[name] = value
     return inputs

@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from promptdag.contract import InputSpec, PipelineSpec
 from promptdag.errors import ForbiddenInputError, InputError, LimitExceededError
 
-__all__ = ["LargeBytes", "LargeText", "check_inputs", "clean_text_input", "coerce_input"]
+__all__ = [
+    "LargeBytes",
+    "LargeText",
+    "check_inputs",
+    "clean_text_input",
+    "coerce_input",
+    "read_input_file",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -169,3 +177,31 @@ def check_inputs(spec: PipelineSpec, inputs: Mapping[str, Any]) -> dict[str, Any
         if name not in out and s.default is not None:
             out[name] = coerce_input(s, s.default)
     return out
+
+
+def read_input_file(path: Path, spec: InputSpec) -> LargeBytes | str:
+    """A file for input `spec` (the CLI's positional file, `NAME=@FILE`, a batch's files): its
+    size checked before it is read and at most cap + 1 bytes read; a file input's bytes as
+    LargeBytes (the run's checks make no second copy), a text input decoded as UTF-8."""
+    if not path.exists():
+        raise InputError(f"{path}: no such file. Check the path.")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file.")
+    cap = spec.max_bytes if spec.is_file else (spec.max_chars or 0) * 4
+    size = path.stat().st_size
+    if cap and size > cap:
+        raise LimitExceededError(
+            f"{path.name} ({spec.name})", f"{size} bytes", f"{cap} bytes", "Send a smaller file."
+        )
+    with path.open("rb") as fh:
+        data = fh.read(cap + 1 if cap else -1)
+    if cap and len(data) > cap:
+        raise LimitExceededError(
+            f"{path.name} ({spec.name})", "larger", f"{cap} bytes", "Send a smaller file."
+        )
+    if spec.is_file:
+        return LargeBytes(data)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc

@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from promptdag.config import parse_assignments
-from promptdag.contract import InputSpec, PipelineSpec
-from promptdag.errors import ConfigError, InputError, LimitExceededError
+from promptdag.contract import PipelineSpec
+from promptdag.errors import ConfigError, InputError
+from promptdag.inputs import read_input_file
 
 __all__ = [
     "TABLE_SUFFIXES",
@@ -213,38 +214,13 @@ def open_source(spec: PipelineSpec, where: str, *, id_column: str | None = None)
     return BatchSource("files", where, len(files), _paths=tuple(files))
 
 
-def read_file(path: Path, spec: InputSpec) -> bytes | str:
-    """A file for input `spec`: its size checked before it is read (and at most cap + 1 bytes
-    read), text decoded as UTF-8."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file.")
-    cap = spec.max_bytes if spec.is_file else (spec.max_chars or 0) * 4
-    size = path.stat().st_size
-    if cap and size > cap:
-        raise LimitExceededError(
-            f"{path.name} ({spec.name})", f"{size} bytes", f"{cap} bytes", "Send a smaller file."
-        )
-    with path.open("rb") as fh:
-        data = fh.read(cap + 1 if cap else -1)
-    if cap and len(data) > cap:
-        raise LimitExceededError(
-            f"{path.name} ({spec.name})", "larger", f"{cap} bytes", "Send a smaller file."
-        )
-    if spec.is_file:
-        return data
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text ({exc.reason}).") from exc
-
-
 def read_constants(spec: PipelineSpec, pairs: list[str]) -> dict[str, Any]:
     """`--input NAME=VALUE` pairs given to every item (NAME=@FILE reads a file)."""
     out: dict[str, Any] = {}
     for name, value in parse_assignments(pairs, flag="--input").items():
         declared = spec.inputs.get(name)
         if declared is not None and value.startswith("@") and declared.kind in ("file", "text"):
-            out[name] = read_file(Path(value[1:]), declared)
+            out[name] = read_input_file(Path(value[1:]), declared)
         else:
             out[name] = value
     return out
@@ -261,7 +237,7 @@ def item_inputs(
     if item.path is not None:
         path = Path(item.path)
         target = spec.file_input_for(path)
-        own[target.name] = read_file(path, target)
+        own[target.name] = read_input_file(path, target)
         if target.filename_input:
             own[target.filename_input] = path.name
     else:
