@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import promptdag
-from promptdag.batch import BatchOptions, Limits, run_batch
+from promptdag import BatchOptions, Limits, run_batch
 
 
 def _say(message: str) -> None:

@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    "run_batch": "promptdag.batch",
+    "Limits": "promptdag.batch",
+    "BatchSummary": "promptdag.batch",
+    "BatchOptions": "promptdag.batch",
     "project_root_of": "promptdag.workers",
     "call_in_project": "promptdag.workers",
     "shutdown_pools": "promptdag.workers",
@@ -83,6 +87,8 @@ _RENAMED = {"render_dag": "render"}
 
 __all__ = [
     "LLM",
+    "BatchOptions",
+    "BatchSummary",
     "CacheMissError",
     "ChatPrompt",
     "ConfigError",
@@ -107,6 +113,7 @@ __all__ = [
     "LargeBytes",
     "LargeText",
     "LimitExceededError",
+    "Limits",
     "Message",
     "OverloadedError",
     "Pipeline",
@@ -137,6 +144,7 @@ __all__ = [
     "render_dag",
     "render_prompts",
     "request_scope",
+    "run_batch",
     "shutdown_pools",
     "token_counter",
     "trace_writer",
@@ -159,6 +167,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from promptdag.batch import BatchOptions, BatchSummary, Limits, run_batch
     from promptdag.contract import (
         ConfigKey,
         Contract,

@@ -2,7 +2,7 @@
 cores (`local`) or on a Ray cluster (`ray`), one Parquet row per input, resumable, with rate,
 concurrency and cost limits shared by every worker. `promptdag batch` is its command line.
 
-    from promptdag.batch import BatchOptions, run_batch
+    from promptdag import BatchOptions, run_batch
 
     summary = await run_batch(BatchOptions(source="papers/*.pdf", out=Path("runs/p.parquet")))
     print(summary.line(), summary.exit_code)
