@@ -82,7 +82,7 @@ _OPENERS = frozenset(b"[{")
 _PARSE_IN_THREAD_BYTES = 1 << 20
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 _NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
-_JSON_BYTES_PER_CHAR = 6  # "\uXXXX"
+_JSON_BYTES_PER_CHAR = 6  # a JSON "\u" escape plus four hex digits
 _JSON_TYPES: dict[str, tuple[type, ...]] = {
     "text": (str,),
     "string": (str,),
