@@ -9,7 +9,6 @@ output exists without --resume or --overwrite), 3 an input given to every item i
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated
@@ -165,6 +164,8 @@ def batch_command(
             progress=not quiet,
             log_every=log_every,
         )
+        import asyncio
+
         summary = asyncio.run(run_batch(options, say=err))
     if json_out:
         typer.echo(json.dumps(summary.as_dict(), indent=2, ensure_ascii=False))

@@ -3,7 +3,6 @@ every library error becomes one line on stderr plus the exit code documented in 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -209,6 +208,8 @@ def run_command(
             project=project,
             require_clean_tree=require_clean,
         )
+        import asyncio
+
         result = asyncio.run(_run_once(pipeline, inputs, quiet))
     if json_out:
         typer.echo(json.dumps(result.as_dict(), indent=2, ensure_ascii=False, default=str))
@@ -432,6 +433,8 @@ def serve(
             retain_days=retain_days,
             otlp_endpoint=otlp_endpoint,
         )
+        import asyncio
+
         served = asyncio.run(preflight(settings))
     err(
         f"serving {', '.join(served.pipelines)} with variants "

@@ -8,7 +8,6 @@ Register on the main app with `register(app)` (keeps the Examples epilog).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from collections.abc import Iterator, Mapping
@@ -151,6 +150,8 @@ def eval_command(
         project = load_project()
         chosen = _suite(suite, project)
         judge = judge_from_config(judge_conf, project=project)
+        import asyncio
+
         result = asyncio.run(
             _run(
                 chosen, judge, project=project, variant=variant, overrides=overrides, case_ids=case

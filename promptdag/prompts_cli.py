@@ -3,7 +3,6 @@ the gate runs inside each git ref's worktree."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 from pathlib import Path
@@ -117,6 +116,8 @@ def prompts_show(
                     f"Defined: {', '.join(fixtures) or 'none'}."
                 ]
             )
+        import asyncio
+
         rendered = asyncio.run(render_prompts(pipeline, fixtures[name], name))
     pv = pipeline.prompts[node]
     err(
