@@ -295,7 +295,8 @@ def render(
     epilog="Examples:\n\n"
     "  PROMPTDAG_API_KEYS=secret promptdag serve --host 127.0.0.1 --port 8000\n\n"
     "  promptdag serve --api-key-file keys.txt --variant baseline --variant concise --weight concise=0.2\n\n"
-    "  promptdag serve --otlp-endpoint http://127.0.0.1:4318 --redact --retain-days 30"
+    "  promptdag serve --otlp-endpoint http://127.0.0.1:4318 --redact --retain-days 30\n\n"
+    "  promptdag serve --workers 4 --graceful-timeout 60"
 )
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -393,6 +394,14 @@ def serve(
             help="Seconds to let in-flight requests finish on shutdown; the rest get a 503."
         ),
     ] = 30,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Worker processes sharing the port, each with its own Drivers; /metrics adds "
+            "them up. --max-in-flight and the per-key limits apply in each worker.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve every declared pipeline over HTTP (POST /v1/pipelines/NAME/runs): each variant's
     Driver built once, A/B assignment, per-key limits, traces and an access log."""
@@ -440,8 +449,9 @@ def serve(
         f"serving {', '.join(served.pipelines)} with variants "
         f"{', '.join(f'{n} ({w:.0%})' for n, w in served.weights.items())} "
         f"on http://{host}:{port} (docs: /docs)"
+        + (f" with {workers} worker processes" if workers > 1 else "")
     )
-    server.run(settings, host, port, graceful_timeout, access_log=access_log)
+    server.run(settings, host, port, graceful_timeout, access_log=access_log, workers=workers)
 
 
 @app.command(

@@ -1,21 +1,38 @@
 """Prometheus metrics of the service, by pipeline and variant: requests, errors, latency, tokens
 and cost; requests refused before running (auth, limits, overload, size, invalid input) by
-reason; and every response the service sent, by pipeline and HTTP status."""
+reason; and every response the service sent, by pipeline and HTTP status.
+
+With `promptdag serve --workers N`, the master sets PROMETHEUS_MULTIPROC_DIR (a fresh private
+directory) before any worker starts: prometheus_client then keeps each worker's values in files
+there, `/metrics` on any worker reads them all (counters and histograms summed over the workers,
+dead ones included; the in-flight gauge summed over the live ones), and the master marks a
+worker dead when it exits."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-__all__ = ["ServiceMetrics"]
+__all__ = ["MULTIPROC_ENV", "ServiceMetrics", "multiprocess_dir"]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The directory the workers' metrics are shared through, or None in a single process.
+    prometheus_client reads the same variable once, when it is first imported."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300)
 
 
 class ServiceMetrics:
     """One registry per app, so two apps in one process (tests) never share counters. The
-    `pipeline` label is empty on refusals that name no pipeline (auth on an ops endpoint)."""
+    `pipeline` label is empty on refusals that name no pipeline (auth on an ops endpoint).
+    In a worker of `serve --workers N`, `render` reports every worker's values."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -56,6 +73,7 @@ class ServiceMetrics:
             "Run requests being processed, by pipeline.",
             ["pipeline"],
             registry=r,
+            multiprocess_mode="livesum",
         )
         self.rejected = Counter(
             "promptdag_rejected",
@@ -92,4 +110,11 @@ class ServiceMetrics:
         self.responses.labels(pipeline, str(status)).inc()
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        shared = multiprocess_dir()
+        if shared is None:
+            return generate_latest(self.registry)
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=shared)
+        return generate_latest(registry)
