@@ -22,7 +22,7 @@ from hamilton.lifecycle.base import BasePreNodeExecuteAsync
 from promptdag.catalog import PromptVersion, version_key
 from promptdag.config import canonical_config
 from promptdag.contract import PipelineSpec
-from promptdag.errors import ConfigError, DeadlineExceededError
+from promptdag.errors import ConfigError, DeadlineExceededError, InputError, TraceStoreError
 from promptdag.inputs import check_inputs
 from promptdag.llm.client import LLM, LLMCall, run_scope
 from promptdag.llm.tokens import token_counter
@@ -37,6 +37,7 @@ __all__ = ["LLM_INPUT", "NodeScope", "Pipeline", "RunResult", "render_prompts", 
 # The input through which every dataflow node that calls the model receives the LLM client.
 LLM_INPUT = "llm"
 
+log = logging.getLogger("promptdag.tracing")
 _RUN_TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
     "promptdag_run_tasks", default=None
 )
@@ -132,17 +133,26 @@ class RunResult:
 class NodeScope(BasePreNodeExecuteAsync):
     """Hands each node that takes the LLM a view bound to the node's declared step (Hamilton
     calls the node with the very kwargs dict this hook receives), so every call is tied to its
-    step and prompt, and an undeclared node cannot call the model."""
+    step and prompt, and an undeclared node cannot call the model.
+
+    Hamilton's async driver runs this hook before every node and gathers what it returns. The
+    binding is synchronous, so the hook does it at once and returns an already-completed future:
+    a coroutine would cost one asyncio task per node, which measured as much as the node itself
+    (benchmarks/overhead.py)."""
 
     def __init__(self, steps: Mapping[str, str]):
         self.steps = dict(steps)  # node calling the LLM → its declared step
+        self.names = list(self.steps)
 
-    async def pre_node_execute(
+    def pre_node_execute(  # type: ignore[override]  # an awaitable, not a coroutine: see above
         self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
-    ) -> None:
+    ) -> asyncio.Future[None]:
         llm = kwargs.get(LLM_INPUT)
         if isinstance(llm, LLM):
-            kwargs[LLM_INPUT] = llm.bound(node_.name, self.steps.get(node_.name), list(self.steps))
+            kwargs[LLM_INPUT] = llm.bound(node_.name, self.steps.get(node_.name), self.names)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
 
 
 class _DropHamiltonErrorLogs(logging.Filter):
@@ -357,10 +367,7 @@ class Pipeline:
 
     async def run(self, inputs: Mapping[str, Any] | None = None) -> RunResult:
         """Run the pipeline on one request's inputs and return its outputs with provenance."""
-        started = time.perf_counter()
-        checked = check_inputs(self.spec, dict(inputs or {}))
-        calls: list[LLMCall] = []
-        prompt_nodes = self.prompt_outputs()
+        started, started_ts = time.perf_counter(), time.time()
         ctx = current_request() or RequestContext(
             request_id=new_request_id(),
             variant=self.variant,
@@ -369,6 +376,15 @@ class Pipeline:
         )
         if not ctx.build:
             ctx = dataclasses.replace(ctx, build=self._build())
+        try:
+            checked = check_inputs(self.spec, dict(inputs or {}))
+        except InputError as exc:
+            if not ctx.caller_traces_refusals:
+                with request_scope(ctx):
+                    await self._trace_refusal(exc, started_ts, started)
+            raise
+        calls: list[LLMCall] = []
+        prompt_nodes = self.prompt_outputs()
         with request_scope(ctx):
             out = await self.execute([*self.spec.final_vars, *prompt_nodes], checked, calls=calls)
         order = {step: i for i, step in enumerate(self.project.contract.llm_steps)}
@@ -389,6 +405,21 @@ class Pipeline:
             latency_s=round(time.perf_counter() - started, 4),
             notes=notes,
         )
+
+    async def _trace_refusal(self, error: InputError, started_ts: float, clock: float) -> None:
+        """A run refused by the input checks never starts its graph, so no lifecycle hook sees
+        it: the attached trace adapters record it here. A trace store that cannot write is
+        logged; the caller gets the input error all the same."""
+        from promptdag.tracing.adapter import TraceAdapter
+
+        for adapter in self.driver.adapter.adapters:
+            if isinstance(adapter, TraceAdapter):
+                try:
+                    await adapter.record_refusal(
+                        self.driver.graph, self.spec.final_vars, error, started_ts, clock
+                    )
+                except TraceStoreError as trace_error:
+                    log.error("the refused run's trace was not stored: %s", trace_error)
 
     def llm_token_note(self) -> str:
         return token_counter(self.config["llm_model"]).note
