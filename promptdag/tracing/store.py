@@ -9,6 +9,13 @@ acknowledged after its submit is never lost, and a killed process leaves a consi
 read-only for `promptdag traces`. There is no column for headers or keys, and error messages
 are scrubbed of anything that looks like a credential (keys, tokens, credentials in URLs).
 `erase_subject` deletes one subject's requests and calls (`promptdag traces erase`).
+
+Several processes may write one database (the workers of `promptdag serve --workers N`, each
+with its own `TraceWriter`; `promptdag traces prune`/`erase` meanwhile). Every write
+transaction holds an exclusive lock on `<db>.lock` (flock): a writer waiting for another sleeps
+in the kernel and starts the moment the lock is free, and what queued meanwhile goes into its
+next group commit. (SQLite's own busy handler polls with back-off of up to 100 ms: two workers
+writing through it measured a p99 submit latency of 0.5 to 0.8 s against 30 ms for one.)
 """
 
 from __future__ import annotations
@@ -16,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import queue
 import re
 import sqlite3
@@ -107,12 +116,34 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _connect_rw(path: Path) -> sqlite3.Connection:
+class _WriterLock:
+    """The lock every writer of one trace database holds around each write transaction: an
+    exclusive flock on `<db>.lock` (an empty 0600 file; never on the database itself, whose
+    POSIX locks a second descriptor's close would drop)."""
+
+    def __init__(self, db: Path):
+        self.path = db.with_name(db.name + ".lock")
+        private_file(self.path)  # its directory too
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def _connect_rw(path: Path, lock: _WriterLock) -> sqlite3.Connection:
     private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
     for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON"):
         conn.execute(f"PRAGMA {pragma}")
-    with _transaction(conn):
+    with _transaction(conn, lock):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             for statement in _SCHEMA:
@@ -146,19 +177,34 @@ def _newer(path: Path, version: int) -> str:
 
 
 @contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
+def _transaction(conn: sqlite3.Connection, lock: _WriterLock) -> Iterator[None]:
+    with lock.held():
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[tuple[sqlite3.Connection, _WriterLock]]:
+    """A read-write connection to `path` and its writer lock, both closed at the end."""
+    lock = _WriterLock(path)
     try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+        conn = _connect_rw(path, lock)
+        try:
+            yield conn, lock
+        finally:
+            conn.close()
+    finally:
+        lock.close()
 
 
-def _prune(conn: sqlite3.Connection, retain_days: float) -> tuple[int, int]:
+def _prune(conn: sqlite3.Connection, lock: _WriterLock, retain_days: float) -> tuple[int, int]:
     cutoff = time.time() - retain_days * 86_400
-    with _transaction(conn):
+    with _transaction(conn, lock):
         old = "SELECT request_id FROM requests WHERE started_ts < ?"
         calls = conn.execute(f"DELETE FROM llm_calls WHERE request_id IN ({old})", (cutoff,))
         requests = conn.execute("DELETE FROM requests WHERE started_ts < ?", (cutoff,))
@@ -175,11 +221,8 @@ def prune(path: Path, retain_days: float) -> tuple[int, int]:
     _check_days(retain_days)
     if not path.is_file():
         raise NoTracesError(path)
-    conn = _connect_rw(path)
-    try:
-        return _prune(conn, retain_days)
-    finally:
-        conn.close()
+    with _writing(path) as (conn, lock):
+        return _prune(conn, lock, retain_days)
 
 
 def erase_subject(path: Path, subject_id: str) -> tuple[int, int]:
@@ -188,18 +231,16 @@ def erase_subject(path: Path, subject_id: str) -> tuple[int, int]:
     text does not linger in the files. Safe while a service writes to the same database."""
     if not path.is_file():
         raise NoTracesError(path)
-    conn = _connect_rw(path)
-    try:
-        with _transaction(conn):
+    with _writing(path) as (conn, lock):
+        with _transaction(conn, lock):
             mine = "SELECT request_id FROM requests WHERE subject_id = ?"
             calls = conn.execute(
                 f"DELETE FROM llm_calls WHERE request_id IN ({mine})", (subject_id,)
             )
             requests = conn.execute("DELETE FROM requests WHERE subject_id = ?", (subject_id,))
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with lock.held():  # no writer may start until the log is truncated
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return requests.rowcount, calls.rowcount
-    finally:
-        conn.close()
 
 
 def _prepare(
@@ -267,7 +308,7 @@ _STOP = object()
 
 
 class TraceWriter:
-    """The one writer of a trace database: `start()`, `await submit(...)` per request, `close()`.
+    """This process's writer of a trace database: `start()`, `await submit(...)` per request, `close()`.
 
     `submit` returns once the request's rows are committed (or raises TraceStoreError); rows
     queued together are committed in one transaction. `retain_days` prunes older traces at start
@@ -285,6 +326,7 @@ class TraceWriter:
         prune_every_s: float = 600.0,
     ):
         _check_days(retain_days)
+        self._wlock: _WriterLock | None = None
         self.path, self.redact, self.retain_days = Path(path), redact, retain_days
         self.exporter, self.prune_every_s = exporter, prune_every_s
         self.committed = 0
@@ -348,15 +390,32 @@ class TraceWriter:
         atexit.unregister(self.close)
 
     def _run(self, ready: threading.Event) -> None:
+        conn: sqlite3.Connection | None = None
         try:
-            conn = _connect_rw(self.path)
+            self._wlock = _WriterLock(self.path)
+            conn = _connect_rw(self.path, self._wlock)
             if self.retain_days is not None:
-                _prune(conn, self.retain_days)
+                _prune(conn, self._wlock, self.retain_days)
         except Exception as exc:
             self._failed = exc
-            return
         finally:
             ready.set()
+        try:
+            if self._failed is None:
+                assert conn is not None
+                self._serve(conn)
+        finally:
+            if conn is not None:
+                conn.close()
+            if self._wlock is not None:
+                self._wlock.close()
+
+    @property
+    def _held(self) -> _WriterLock:
+        assert self._wlock is not None, "the writer thread opens the lock before any write"
+        return self._wlock
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
         try:
             next_prune = time.monotonic() + self.prune_every_s
             while True:
@@ -373,12 +432,10 @@ class TraceWriter:
             error = TraceStoreError(f"the trace writer for {self.path} stopped: {exc!r}")
             while not self._process(conn, self._next_batch(0.0), error):
                 pass
-        finally:
-            conn.close()
 
     def _prune(self, conn: sqlite3.Connection, retain_days: float) -> None:
         try:
-            _prune(conn, retain_days)
+            _prune(conn, self._held, retain_days)
         except sqlite3.Error:
             log.exception("pruning traces older than %g days in %s failed", retain_days, self.path)
 
@@ -401,7 +458,7 @@ class TraceWriter:
         if failed is None:
             rows = [_prepare(i.request, i.calls, self.redact) for i in items]
             try:
-                with _transaction(conn):
+                with _transaction(conn, self._held):
                     for req, calls in rows:
                         _insert(conn, req, calls)
             except sqlite3.Error:  # one bad request fails only its own submit
@@ -430,7 +487,7 @@ class TraceWriter:
         self, conn: sqlite3.Connection, req: dict[str, Any], calls: list[dict[str, Any]]
     ) -> TraceStoreError | None:
         try:
-            with _transaction(conn):
+            with _transaction(conn, self._held):
                 _insert(conn, req, calls)
         except sqlite3.Error as exc:
             log.error("storing the trace of request %s failed: %s", req["request_id"], exc)

@@ -1,5 +1,6 @@
 """The trace writer: group commits that each submitter awaits, draining on close, surviving a
-SIGKILL with every acknowledged request, redaction, retention and credential scrubbing."""
+SIGKILL with every acknowledged request, several writer processes on one database, redaction,
+retention and credential scrubbing."""
 
 from __future__ import annotations
 
@@ -149,6 +150,66 @@ def test_sigkill_leaves_an_intact_database_with_every_acknowledged_request(
     conn.close()
     assert set(acknowledged) <= stored
     assert orphans == (0,)
+
+
+def _acknowledged(child: subprocess.Popen[str], at_least: int, timeout_s: float) -> list[str]:
+    """Request ids `child` printed (each committed), until `at_least` or the time is up."""
+    assert child.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while len(lines) < at_least and time.monotonic() < deadline:
+        line = child.stdout.readline()
+        if not line:
+            break
+        lines.append(line.strip())
+    return lines
+
+
+def test_two_writer_processes_and_an_erase_share_one_database_without_losing_a_row(
+    tmp_path: Path,
+) -> None:
+    """As the workers of `serve --workers 2` do: each process its own TraceWriter on one file.
+    One is SIGKILLed mid-write, the other stops after it; an erase runs in between."""
+    db = tmp_path / "traces.sqlite"
+    TraceWriter(db).start().close()  # the schema exists before both start
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.promptdag.tracing._writer_child", str(db), prefix],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for prefix in ("w1", "w2")
+    ]
+    acknowledged: list[str] = []
+    try:
+        for child in children:
+            acknowledged += _acknowledged(child, 200, 60)
+        assert erase_subject(db, "nobody") == (0, 0)  # takes the write lock between commits
+        for child in children:
+            acknowledged += _acknowledged(child, 100, 60)
+            os.kill(child.pid, signal.SIGKILL)
+            assert child.stdout is not None
+            acknowledged += [x.strip() for x in child.stdout.read().splitlines() if x.strip()]
+            assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.kill()
+                child.wait(timeout=30)
+            if child.stdout is not None:
+                child.stdout.close()
+    assert {a.split("-")[0] for a in acknowledged} == {"w1", "w2"}
+    assert len(acknowledged) >= 600
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        stored = {r[0] for r in conn.execute("SELECT request_id FROM requests")}
+        calls = conn.execute("SELECT count(*) FROM llm_calls").fetchone()[0]
+    conn.close()
+    missing = set(acknowledged) - stored
+    assert not missing, f"{len(missing)} acknowledged requests are not stored"
+    assert calls == 3 * len(stored)
+    assert (tmp_path / "traces.sqlite.lock").stat().st_mode & 0o777 == 0o600
 
 
 def test_redaction_stores_hashes_and_no_text(tmp_path: Path) -> None:
