@@ -382,6 +382,16 @@ def serve(
     retain_days: Annotated[
         float | None, typer.Option(help="Delete traces older than this many days.")
     ] = None,
+    store_inputs: Annotated[
+        bool,
+        typer.Option(
+            help="Keep each request's inputs (content-addressed, 0600, same retention) so "
+            "`promptdag replay` can re-run it; not with --redact unless --store-inputs-when-redacted."
+        ),
+    ] = False,
+    store_inputs_when_redacted: Annotated[
+        bool, typer.Option(help="Store inputs even with --redact (implies --store-inputs).")
+    ] = False,
     otlp_endpoint: Annotated[
         str | None, typer.Option(help="Also export spans over OTLP/HTTP to this endpoint.")
     ] = None,
@@ -440,6 +450,9 @@ def serve(
             traces=traces,
             redact=redact,
             retain_days=retain_days,
+            store_inputs="even-redacted"
+            if store_inputs_when_redacted
+            else ("on" if store_inputs else "off"),
             otlp_endpoint=otlp_endpoint,
         )
         import asyncio

@@ -214,8 +214,10 @@ def erase(
     json_out: JsonOpt = False,
     db: DbOpt = None,
 ) -> None:
-    """Delete one subject's requests and LLM calls from the traces, and the response-cache
-    entries recorded for it; safe while the service runs. OTLP copies are not reached."""
+    """Delete one subject's requests and LLM calls from the traces, its stored inputs
+    (`serve --store-inputs`), and the response-cache entries recorded for it; safe while the
+    service runs. OTLP copies are not reached."""
+    from promptdag.inputs_store import INPUTS_FILE, erase_stored_inputs
     from promptdag.llm.cache import erase_subject as erase_cache
     from promptdag.tracing.store import erase_subject as erase_traces
 
@@ -229,6 +231,9 @@ def erase(
         if traces_path.is_file():
             requests, calls = erase_traces(traces_path, subject)
         entries = erase_cache(cache_path, subject)
+        inputs_path = traces_path.with_name(INPUTS_FILE)
+        found_inputs = inputs_path.is_file()
+        stored, values = erase_stored_inputs(inputs_path, subject)
     found_traces, found_cache = traces_path.is_file(), cache_path.is_file()
     if json_out:
         _echo_json(
@@ -241,6 +246,12 @@ def erase(
                     "llm_calls": calls,
                 },
                 "cache": {"path": str(cache_path), "found": found_cache, "entries": entries},
+                "inputs": {
+                    "path": str(inputs_path),
+                    "found": found_inputs,
+                    "requests": stored,
+                    "values": values,
+                },
             }
         )
         return
@@ -254,3 +265,8 @@ def erase(
         if found_cache
         else f"no response cache at {cache_path}"
     )
+    if found_inputs:
+        typer.echo(
+            f"erased the stored inputs of {stored} requests ({values} values) of subject "
+            f"{subject!r} from {inputs_path}"
+        )

@@ -33,6 +33,7 @@ from promptdag.config import data_dir
 from promptdag.contract import Contract, load_contract
 from promptdag.errors import ConfigError, InputError, PromptdagError, TraceStoreError
 from promptdag.factory import build_pipeline
+from promptdag.inputs_store import stored_run
 from promptdag.pipeline import Pipeline, RunResult, _jsonable
 from promptdag.project import Project, find_project, load_project
 from promptdag.provenance import git_state
@@ -361,7 +362,7 @@ async def _run_pipeline(
     started = time.perf_counter()
     try:
         with request_scope(ctx):
-            result = await pipeline.run(inputs)
+            result = await stored_run(state.settings, pipeline, inputs)
     except PromptdagError as exc:
         seconds = time.perf_counter() - started
         state.metrics.observe_error(name, variant, seconds, type(exc).__name__)

@@ -46,6 +46,7 @@ class ServiceSettings:
     assignment_salt: str = "promptdag"
     traces: bool = True
     redact: bool = False
+    store_inputs: str = "off"  # promptdag.inputs_store.STORE_INPUTS_MODES: off, on, even-redacted
     retain_days: float | None = None
     otlp_endpoint: str | None = None
     api_key_file: Path | None = None  # re-read when it changes, or on SIGHUP
