@@ -232,3 +232,16 @@ def test_sigterm_drains_every_worker_and_keeps_their_traces(tmp_path) -> None:
     assert code == 0, log
     assert "Traceback" not in log, log
     assert {r.json()["request_id"] for r in responses} <= trace_ids(server.db_path)
+
+
+def test_readme_serve_commands_use_only_options_serve_has() -> None:
+    from typer.main import get_command
+
+    from promptdag.cli import app
+
+    serve = get_command(app).commands["serve"]  # type: ignore[attr-defined]
+    known = {o for p in serve.params for o in p.opts}
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text(encoding="utf-8")
+    lines = [x.split("#")[0] for x in readme.splitlines() if "promptdag serve " in x]
+    used = {w.split("=")[0] for x in lines for w in x.split() if w.startswith("--")}
+    assert "--workers" in used and used <= known, used - known
