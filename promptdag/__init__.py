@@ -19,6 +19,10 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.2.0"
 
 _EXPORTS = {
+    "ReplayError": "promptdag.replay",
+    "ReplayResult": "promptdag.replay",
+    "replay_request": "promptdag.replay",
+    "InputsStore": "promptdag.inputs_store",
     "run_batch": "promptdag.batch",
     "Limits": "promptdag.batch",
     "BatchSummary": "promptdag.batch",
@@ -101,6 +105,7 @@ __all__ = [
     "GateError",
     "InputError",
     "InputSpec",
+    "InputsStore",
     "LLMCall",
     "LLMError",
     "LLMIncompleteError",
@@ -122,6 +127,8 @@ __all__ = [
     "ProjectError",
     "PromptdagError",
     "RenderError",
+    "ReplayError",
+    "ReplayResult",
     "RequestContext",
     "RunResult",
     "TokenCounter",
@@ -143,6 +150,7 @@ __all__ = [
     "prompt_text",
     "render_dag",
     "render_prompts",
+    "replay_request",
     "request_scope",
     "run_batch",
     "shutdown_pools",
@@ -203,6 +211,7 @@ if TYPE_CHECKING:
     )
     from promptdag.factory import build_pipeline
     from promptdag.inputs import LargeBytes, LargeText
+    from promptdag.inputs_store import InputsStore
     from promptdag.llm.client import LLM, LLMCall, LLMSettings
     from promptdag.llm.tokens import TokenCounter, token_counter
     from promptdag.pipeline import Pipeline, RunResult, render_prompts
@@ -210,6 +219,7 @@ if TYPE_CHECKING:
     from promptdag.prompting import ChatPrompt, Message, chat, prompt_text
     from promptdag.provenance import git_state, write_stamp
     from promptdag.render import render as render_dag
+    from promptdag.replay import ReplayError, ReplayResult, replay_request
     from promptdag.tracing.adapter import TraceAdapter
     from promptdag.tracing.context import RequestContext, request_scope
     from promptdag.tracing.store import TraceWriter, trace_writer

@@ -29,6 +29,7 @@ from promptdag.errors import ConfigError, InputError
 from promptdag.eval_cli import register as register_eval
 from promptdag.init_cli import register as register_init
 from promptdag.prompts_cli import prompts_app
+from promptdag.replay_cli import register as register_replay
 from promptdag.traces_cli import traces_app
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ app.add_typer(traces_app, name="traces")
 register_eval(app)
 register_batch(app)
 register_init(app)
+register_replay(app)
 
 
 def _build(variant: str | None, config: list[str] | None, **kwargs: Any) -> Pipeline:

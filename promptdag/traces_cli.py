@@ -215,11 +215,12 @@ def erase(
     db: DbOpt = None,
 ) -> None:
     """Delete one subject's requests and LLM calls from the traces, its stored inputs
-    (`serve --store-inputs`), and the response-cache entries recorded for it; safe while the
+    (`serve --store-inputs`) and the feedback on them, and the response-cache entries recorded for it; safe while the
     service runs. OTLP copies are not reached."""
     from promptdag.inputs_store import INPUTS_FILE, erase_stored_inputs
     from promptdag.llm.cache import erase_subject as erase_cache
     from promptdag.tracing.store import erase_subject as erase_traces
+    from promptdag.ui.feedback import FEEDBACK_FILE, erase_feedback
 
     if not subject.strip():
         typer.echo("error: --subject is empty: give the subject id to erase.", err=True)
@@ -234,6 +235,7 @@ def erase(
         inputs_path = traces_path.with_name(INPUTS_FILE)
         found_inputs = inputs_path.is_file()
         stored, values = erase_stored_inputs(inputs_path, subject)
+        notes = erase_feedback(traces_path.with_name(FEEDBACK_FILE), subject)
     found_traces, found_cache = traces_path.is_file(), cache_path.is_file()
     if json_out:
         _echo_json(
@@ -252,6 +254,7 @@ def erase(
                     "requests": stored,
                     "values": values,
                 },
+                "feedback": notes,
             }
         )
         return
@@ -270,3 +273,5 @@ def erase(
             f"erased the stored inputs of {stored} requests ({values} values) of subject "
             f"{subject!r} from {inputs_path}"
         )
+    if notes:
+        typer.echo(f"erased the feedback on {notes} requests of subject {subject!r}")

@@ -1,0 +1,92 @@
+"""The process that re-runs recorded requests inside one tree (a git worktree of the ref to
+replay at): `python -P -c "from promptdag.replay.child import main; main()"` in the tree's
+project directory, a JSON job on stdin, one JSON result per request on stdout.
+
+It imports that tree's dataflows and prompts, so two refs never mix in one process; the trace
+adapters are not attached (a replay is not a served request), the response cache is the
+project's (PROMPTDAG_DATA_DIR from the parent), so unchanged calls cost nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from promptdag.errors import PromptdagError
+from promptdag.factory import build_pipeline
+from promptdag.inputs_store import InputsStore
+from promptdag.pipeline import Pipeline, _jsonable
+from promptdag.project import load_project
+from promptdag.provenance import sha256_text
+
+__all__ = ["main", "replay_jobs"]
+
+
+def _result(pipeline: Pipeline, out: Any) -> dict[str, Any]:
+    return {
+        "answer_text": out.answer_text(),
+        "answer": _jsonable(out.answer),
+        "outputs": _jsonable(out.outputs),
+        "prompts": {n: m.get("rendered_sha256") for n, m in out.fingerprint["prompts"].items()},
+        "prompt_versions": {n: m.get("version") for n, m in out.fingerprint["prompts"].items()},
+        "rendered": dict(out.prompts),
+        "fingerprint": out.fingerprint["id"],
+        "config_sha256": out.fingerprint["config_sha256"],
+        "git": out.fingerprint["git"],
+        "calls": [
+            {
+                "step": c.step,
+                "chunk_index": c.index,
+                "prompt_sha256": sha256_text(c.prompt),
+                "cached": c.cached,
+            }
+            for c in out.llm_calls
+        ],
+        "usage": out.usage,
+    }
+
+
+async def _one(project: Any, store: InputsStore, job: dict[str, Any]) -> dict[str, Any]:
+    stored = store.get(job["request_id"])
+    if stored is None:
+        return {"request_id": job["request_id"], "error": "its stored inputs are gone"}
+    try:
+        pipeline = build_pipeline(
+            pipeline=stored.pipeline,
+            variant=stored.variant,
+            overrides={**stored.config, **job.get("overrides", {})},
+            project=project,
+        )
+    except PromptdagError as exc:
+        return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
+    try:
+        out = await pipeline.run(stored.inputs)
+        return {"request_id": job["request_id"], **_result(pipeline, out)}
+    except PromptdagError as exc:
+        return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        await pipeline.aclose()
+
+
+async def replay_jobs(
+    root: Path, inputs_db: Path, jobs: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Each job (request_id, overrides) re-run in the project at `root`, in order."""
+    project = load_project(root)
+    store = InputsStore(inputs_db)
+    try:
+        return [await _one(project, store, job) for job in jobs]
+    finally:
+        store.close()
+
+
+def main() -> None:
+    job = json.loads(sys.stdin.read())
+    try:
+        results = asyncio.run(replay_jobs(Path.cwd(), Path(job["inputs_db"]), job["jobs"]))
+    except PromptdagError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    sys.stdout.write(json.dumps(results, ensure_ascii=False))

@@ -1,0 +1,1 @@
+"""The traces page: `promptdag ui`, and /ui in the service."""

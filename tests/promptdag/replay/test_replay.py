@@ -1,0 +1,146 @@
+"""`promptdag replay` against requests recorded by the real service (in-process, offline model,
+inputs stored) in a git repository: at the recorded SHA it reproduces the rendered-prompt hashes
+and the answer byte for byte; at HEAD after a prompt change it shows the word diff; a request
+recorded without its inputs says which flag would have kept them. Each replay runs a worktree
+and a Python subprocess, so the requests share one module-scoped repository."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from promptdag.cli import app as cli_app
+from tests.promptdag.service.conftest import AUTH, POEM, write_tiny_project
+
+
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args],
+        cwd=repo, check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    root = write_tiny_project(tmp_path / "tiny")
+    (root / ".gitignore").write_text(".promptdag/\n", encoding="utf-8")
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "tiny")
+    return root
+
+
+def _replay(*args: str):
+    return CliRunner().invoke(cli_app, ["replay", *args], catch_exceptions=False)
+
+
+def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
+    make_client, repo, monkeypatch
+):
+    client = make_client(project=repo, store_inputs="on", allow_variant_header=True)
+    sent = {"topic": "harbour", "lines": 2, "subject_id": "user-7"}
+    response = client.post(POEM, json=sent, headers={**AUTH, "X-Promptdag-Variant": "a"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    rid, recorded_sha = body["request_id"], _git(repo, "rev-parse", "HEAD")
+    untracked = client.post(POEM, json={"topic": "rain"}, headers=AUTH)  # stored too
+    assert untracked.status_code == 200
+    monkeypatch.chdir(repo)
+
+    # At the recorded SHA, asking the offline model again: same prompts, same bytes.
+    result = _replay(rid[:10], "--cache", "off", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["at"] == "recorded" and out["at_sha"] == recorded_sha
+    assert out["same_prompts"] is True and out["prompt_changes"] == []
+    assert out["same_output"] is True and out["replayed_answer"] == body["answer"]
+    assert out["calls"] == 1 and out["cached_calls"] == 0
+
+    # A prompt change committed on top: --at HEAD shows what it changes, word by word.
+    prompts = repo / "prompts" / "variants.toml"
+    prompts.write_text(
+        prompts.read_text().replace('poem_prompt_version = "v1"', 'poem_prompt_version = "v2"'),
+        encoding="utf-8",
+    )
+    _git(repo, "commit", "-q", "-am", "variant a uses poem v2")
+    result = _replay(rid, "--at", "HEAD")
+    assert result.exit_code == 0, result.output
+    assert "replayed at HEAD" in result.output
+    assert "rendered prompts: differ from the recorded ones" in result.output
+    assert "poem_prompt: rendered sha256" in result.output
+    assert "answer: differs" in result.output and "[-" in result.output
+
+    # The recorded SHA still reproduces it (the worktree, not the working tree, is run).
+    result = _replay(rid, "--json")
+    assert json.loads(result.output)["same_output"] is True
+
+    # Many at once, into Parquet.
+    import pandas as pd
+
+    result = _replay("--since", "1h", "--at", "HEAD", "--out", str(repo / "replay.parquet"))
+    assert result.exit_code == 0, result.output
+    df = pd.read_parquet(repo / "replay.parquet")
+    assert sorted(df["request_id"]) == sorted([rid, untracked.json()["request_id"]])
+    assert set(df["at"]) == {"HEAD"}
+    assert not df.loc[df["request_id"] == rid, "same_output"].item()
+
+
+def test_a_request_without_stored_inputs_names_the_flag(make_client, repo, monkeypatch):
+    client = make_client(project=repo)
+    rid = client.post(POEM, json={"topic": "rain"}, headers=AUTH).json()["request_id"]
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(cli_app, ["replay", rid])
+    assert result.exit_code == 3
+    assert "recorded without its inputs" in result.output
+    assert "promptdag serve --store-inputs" in result.output
+
+
+def test_replay_needs_one_request_or_since():
+    result = CliRunner().invoke(cli_app, ["replay"])
+    assert result.exit_code == 2 and "--since" in result.output
+
+
+SUITE = """\
+[suite]
+name = "poem"
+pipeline = "poem"
+threshold = 1.0
+# a comment that must survive
+"""
+
+
+def test_to_case_appends_a_loadable_case_with_the_feedback_as_a_rubric(
+    make_client, repo, monkeypatch, tmp_path
+):
+    from promptdag.evals.suite_file import load_suite
+    from promptdag.ui.feedback import feedback_for, set_feedback
+
+    client = make_client(project=repo, store_inputs="on")
+    sent = {"topic": "harbour", "lines": 2, "subject_id": "user-9"}
+    rid = client.post(POEM, json=sent, headers=AUTH).json()["request_id"]
+    suite = repo / "ci" / "evals" / "suites" / "poem.toml"
+    suite.parent.mkdir(parents=True)
+    suite.write_text(SUITE, encoding="utf-8")
+    set_feedback(tmp_path / "data" / "feedback.sqlite", rid, -1, "Too long.", "user-9")
+    monkeypatch.chdir(repo)
+
+    result = _replay(rid, "--to-case", str(suite))
+    assert result.exit_code == 0, result.output
+    text = suite.read_text(encoding="utf-8")
+    assert "# a comment that must survive" in text and f"# From request {rid}" in text
+    loaded = load_suite(suite, root=repo)
+    (case,) = loaded.cases
+    assert case.id == f"replay-{rid[:12]}"
+    assert {a.type for a in case.asserts} >= {"length", "token-budget", "llm-rubric"}
+    assert "Too long." in next(a.options["rubric"] for a in case.asserts if a.type == "llm-rubric")
+    again = _replay(rid, "--to-case", str(suite))
+    assert again.exit_code != 0 and "already has case" in again.output
+
+    erased = CliRunner().invoke(cli_app, ["traces", "erase", "--subject", "user-9", "--json"])
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.output)["feedback"] == 1
+    assert feedback_for(tmp_path / "data" / "feedback.sqlite", rid) is None
