@@ -1,34 +1,32 @@
-"""PDF bytes → text with pypdf, in a worker process that can be killed, under caps on bytes,
-pages, time and memory, with typed errors for every way a real upload goes wrong. Helpers, not
-nodes: the ingest dataflow awaits `aextract_pdf`.
+"""PDF bytes → normalized text per page, in a worker process that can be killed, under caps on
+bytes, pages, time and memory, with typed errors for every way a real upload goes wrong. Helpers,
+not nodes: the ingest dataflow awaits `aextract_pdf`.
+
+Two backends read the pages: `pdfium` (PDFium's native code through pypdfium2; the default,
+fast, and better text) and `pypdf` (pure Python). The one asked for reads first; when it cannot
+parse the file (`PdfUnreadableError`: damaged, truncated, a page tree it cannot walk) or finds no
+text in it (`PdfNoTextError`: the two decode fonts differently), the other one tries within the
+time left, and a document note says so; when both fail, the first one's error is raised. The
+password, the caps (pages, time, memory, pypdf's decompression limit) and a crashed worker are
+final: another reader would fail the same way, or cost the same again.
 
 Every document is read in promptdag's worker pool (`POOL`), never in the caller's process: a page
-that draws a form thousands of times is stopped at `max_seconds` by killing its worker, and an
-allocation past `max_memory_mb` fails inside the worker, whatever pypdf is doing at the time.
-What runs in the worker is `extract_part` (a range of pages, or all of them); a second backend
-slots in as another function with its signature. pypdf's log records are folded into a count
-plus the first message."""
+that draws a form thousands of times is stopped at `max_seconds` by killing its worker, an
+allocation past `max_memory_mb` fails inside the worker, and a crash in native code kills only
+the worker, whatever the reader is doing at the time. What runs in the worker is `read_document`
+(read, then normalize: dataflows/_normalize.py) or, for a document split across workers,
+`extract_part` (a range of pages) with the normalization after the parts are joined."""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import logging
-import threading
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Literal, TypeVar
 
-from pypdf import PdfReader
-from pypdf.errors import (
-    DependencyError,
-    FileNotDecryptedError,
-    LimitReachedError,
-    PdfReadError,
-    PyPdfError,
-)
-
+from dataflows._normalize import normalize_pages
 from promptdag import (
     DocumentError,
     LimitExceededError,
@@ -39,18 +37,25 @@ from promptdag import (
 )
 
 __all__ = [
+    "BACKENDS",
     "PARALLEL_MIN_PAGES",
     "POOL",
+    "SCAN_WORDS_PER_PAGE",
+    "Backend",
     "PdfDocument",
     "PdfEncryptedError",
     "PdfError",
     "PdfLimits",
     "PdfNoTextError",
     "PdfPart",
+    "PdfReaderCrashError",
+    "PdfUnreadableError",
     "aextract_pdf",
+    "check_page_count",
     "extract_part",
     "extract_pdf",
     "page_count",
+    "read_document",
 ]
 
 
@@ -66,26 +71,22 @@ class PdfNoTextError(PdfError):
     """No extractable text (a scan, or pages that draw no text)."""
 
 
+class PdfUnreadableError(PdfError):
+    """This backend cannot parse the file (damaged, truncated); the other backend may."""
+
+
+class PdfReaderCrashError(PdfError):
+    """The worker process reading the PDF died (a crash in native code, a kill)."""
+
+
+Backend = Literal["pdfium", "pypdf"]
+BACKENDS: tuple[Backend, ...] = ("pdfium", "pypdf")
 T = TypeVar("T")
 POOL = "pdf-extraction"
 # With more than one worker, documents of at least this many pages are split across them.
 PARALLEL_MIN_PAGES = 40
-_PYPDF_LOGGER = logging.getLogger("pypdf")
-_collector = threading.local()
 # Fewer words than this on a page that carries images reads as a scan.
-_SCAN_WORDS_PER_PAGE = 30
-_PARSE_ERRORS = (
-    PdfReadError,
-    PyPdfError,
-    ValueError,
-    KeyError,
-    TypeError,
-    AttributeError,
-    IndexError,
-    RecursionError,
-    AssertionError,
-    OSError,
-)
+SCAN_WORDS_PER_PAGE = 30
 
 
 @dataclass(frozen=True)
@@ -99,18 +100,28 @@ class PdfLimits:
 
 @dataclass(frozen=True, repr=False)
 class PdfDocument:
-    """What extraction produced: the text per page and what went wrong along the way. Its repr
-    is one short line (error paths repr node inputs)."""
+    """What extraction produced: the normalized text per page, the backend that read it, and
+    what went wrong along the way. Its repr is one short line (error paths repr node inputs)."""
 
     pages: tuple[str, ...]
     encrypted: bool = False
     pypdf_warnings: int = 0
     first_warning: str = ""
     notes: tuple[str, ...] = field(default=())
+    backend: str = ""
+    removed_lines: int = 0  # running headers/footers and page numbers taken out
 
     @property
     def text(self) -> str:
-        return "\n\n".join(p for p in self.pages if p.strip())
+        """The pages in order: a page that starts in lower case continues the sentence (or the
+        word hyphenated) at the end of the one before, on its next line; other pages start a
+        new paragraph."""
+        out: list[str] = []
+        for page in self.pages:
+            page = page.strip()
+            if page:
+                out += ["\n" if page[0].islower() else "\n\n", page] if out else [page]
+        return "".join(out)
 
     def __repr__(self) -> str:
         chars = sum(len(p) for p in self.pages)
@@ -120,7 +131,8 @@ class PdfDocument:
 @dataclass(frozen=True)
 class PdfPart:
     """What a worker read from pages [start, stop): texts, per-page problems, pypdf's warnings,
-    and which nearly textless pages carry images (the signs of a scan)."""
+    which nearly textless pages carry images (the signs of a scan), and whether a reader's
+    safety limit stopped a page."""
 
     count: int
     start: int
@@ -130,26 +142,21 @@ class PdfPart:
     first_warning: str
     pictured: tuple[int, ...]
     encrypted: bool
+    capped: bool = False
 
 
-class _Fold(logging.Handler):
-    """Counts pypdf's records for the extracting thread (keeping the first); other threads'
-    go on to the root logger."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        sink = getattr(_collector, "records", None)
-        if sink is None:
-            logging.getLogger().handle(record)
-            return
-        if not sink:
-            sink.append(record.getMessage())
-        _collector.count += 1
-
-
-def _fold_pypdf_logs() -> None:
-    if not any(isinstance(h, _Fold) for h in _PYPDF_LOGGER.handlers):
-        _PYPDF_LOGGER.addHandler(_Fold())
-        _PYPDF_LOGGER.propagate = False
+def check_page_count(count: int, source: str, limits: PdfLimits) -> int:
+    """`count`, after the no-pages and page-cap checks (every backend calls it)."""
+    if count == 0:
+        raise PdfError("the PDF has no pages.", source=source)
+    if count > limits.max_pages:
+        raise LimitExceededError(
+            "page count",
+            count,
+            limits.max_pages,
+            "Split the document, or raise pdf_max_pages in the config.",
+        )
+    return count
 
 
 def _check_header(data: bytes, source: str, limits: PdfLimits) -> None:
@@ -170,117 +177,39 @@ def _check_header(data: bytes, source: str, limits: PdfLimits) -> None:
         )
 
 
-def _cause(exc: BaseException) -> str:
-    if isinstance(exc, LimitReachedError):
-        return f"a safety limit of the PDF reader was hit, such as its decompression cap ({exc})"
-    return f"{type(exc).__name__}: {exc}"
+def _reader(backend: str) -> Callable[[bytes, str, str, PdfLimits, int, int | None], PdfPart]:
+    """The backend's `read_part`, imported on first use (in the worker, not the caller)."""
+    if backend == "pdfium":
+        from dataflows._pdfium import read_part as pdfium_part
 
+        return pdfium_part
+    if backend == "pypdf":
+        from dataflows._pypdf import read_part as pypdf_part
 
-class _Stream(io.BytesIO):
-    """The bytes as a stream pypdf reads without copying them: it copies a stream that has
-    `getbuffer` (to learn its size), doubling the memory an upload takes."""
-
-    @property
-    def getbuffer(self) -> Any:
-        raise AttributeError("getbuffer")
-
-
-def _open(data: bytes, password: str, source: str) -> PdfReader:
-    try:
-        reader = PdfReader(_Stream(data), strict=False)
-    except LimitReachedError as exc:
-        raise PdfError(f"the PDF cannot be opened: {_cause(exc)}.", source=source) from exc
-    except _PARSE_ERRORS as exc:
-        raise PdfError(
-            f"the PDF is damaged or truncated ({exc}). Re-export it, or repair it with "
-            "'qpdf in.pdf out.pdf', and try again.",
-            source=source,
-        ) from exc
-    if reader.is_encrypted:
-        if not password:
-            raise PdfEncryptedError(
-                "the PDF is encrypted. Pass its password (--password, or the pdf_password input).",
-                source=source,
-            )
-        try:
-            ok = reader.decrypt(password)
-        except (DependencyError, NotImplementedError) as exc:
-            raise PdfEncryptedError(f"cannot decrypt this PDF: {exc}", source=source) from exc
-        if not ok:
-            raise PdfEncryptedError("the password is wrong for this PDF.", source=source)
-    return reader
-
-
-def _page_count(reader: PdfReader, source: str, limits: PdfLimits) -> int:
-    try:
-        count = len(reader.pages)
-    except FileNotDecryptedError as exc:
-        raise PdfEncryptedError("the PDF is encrypted.", source=source) from exc
-    except _PARSE_ERRORS as exc:
-        raise PdfError(
-            f"the PDF's page tree is damaged ({_cause(exc)}). Repair it with "
-            "'qpdf in.pdf out.pdf' or re-export it, and try again.",
-            source=source,
-        ) from exc
-    if count == 0:
-        raise PdfError("the PDF has no pages.", source=source)
-    if count > limits.max_pages:
-        raise LimitExceededError(
-            "page count",
-            count,
-            limits.max_pages,
-            "Split the document, or raise pdf_max_pages in the config.",
-        )
-    return count
-
-
-def _has_images(reader: PdfReader, i: int) -> bool:
-    try:
-        return len(reader.pages[i].images) > 0
-    except _PARSE_ERRORS:
-        return False
+        return pypdf_part
+    raise ValueError(f"pdf_backend={backend!r} is not a backend. Choose one of: {BACKENDS}.")
 
 
 def extract_part(
-    data: bytes, password: str, source: str, limits: PdfLimits, start: int, stop: int | None
+    data: bytes,
+    password: str,
+    source: str,
+    limits: PdfLimits,
+    start: int,
+    stop: int | None,
+    backend: str = "pdfium",
 ) -> PdfPart:
-    """Pages [start, stop) (stop None: to the end), in the calling process. The worker pool runs
-    this; in-process it has no time or memory cap (benchmarks and tests call it directly)."""
-    _fold_pypdf_logs()
-    _collector.records, _collector.count = [], 0
-    try:
-        reader = _open(data, password, source)
-        count = _page_count(reader, source, limits)
-        stop = count if stop is None else min(stop, count)
-        texts: list[str] = []
-        notes: list[str] = []
-        pictured: list[int] = []
-        for i in range(start, stop):
-            try:
-                texts.append(reader.pages[i].extract_text() or "")
-            except _PARSE_ERRORS as exc:
-                texts.append("")
-                notes.append(f"page {i + 1}: text could not be extracted ({_cause(exc)})")
-            if len(texts[-1].split()) < _SCAN_WORDS_PER_PAGE and _has_images(reader, i):
-                pictured.append(i)
-        records: list[str] = _collector.records
-        return PdfPart(
-            count=count,
-            start=start,
-            texts=tuple(texts),
-            notes=tuple(notes),
-            warnings=_collector.count,
-            first_warning=records[0] if records else "",
-            pictured=tuple(pictured),
-            encrypted=reader.is_encrypted,
-        )
-    finally:
-        _collector.records = None
+    """Pages [start, stop) (stop None: to the end) as the backend extracts them, in the calling
+    process. The worker pool runs this; in-process it has no time or memory cap (benchmarks and
+    tests call it directly)."""
+    return _reader(backend)(data, password, source, limits, start, stop)
 
 
-def page_count(data: bytes, password: str, source: str, limits: PdfLimits) -> int:
+def page_count(
+    data: bytes, password: str, source: str, limits: PdfLimits, backend: str = "pdfium"
+) -> int:
     """The number of pages, after the encryption and page-cap checks (run in a worker)."""
-    return _page_count(_open(data, password, source), source, limits)
+    return _reader(backend)(data, password, source, limits, 0, 0).count
 
 
 def _no_text(parts: list[PdfPart], source: str) -> PdfError:
@@ -290,7 +219,8 @@ def _no_text(parts: list[PdfPart], source: str) -> PdfError:
     pictured = [i for p in parts for i in p.pictured]
     if notes and not pictured:
         more = f" (and {len(notes) - 1} more page(s) like it)" if len(notes) > 1 else ""
-        return PdfError(
+        kind = PdfError if any(p.capped for p in parts) else PdfUnreadableError
+        return kind(
             f"no text could be extracted from its {count} page(s): {notes[0]}{more}. Re-export "
             "the PDF, or repair it with 'qpdf in.pdf out.pdf', and try again.",
             source=source,
@@ -310,14 +240,13 @@ def _no_text(parts: list[PdfPart], source: str) -> PdfError:
     )
 
 
-def _document(parts: list[PdfPart], source: str) -> PdfDocument:
+def _document(parts: list[PdfPart], source: str, backend: str = "") -> PdfDocument:
+    """The parts joined, as extracted (not normalized), or the no-text error."""
     parts = sorted(parts, key=lambda p: p.start)
     texts = [t for p in parts for t in p.texts]
     words = sum(len(t.split()) for t in texts)
     pictured = any(p.pictured for p in parts)
-    if not any(t.strip() for t in texts) or (
-        pictured and words < _SCAN_WORDS_PER_PAGE * len(texts)
-    ):
+    if not any(t.strip() for t in texts) or (pictured and words < SCAN_WORDS_PER_PAGE * len(texts)):
         raise _no_text(parts, source)
     return PdfDocument(
         pages=tuple(texts),
@@ -325,7 +254,23 @@ def _document(parts: list[PdfPart], source: str) -> PdfDocument:
         pypdf_warnings=sum(p.warnings for p in parts),
         first_warning=next((p.first_warning for p in parts if p.first_warning), ""),
         notes=tuple(n for p in parts for n in p.notes),
+        backend=backend,
     )
+
+
+def normalized(doc: PdfDocument) -> PdfDocument:
+    """`doc` with every page normalized and running headers, footers and page numbers removed."""
+    pages, removed = normalize_pages(doc.pages)
+    return dataclasses.replace(doc, pages=tuple(pages), removed_lines=removed)
+
+
+def read_document(
+    data: bytes, password: str, source: str, limits: PdfLimits, backend: str = "pdfium"
+) -> PdfDocument:
+    """The whole document read by `backend` and normalized, in the calling process (the worker
+    pool runs this for a document read by one worker)."""
+    part = extract_part(data, password, source, limits, 0, None, backend)
+    return normalized(_document([part], source, backend))
 
 
 async def _in_worker(
@@ -357,7 +302,7 @@ async def _in_worker(
             "Reading stopped there. Split the document, or raise pdf_max_memory_mb in the config.",
         ) from exc
     except WorkerError as exc:
-        raise PdfError(
+        raise PdfReaderCrashError(
             f"the process reading the PDF died on it ({exc}). The file may be damaged or "
             "crafted to crash readers; repair it with 'qpdf in.pdf out.pdf' and try again.",
             source=source,
@@ -365,26 +310,21 @@ async def _in_worker(
     return result
 
 
-async def aextract_pdf(
-    data: bytes, *, password: str = "", source: str = "", limits: PdfLimits
+async def _extract(
+    data: bytes, password: str, source: str, limits: PdfLimits, backend: str, seconds: float
 ) -> PdfDocument:
-    """Extract the text of every page in the worker pool, or raise a typed error saying what is
-    wrong. With `limits.workers` > 1, a long document is split across the workers."""
-    _check_header(data, source, limits)
+    """One backend's reading, in the pool, within `seconds`."""
     pool = worker_pool(POOL, workers=limits.workers)
     args = (data, password, source, limits)
     if limits.workers == 1:
-        part = await _in_worker(
-            pool, limits, limits.max_seconds, source, extract_part, *args, 0, None
-        )
-        return _document([part], source)
+        return await _in_worker(pool, limits, seconds, source, read_document, *args, backend)
     started = time.monotonic()
-    count = await _in_worker(pool, limits, limits.max_seconds, source, page_count, *args)
+    count = await _in_worker(pool, limits, seconds, source, page_count, *args, backend)
     step = count if count < PARALLEL_MIN_PAGES else -(-count // limits.workers)
-    left = limits.max_seconds - (time.monotonic() - started)
+    left = seconds - (time.monotonic() - started)
     tasks = [
         asyncio.ensure_future(
-            _in_worker(pool, limits, left, source, extract_part, *args, a, a + step)
+            _in_worker(pool, limits, left, source, extract_part, *args, a, a + step, backend)
         )
         for a in range(0, count, step)
     ]
@@ -395,11 +335,43 @@ async def aextract_pdf(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-    return _document(parts, source)
+    return await asyncio.to_thread(normalized, _document(parts, source, backend))
+
+
+async def aextract_pdf(
+    data: bytes,
+    *,
+    password: str = "",
+    source: str = "",
+    limits: PdfLimits,
+    backend: str = "pdfium",
+) -> PdfDocument:
+    """Extract the normalized text of every page in the worker pool with `backend` (the other
+    backend tries when this one cannot parse the file), or raise a typed error saying what is
+    wrong. With `limits.workers` > 1, a long document is split across the workers."""
+    if backend not in BACKENDS:
+        raise ValueError(f"pdf_backend={backend!r} is not a backend. Choose one of: {BACKENDS}.")
+    _check_header(data, source, limits)
+    started = time.monotonic()
+    try:
+        return await _extract(data, password, source, limits, backend, limits.max_seconds)
+    except (PdfUnreadableError, PdfNoTextError) as exc:
+        first: PdfError = exc
+    other = next(b for b in BACKENDS if b != backend)
+    try:
+        left = limits.max_seconds - (time.monotonic() - started)
+        doc = await _extract(data, password, source, limits, other, left)
+    except (PdfError, LimitExceededError) as second:
+        first.add_note(f"{other} could not read it either: {second}")
+        raise first from None
+    note = f"{backend} could not read the PDF ({first}); {other} read it instead."
+    return dataclasses.replace(doc, notes=(note, *doc.notes))
 
 
 def extract_pdf(
-    data: bytes, *, password: str = "", source: str = "", limits: PdfLimits
+    data: bytes, *, password: str = "", source: str = "", limits: PdfLimits, backend: str = "pdfium"
 ) -> PdfDocument:
     """`aextract_pdf` for code without an event loop (scripts, benchmarks)."""
-    return asyncio.run(aextract_pdf(data, password=password, source=source, limits=limits))
+    return asyncio.run(
+        aextract_pdf(data, password=password, source=source, limits=limits, backend=backend)
+    )

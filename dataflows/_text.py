@@ -8,6 +8,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dataflows._normalize import dehyphenate
+
 __all__ = ["MAX_TOKEN_CHARS", "bounded_count", "clean_text", "delimit", "token_windows"]
 
 # The longest token of cl100k_base is 128 bytes, so no token holds more than 128 characters: a
@@ -17,7 +19,6 @@ MAX_TOKEN_CHARS = 128
 # memory grows to ~32 bytes per input byte: a 1 GB string makes it abort the process).
 COUNT_PIECE_CHARS = 1 << 20
 
-_HYPHEN_WRAP = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"'”’)\]]*\s+")
@@ -28,11 +29,12 @@ _CUT = re.compile(r"(?<=\S) (?=\S)")
 
 
 def clean_text(text: str) -> str:
-    """Undo PDF line wrapping: join hyphen-wrapped words and wrapped lines, keep paragraphs;
-    drop control characters (NUL, escapes) but newlines, tabs and form feeds."""
+    """Undo PDF line wrapping: join words hyphenated at a line end (a compound keeps its hyphen:
+    `dehyphenate`) and wrapped lines, keep paragraphs; drop control characters (NUL, escapes)
+    but newlines, tabs and form feeds."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
-    text = _HYPHEN_WRAP.sub("", text)
+    text = dehyphenate(text)
     paragraphs = []
     for block in _PARAGRAPHS.split(text):
         joined = _SPACES.sub(" ", " ".join(line.strip() for line in block.split("\n"))).strip()

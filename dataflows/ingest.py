@@ -2,12 +2,14 @@
 
 Inputs: pdf_bytes (an upload) or text (a plain-text document), pdf_password and source_name
 (optional, for messages).
-Config: pdf_max_pages, pdf_max_seconds, pdf_max_memory_mb (caps per document, held by killing
+Config: pdf_backend (the PDF reader: pdfium, or pypdf; the other one tries when it cannot parse
+the file), pdf_max_pages, pdf_max_seconds, pdf_max_memory_mb (caps per document, held by killing
 the worker process that reads it), pdf_workers (worker processes; long PDFs are split across
 them). The upload's size cap is the contract's (`max_bytes` of the pdf_bytes input), checked
 before the DAG runs.
-Outputs: pdf_limits, pdf_document (pages, pypdf warnings, notes; None for text), document_text,
-document_pages, document_notes.
+Outputs: pdf_limits, pdf_document (normalized pages, the backend that read them, pypdf warnings,
+notes; None for text), document_text, document_pages, document_notes (the first names the
+backend that read the PDF).
 """
 
 from __future__ import annotations
@@ -34,14 +36,18 @@ def pdf_limits(
 
 
 async def pdf_document(
-    pdf_limits: PdfLimits, pdf_bytes: bytes = b"", pdf_password: str = "", source_name: str = ""
+    pdf_limits: PdfLimits,
+    pdf_backend: str,
+    pdf_bytes: bytes = b"",
+    pdf_password: str = "",
+    source_name: str = "",
 ) -> PdfDocument | None:
-    """The PDF's text per page, read by pypdf in a worker process that is killed at the caps
-    (None for a plain-text document)."""
+    """The PDF's normalized text per page, read by `pdf_backend` in a worker process that is
+    killed at the caps (None for a plain-text document)."""
     if not pdf_bytes:
         return None
     return await aextract_pdf(
-        pdf_bytes, password=pdf_password, source=source_name, limits=pdf_limits
+        pdf_bytes, password=pdf_password, source=source_name, limits=pdf_limits, backend=pdf_backend
     )
 
 
@@ -56,10 +62,15 @@ def document_pages(pdf_document: PdfDocument | None) -> int | None:
 
 
 def document_notes(pdf_document: PdfDocument | None) -> list[str]:
-    """What the reader should know about the extraction (pypdf warnings, unreadable pages)."""
+    """What the reader should know about the extraction: the backend that read the PDF (the
+    run's record of it), pypdf warnings, unreadable pages."""
     if pdf_document is None:
         return []
-    notes = []
+    notes = [f"text extracted by {pdf_document.backend}"]
+    if pdf_document.removed_lines:
+        notes[0] += (
+            f"; {pdf_document.removed_lines} running header, footer and page-number line(s) removed"
+        )
     if pdf_document.pypdf_warnings:
         notes.append(
             f"pypdf reported {pdf_document.pypdf_warnings} warning(s) while reading the PDF "

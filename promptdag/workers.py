@@ -7,7 +7,8 @@ processes, one call at a time per worker, each call under caps that hold *inside
   the worker starts the call, then kills the worker (SIGKILL) and starts a fresh one;
 - a memory limit: the worker runs the call under RLIMIT_AS (Linux: its address space may grow by
   at most `memory_mb` over its size when the call starts), so an allocation past it fails and
-  the call reports the cap; the worker is then replaced;
+  the call reports the cap (also when native code aborts on the failed allocation: SIGABRT
+  under a cap counts as the cap); the worker is then replaced;
 - a bounded queue in front: when every worker is busy and `max_queue` calls are waiting, `run`
   raises `OverloadedError` at once, with a retry-after hint;
 - a caller that is cancelled, or whose deadline passes, takes its call along: a waiting call
@@ -700,6 +701,13 @@ class WorkerPool:
         if reply is None:
             death = worker.death()
             self._retire(index, worker)
+            if task.memory_mb and worker.process.returncode == -signal.SIGABRT:
+                # Native code whose allocation fails under the cap aborts (C++ std::bad_alloc
+                # → std::terminate → SIGABRT) where Python code would raise MemoryError.
+                with self._lock:
+                    self._counts["over_memory"] += 1
+                cap = f"{task.memory_mb:g} MB"
+                raise WorkerLimitError("memory", f"over {cap}", cap, task.ref)
             with self._lock:
                 self._counts["crashed"] += 1
             memory = f"; its memory cap was {task.memory_mb:g} MB" if task.memory_mb else ""

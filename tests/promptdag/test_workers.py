@@ -55,6 +55,11 @@ def segfault() -> None:
     ctypes.string_at(0)
 
 
+def abort() -> None:
+    """What native code does when an allocation fails (std::bad_alloc → std::terminate)."""
+    os.abort()
+
+
 def refuse(value: str) -> None:
     raise InputError(f"input {value!r} is refused")
 
@@ -230,3 +235,12 @@ def test_a_target_must_be_importable_by_the_worker(pool: WorkerPool) -> None:
         pool.submit(nested, timeout=1)
     with pytest.raises(ValueError, match="'module:function'"):
         pool.submit("no_colon", timeout=1)
+
+
+def test_native_code_aborting_under_the_memory_cap_is_the_memory_cap(pool: WorkerPool) -> None:
+    with pytest.raises(WorkerLimitError, match="memory") as err:
+        pool.call(abort, timeout=PROMPTLY, memory_mb=256)
+    assert err.value.cap == "256 MB"
+    with pytest.raises(WorkerError, match=r"died during the call .killed by SIGABRT\)"):
+        pool.call(abort, timeout=PROMPTLY)  # no cap: a crash like any other
+    assert pool.call(add, 1, 2, timeout=PROMPTLY) == 3

@@ -1,0 +1,168 @@
+"""Text normalization after extraction, the same for every backend (plain functions, not nodes):
+
+- `normalize_page`: one page's text: newlines unified, PDFium's line-end hyphen marks turned back
+  into a hyphen and a line break, Unicode NFKC (ligatures ﬁ/ﬂ → fi/fl, full-width forms,
+  presentation forms), control and private-use characters dropped, trailing spaces trimmed;
+- `strip_running_lines`: running headers and footers and page numbers removed (lines at a page's
+  top or bottom that repeat across pages and never occur inside one);
+- `dehyphenate`: words hyphenated at a line break joined ("exam-\\nple" → "example"), while a
+  compound broken at its hyphen keeps it ("navy-\\ncrowded" → "navy-crowded"), judged by the
+  words of the document itself.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+
+__all__ = [
+    "EDGE_LINES",
+    "dehyphenate",
+    "line_key",
+    "normalize_page",
+    "normalize_pages",
+    "strip_running_lines",
+]
+
+# How many non-empty lines at the top and at the bottom of a page may be a header or footer.
+EDGE_LINES = 3
+# A line repeated at page edges is a running header/footer from this many pages on...
+_MIN_PAGES = 3
+# ...and, when it holds a number (a chapter heading "Chapter 3" masks like a header), only when
+# it is on at least this share of the pages.
+_NUMBERED_SHARE = 0.25
+_NEWLINES = re.compile(r"\r\n?|[\u2028\u2029\x85]")
+# PDFium marks a hyphen at a line end with U+FFFE (older builds: U+0002) and drops the break.
+_PDFIUM_HYPHEN = re.compile(r"[\ufffe\x02]")
+_SOFT_HYPHEN_AT_END = re.compile(r"\u00ad[ \t]*\n")
+_DROP = re.compile(
+    r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u00ad\ufeff\uffff\ue000-\uf8ff"
+    r"\U000f0000-\U000ffffd\U00100000-\U0010fffd]"
+)
+_TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
+_DIGITS = re.compile(r"\d+")
+_PAGE_NUMBER = re.compile(
+    r"(?:page\s*)?[-–—(\[]?\s*#\s*[-–—)\]]?(?:\s*(?:of|/)\s*#)?|[ivxlc]+", re.IGNORECASE
+)
+_HYPHEN_BREAK = re.compile(r"-[ \t]*\n[ \t]*")
+_LONGEST = 64  # letters looked back for the word before a line-end hyphen
+_TAIL = re.compile(r"[^\W\d_]+\Z")
+_HEAD = re.compile(r"[^\W\d_]+")
+_PUNCTUATION = "".join(
+    chr(c) for c in range(0x2070) if unicodedata.category(chr(c)).startswith(("P", "S"))
+)
+
+
+def normalize_page(text: str) -> str:
+    """One page's extracted text, normalized (see the module docstring)."""
+    text = _NEWLINES.sub("\n", text)
+    text = _PDFIUM_HYPHEN.sub("-\n", text)
+    text = _SOFT_HYPHEN_AT_END.sub("-\n", text)
+    if not unicodedata.is_normalized("NFKC", text):
+        text = unicodedata.normalize("NFKC", text)
+    return _TRAILING.sub("", _DROP.sub("", text))
+
+
+def line_key(line: str) -> str:
+    """What a line is compared by across pages: spaces collapsed, every number as '#'."""
+    return _DIGITS.sub("#", " ".join(line.split()))
+
+
+def _edges(lines: list[str]) -> set[int]:
+    """Indexes of the first and last EDGE_LINES non-empty lines."""
+    filled = [i for i, line in enumerate(lines) if line.strip()]
+    return set(filled[:EDGE_LINES] + filled[-EDGE_LINES:])
+
+
+def strip_running_lines(pages: Sequence[str]) -> tuple[list[str], int]:
+    """The pages without running headers/footers and page numbers, and how many lines went.
+
+    A line goes when it is among a page's first or last EDGE_LINES non-empty lines and either
+    (a) it is a page number ("7", "Page 7", "7 of 293", "- 7 -", "vii") and page numbers stand
+    at an edge of at least two pages, or (b) the same line (numbers masked) stands at an edge of
+    at least three pages and never inside a page (repeated body text, such as a sample text
+    printed on every page, is kept); a line holding a number must also be on at least a quarter
+    of the pages (so "Chapter 3" headings stay). The first page keeps all but its page number: a
+    running title there is the document's title."""
+    split = [page.split("\n") for page in pages]
+    edges = [_edges(lines) for lines in split]
+    edge_keys = [
+        {i: line_key(lines[i]) for i in edge} for lines, edge in zip(split, edges, strict=True)
+    ]
+    at_edge: Counter[str] = Counter()
+    for keys in edge_keys:
+        at_edge.update(set(keys.values()))
+    candidates = {k for k, n in at_edge.items() if k and (n >= 2)}
+    inside: set[str] = set()
+    if candidates:
+        for lines, keys in zip(split, edge_keys, strict=True):
+            inside.update(
+                k
+                for i, line in enumerate(lines)
+                if i not in keys and line.strip() and (k := line_key(line)) in candidates
+            )
+    numbers = sum(n for key, n in at_edge.items() if _PAGE_NUMBER.fullmatch(key))
+    running = {
+        key
+        for key in candidates
+        if (_PAGE_NUMBER.fullmatch(key) and numbers >= 2)
+        or (
+            at_edge[key] >= _MIN_PAGES
+            and key not in inside
+            and ("#" not in key or at_edge[key] >= _NUMBERED_SHARE * len(pages))
+        )
+    }
+    if not running:
+        return list(pages), 0
+    out: list[str] = []
+    removed = 0
+    for n, (lines, keys) in enumerate(zip(split, edge_keys, strict=True)):
+        drop = {i for i, k in keys.items() if k in running and (n or _PAGE_NUMBER.fullmatch(k))}
+        removed += len(drop)
+        out.append("\n".join(line for i, line in enumerate(lines) if i not in drop))
+    return out, removed
+
+
+def _breaks(text: str) -> list[tuple[int, int, str, str]]:
+    """Every "a-\\nb" with letters a and b: (start of a, end of b, a, b)."""
+    out = []
+    for m in _HYPHEN_BREAK.finditer(text):
+        head = _TAIL.search(text, max(0, m.start() - _LONGEST), m.start())
+        tail = _HEAD.match(text, m.end())
+        if head and tail:
+            out.append((head.start(), tail.end(), head.group(), tail.group()))
+    return out
+
+
+def dehyphenate(text: str) -> str:
+    """Words hyphenated across a line break joined; a compound keeps its hyphen.
+
+    For "a-\\nb": join when "ab" occurs elsewhere in the text; keep "a-b" when "a-b" occurs
+    elsewhere, or when b starts with a capital, or when a and b both occur elsewhere as words
+    (3+ letters each); otherwise join (most line-end hyphens are typesetting)."""
+    breaks = _breaks(text) if "-" in text else []
+    if not breaks:
+        return text
+    # The text's words and hyphenated compounds, punctuation stripped, each break's two
+    # fragments not counted as words ("ex-" and "pressed" are no evidence for "ex").
+    words = Counter(t.strip(_PUNCTUATION) for t in text.lower().split())
+    words.subtract(w.lower() for _, _, a, b in breaks for w in (a, b))
+    pieces: list[str] = []
+    at = 0
+    for start, end, a, b in breaks:
+        if start < at:  # "a-\\nb-\\nc": the first break already took b
+            continue
+        la, lb = a.lower(), b.lower()
+        known = len(a) >= 3 and len(b) >= 3 and words[la] > 0 and words[lb] > 0
+        keep = words[la + lb] <= 0 and (words[f"{la}-{lb}"] > 0 or b[0].isupper() or known)
+        pieces += [text[at:start], f"{a}-{b}" if keep else a + b]
+        at = end
+    pieces.append(text[at:])
+    return "".join(pieces)
+
+
+def normalize_pages(pages: Sequence[str]) -> tuple[list[str], int]:
+    """Every page normalized and the running lines removed: (pages, lines removed)."""
+    return strip_running_lines([normalize_page(p) for p in pages])
