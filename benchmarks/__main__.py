@@ -11,13 +11,24 @@ import time
 from pathlib import Path
 from types import ModuleType
 
-from benchmarks import batch, extraction, fanout, gate, memory, overhead, service, startup
+from benchmarks import (
+    batch,
+    extraction,
+    fanout,
+    gate,
+    memory,
+    overhead,
+    service,
+    startup,
+    text_quality,
+)
 from benchmarks._report import Report, machine, median, render, table
 from benchmarks._timing import LoadSampler
 from promptdag.provenance import git_state
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (startup, overhead, fanout, extraction, memory, service, gate, batch)
+    m.NAME: m
+    for m in (startup, overhead, fanout, extraction, text_quality, memory, service, gate, batch)
 }
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -69,6 +80,10 @@ def _page(
         [f"[{r.title}](#{r.name})", g.metric, g.goal, g.measured, g.result, took[r.name]]
         for r in reports
         for g in r.goals
+    ] + [
+        [f"[{r.title}](#{r.name})", "—", "—", "—", f"skipped: {r.skipped}", took[r.name]]
+        for r in reports
+        if r.skipped
     ]
     goals = [g for r in reports for g in r.goals]
     met = sum(g.met for g in goals)

@@ -63,6 +63,7 @@ class Report:
     explanation: str
     method: str = ""
     extra: list[str] = field(default_factory=list)
+    skipped: str = ""  # why it could not run here (then it has no goals and no rows)
 
 
 def require(condition: bool, problem: str) -> None:
@@ -92,7 +93,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def render(report: Report, level: int = 2) -> str:
-    """The report as Markdown: goals, details, method, explanation."""
+    """The report as Markdown: goals, details, method, explanation (or why it was skipped)."""
+    if report.skipped:
+        return f"{'#' * level} {report.title} (`{report.name}`)\n\nskipped: {report.skipped}\n"
     goals = table(
         ["Metric", "Goal", "Measured", "Result"],
         [[g.metric, g.goal, g.measured, g.result] for g in report.goals],

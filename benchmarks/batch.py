@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._fake_llm import fake_llm
+from benchmarks._pdfs import missing, pdf_dir, skipped
 from benchmarks._report import Report, at_least, median, require, spread
 from benchmarks._timing import fresh_process
 from promptdag.batch import BatchOptions, BatchSummary, Limits, run_batch
@@ -29,7 +30,7 @@ __all__ = ["NAME", "TITLE", "loop_once", "run"]
 NAME = "batch"
 TITLE = "Batch runs"
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "pdfs"
+SHARED = pdf_dir()
 # A quarter long (a 293-page novel), the rest short papers and letters; long ones first, so no
 # worker is left with a long one at the end.
 LONG = ["the-war-of-the-worlds.pdf"]
@@ -232,7 +233,9 @@ def _latency_bound(items: int, rpm: float | None, work: Path, project: Path) -> 
 
 
 def run(quick: bool = False) -> Report:
-    require(SHARED.is_dir(), f"{SHARED} is missing; the benchmark reads ../shared/pdfs/")
+    why = missing(*LONG, *SHORT)
+    if why:
+        return skipped(NAME, TITLE, why)
     reps = 1 if quick else 3
     work = Path(tempfile.mkdtemp(prefix="pdbatch"))
     try:

@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks._pdfs import pdf_dir
 from benchmarks._report import Report, at_most, median, require, spread
 from benchmarks._timing import fresh_process
 
@@ -23,7 +24,7 @@ TITLE = "Peak memory against input size, and the cost of the extraction worker"
 GOAL_RATIO = 3.0
 INPUT_MB = 40
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "pdfs"
+SHARED = pdf_dir()  # optional here: the overhead table adds its PDFs when they are there
 WORDS = (
     "The professor built a machine that sent living matter over the telegraph wire. He tried it "
     "on a cat, which arrived unharmed, then on himself; the battery failed halfway, and only his "
