@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from promptdag.contract import Contract, load_contract
 from promptdag.errors import ConfigError, InputError, PromptdagError, TraceStoreError
 from promptdag.factory import build_pipeline
 from promptdag.inputs_store import stored_run
+from promptdag.llm.client import resolve_http_client
 from promptdag.pipeline import Pipeline, RunResult, _jsonable
 from promptdag.project import Project, find_project, load_project
 from promptdag.provenance import git_state
@@ -60,6 +62,7 @@ from promptdag.service.schema import (
 )
 from promptdag.service.settings import ServiceSettings
 from promptdag.tracing.context import RequestContext, request_scope
+from promptdag.ui.app import mount_ui
 from promptdag.variants import load_variants
 from promptdag.workers import ashutdown_pools
 
@@ -69,6 +72,9 @@ log = logging.getLogger("promptdag.service")
 OPS_PATHS = ("/healthz", "/readyz", "/v1/version", "/metrics")
 DOCS_PATHS = ("/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 PIPELINES_PREFIX = "/v1/pipelines/"
+# The HTTP stack of the served pipelines' LLM clients (promptdag.llm.client.HTTP_CLIENTS): "auto"
+# (the default) is the SDK's aiohttp client when aiohttp is installed, else httpx.
+LLM_HTTP_CLIENT_ENV = "PROMPTDAG_LLM_HTTP_CLIENT"
 DRAIN_S = 5.0  # at shutdown, how long requests cut short get to answer and trace themselves
 Built = dict[str, dict[str, Pipeline]]  # pipeline → variant → its built Pipeline
 
@@ -177,6 +183,7 @@ async def _build_all(
 async def _start(state: ServiceState) -> None:
     settings = state.settings
     settings.check()
+    http_client = resolve_http_client(os.environ.get(LLM_HTTP_CLIENT_ENV, "auto"))
     project = load_project(settings.project)
     if set(project.contract.pipelines) != set(state.contract.pipelines):
         raise ConfigError(
@@ -213,6 +220,7 @@ async def _start(state: ServiceState) -> None:
     for variants in state.pipelines.values():
         for pipeline in variants.values():
             await pipeline.driver.ainit()
+            await pipeline.llm.use_http_client(http_client)
     state.ready = True
 
 
@@ -357,6 +365,7 @@ async def _run_pipeline(
         conversation_id=audit.conversation_id,
         key_id=audit.key_id,
         client_request_id=audit.client_request_id,
+        caller_traces_refusals=True,  # trace_refusal below, with the audit's fields
     )  # the pipeline adds its build info (shared, read-only) to the context itself
     tracer = state.tracer  # its adapter records the run, whatever its end (see RunTraced)
     started = time.perf_counter()
@@ -533,6 +542,7 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         )
 
     _register_pipelines(app, state)
+    mount_ui(app, state)  # the traces page at /ui, behind the API keys
 
     @app.get(
         "/v1/version",

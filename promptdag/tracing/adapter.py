@@ -113,6 +113,26 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
         calls = [_call_row(i, c, build) for i, c in enumerate(run.calls)]
         await self.writer.submit(request, calls)
 
+    async def record_refusal(
+        self,
+        graph: graph.FunctionGraph,
+        final_vars: list[str],
+        error: BaseException,
+        started: float,
+        clock: float,
+    ) -> None:
+        """Record a run refused before its graph started (its inputs failed the checks, so no
+        lifecycle hook ran): a request row with the error and its HTTP status, no calls.
+        `started` is its time.time(), `clock` its time.perf_counter() when it began."""
+        ctx = current_request() or RequestContext(
+            request_id=new_request_id(), variant="", assignment="", source="library"
+        )
+        build = ctx.build or self._graph_build(graph)
+        run = _Run(started, clock, list(final_vars))
+        request = _request_row(run, ctx, build, graph, _status(False, error), None)
+        request["http_status"] = http_status(error)
+        await self.writer.submit(request, [])
+
     def _graph_build(self, graph: graph.FunctionGraph) -> dict[str, Any]:
         """For runs outside a request: prompt versions and hashes from the graph, once per graph."""
         build = self._graph_builds.get(graph)

@@ -74,6 +74,9 @@ class RequestContext:
     build: dict[str, Any] = field(default_factory=dict)  # Pipeline.build_info()
     key_id: str | None = None  # the API key's id, never the key
     client_request_id: str | None = None  # the caller's X-Request-Id, when it sent one
+    # Whether the caller records runs refused before their graph starts (the service does, with
+    # its own audit fields); otherwise `Pipeline.run` has its trace adapters record them.
+    caller_traces_refusals: bool = False
 
 
 _CURRENT: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

@@ -506,3 +506,73 @@ async def test_credentials_in_the_base_url_never_appear_in_errors_or_requests(
     for text in (str(malformed.value), str(unavailable.value), json.dumps(request)):
         assert "hunter2" not in text and "alice" not in text
     assert request["base_url"].startswith("http://<redacted>@127.0.0.1:")
+
+
+# --- the HTTP stack: httpx2 or the SDK's aiohttp client ------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("http_client", ["httpx", "aiohttp"])
+async def test_either_http_stack_answers_retries_and_types_errors_alike(
+    openai_server: OpenAIServer, http_client: str
+):
+    openai_server.enqueue(status=429, headers=FAST_RETRY)
+    openai_server.enqueue(text="Two words")
+    openai_server.enqueue(body=HTML_PAGE, content_type="text/html")
+    openai_server.enqueue(status=401, body={"error": {"message": "bad key"}})
+    async with make_llm(openai_server, http_client=http_client) as llm:
+        call = await llm.complete("summarize these four words", step=STEP)
+        with pytest.raises(LLMMalformedResponseError, match="an HTML page"):
+            await llm.complete("again", step=STEP)
+        with pytest.raises(LLMRequestError, match="rejected the request \\(401\\)"):
+            await llm.complete("and again", step=STEP)
+
+    assert (call.text, call.attempts, call.input_tokens, call.output_tokens) == (
+        "Two words",
+        2,
+        4,
+        2,
+    )
+    assert [r["status"] for r in openai_server.history] == [429, 200, 200, 401]
+    assert openai_server.history[1]["json"] == {
+        "model": "gpt-test",
+        "messages": [{"role": "user", "content": "summarize these four words"}],
+        "temperature": 0.0,
+        "max_tokens": 64,
+    }
+
+
+@pytest.mark.anyio
+async def test_use_http_client_switches_a_real_endpoint_and_leaves_the_offline_model_alone(
+    openai_server: OpenAIServer,
+):
+    from promptdag.llm.client import LLMSettings, make_openai_client
+
+    openai_server.enqueue(text="Via aiohttp")
+    async with make_llm(openai_server) as llm:
+        assert llm.settings.http_client == "httpx"
+        before = llm.client
+        await llm.use_http_client("aiohttp")
+        assert llm.settings.http_client == "aiohttp" and llm.client is not before
+        assert type(llm.client._client).__name__ != type(before._client).__name__
+        assert (await llm.complete("hello", step=STEP)).text == "Via aiohttp"
+        await llm.use_http_client("aiohttp")  # already: the same client
+        assert llm.settings.http_client == "aiohttp"
+
+    offline = LLMSettings("offline", "offline-extractive", 0.0, 64, 5.0, 0, 2)
+    llm = LLM(offline, make_openai_client(offline, ""))
+    client = llm.client
+    await llm.use_http_client("aiohttp")
+    assert llm.client is client and llm.settings.http_client == "httpx"
+    await llm.aclose()
+
+
+def test_http_client_auto_is_aiohttp_when_installed_and_unknown_names_are_refused():
+    from promptdag.errors import ConfigError
+    from promptdag.llm.client import aiohttp_installed, resolve_http_client
+
+    assert aiohttp_installed()  # the serve extra installs it
+    assert resolve_http_client("auto") == "aiohttp"
+    assert resolve_http_client("httpx") == "httpx"
+    with pytest.raises(ConfigError, match="Use one of: auto, aiohttp, httpx"):
+        resolve_http_client("requests")
