@@ -242,6 +242,26 @@ class InputsStore:
             ).fetchall()
         return {r[0] for r in rows}
 
+    def input_digests(self, request_ids: list[str]) -> dict[str, str]:
+        """Each stored request's inputs as one digest (same inputs, same digest): "inputs <sha>"."""
+        if not self.path.is_file() or not request_ids:
+            return {}
+        out: dict[str, str] = {}
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(request_ids), 500):
+                part = request_ids[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT request_id, pipeline, inputs FROM requests WHERE request_id IN "
+                    f"({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+                for rid, pipeline, manifest in rows:
+                    shas = {n: m["sha256"] for n, m in json.loads(manifest).items()}
+                    canonical = json.dumps([pipeline, shas], sort_keys=True)
+                    out[rid] = "inputs " + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+        return out
+
     def counts(self) -> tuple[int, int]:
         """(stored requests, distinct stored values)."""
         with self._lock:

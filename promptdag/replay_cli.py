@@ -189,5 +189,8 @@ def _many(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `replay` to the main CLI."""
+    """Add `replay` and `ui` (the traces page) to the main CLI."""
+    from promptdag.ui.cli import UI_EPILOG, ui_command
+
     app.command("replay", epilog=REPLAY_EPILOG)(replay_command)
+    app.command("ui", epilog=UI_EPILOG)(ui_command)

@@ -16,8 +16,9 @@ from typing import Any
 
 from promptdag.errors import InputError
 from promptdag.project import find_project
+from promptdag.ui.feedback import feedback_for
 
-__all__ = ["append_case", "case_toml"]
+__all__ = ["append_case", "case_for", "case_toml"]
 
 
 def _value(value: Any) -> str:
@@ -96,43 +97,90 @@ def case_toml(
     return "\n".join(lines) + "\n"
 
 
-def append_case(request_id: str, suite: Path, project_root: Path | None = None) -> str:
-    """Append the recorded request to the eval suite file `suite`; returns the case id."""
-    import tomllib
-
+def _parts(
+    request_id: str, project: Path
+) -> tuple[dict[str, Any], Any, str, dict[str, Any], dict[str, bytes], list[str]]:
+    """The request, its stored inputs, the case id, the plain inputs, the file inputs' bytes and
+    the secret inputs left out."""
+    from promptdag.contract import load_contract
     from promptdag.replay.core import stored_request
-    from promptdag.ui.feedback import feedback_for
 
-    project = find_project(project_root)
     request, _, stored = stored_request(request_id, project)
-    path = suite if suite.is_absolute() else Path.cwd() / suite
-    if not path.is_file():
-        raise InputError(f"{suite}: no such suite file. `promptdag eval --list` shows the suites.")
+    spec = load_contract(project).pipelines.get(stored.pipeline)
+    secret = {n for n, s in spec.inputs.items() if s.secret} if spec is not None else set()
     case_id = f"replay-{request['request_id'][:12]}"
-    existing = tomllib.loads(path.read_text(encoding="utf-8")).get("cases", [])
-    if any(c.get("id") == case_id for c in existing if isinstance(c, dict)):
-        raise InputError(f"{suite} already has case {case_id!r}.")
     inputs: dict[str, Any] = {}
-    files: dict[str, str] = {}
+    files: dict[str, bytes] = {}
     for name, value in stored.inputs.items():
+        if name in secret:
+            continue
         if isinstance(value, bytes):
-            target = path.parent / "cases" / f"{case_id}-{name}"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(value)
-            files[name] = target.resolve().relative_to(project.resolve()).as_posix()
+            files[name] = bytes(value)
         else:
             inputs[name] = value
+    return request, stored, case_id, inputs, files, sorted(secret & set(stored.inputs))
+
+
+def _text(
+    project: Path, request: dict[str, Any], stored: Any, case_id: str, inputs: dict[str, Any],
+    paths: dict[str, str], secrets: list[str],
+) -> str:  # fmt: skip
     result = stored.result or {}
     text = case_toml(
         case_id,
         request,
         stored.variant,
         inputs,
-        files,
+        paths,
         result.get("answer"),
         result.get("answer_text"),
         feedback_for(project, request["request_id"]),
     )
+    if secrets:
+        note = f"# Secret inputs left out (set them to run the case): {', '.join(secrets)}\n"
+        text = text.replace("[[cases]]\n", note + "[[cases]]\n", 1)
+    return text
+
+
+def case_for(request_id: str, project_root: Path | None = None) -> str:
+    """The case's TOML, to read or paste (file inputs named by the path `--to-case` would
+    write them to, under the suites directory)."""
+    from promptdag.contract import load_contract
+
+    project = find_project(project_root)
+    request, stored, case_id, inputs, files, secrets = _parts(request_id, project)
+    suites = load_contract(project).suites
+    where = suites.resolve().relative_to(project.resolve()) if suites.is_absolute() else suites
+    paths = {n: (Path(where) / "cases" / f"{case_id}-{n}").as_posix() for n in files}
+    head = (
+        f"# Append to a suite of pipeline {stored.pipeline}; `promptdag replay "
+        f"{request['request_id'][:12]} --to-case SUITE.toml` also writes the files.\n"
+        if files
+        else ""
+    )
+    return head + _text(project, request, stored, case_id, inputs, paths, secrets)
+
+
+def append_case(request_id: str, suite: Path, project_root: Path | None = None) -> str:
+    """Append the recorded request to the eval suite file `suite` (its file inputs written
+    beside it, under cases/); secret inputs are left out. Returns the case id."""
+    import tomllib
+
+    project = find_project(project_root)
+    request, stored, case_id, inputs, files, secrets = _parts(request_id, project)
+    path = suite if suite.is_absolute() else Path.cwd() / suite
+    if not path.is_file():
+        raise InputError(f"{suite}: no such suite file. `promptdag eval --list` shows the suites.")
+    existing = tomllib.loads(path.read_text(encoding="utf-8")).get("cases", [])
+    if any(c.get("id") == case_id for c in existing if isinstance(c, dict)):
+        raise InputError(f"{suite} already has case {case_id!r}.")
+    paths: dict[str, str] = {}
+    for name, data in files.items():
+        target = path.parent / "cases" / f"{case_id}-{name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        paths[name] = target.resolve().relative_to(project.resolve()).as_posix()
+    text = _text(project, request, stored, case_id, inputs, paths, secrets)
     with path.open("a", encoding="utf-8") as f:
         f.write(text)
     return case_id
