@@ -65,9 +65,12 @@ def _show(result: ReplayResult) -> None:
     else:
         from promptdag.gate.worddiff import word_diff_plain
 
-        typer.echo(
-            f"answer: differs ({result.words_changed} words changed; [-recorded-]{{+replayed+}})\n"
+        changed = (
+            f"{result.words_changed} words changed"
+            if result.words_changed
+            else "punctuation or spacing"
         )
+        typer.echo(f"answer: differs ({changed}; [-recorded-]{{+replayed+}})\n")
         typer.echo(word_diff_plain(result.diff))
 
 

@@ -122,8 +122,9 @@ def _select(name: str, label: str, options: Sequence[str], chosen: str) -> str:
 def _feedback_mark(fb: Mapping[str, Any] | None) -> str:
     if not fb:
         return ""
-    mark = {1: "👍", -1: "👎"}.get(fb.get("rating") or 0, "💬")
-    return f'<span title="{_e(fb.get("comment"))}">{mark}</span>'
+    mark = {1: "▲ good", -1: "▼ bad"}.get(fb.get("rating") or 0, "comment")
+    cls = {1: "ok", -1: "error"}.get(fb.get("rating") or 0, "muted")
+    return f'<span class="{cls}" title="{_e(fb.get("comment"))}">{mark}</span>'
 
 
 def runs_page(
@@ -286,8 +287,8 @@ def run_page(
     fb = (
         f'<form method="post" action="{url}/feedback" aria-label="Feedback on this run">'
         f'<label>Comment<textarea name="comment" rows="3" cols="70">{_e((feedback or {}).get("comment"))}</textarea></label>'
-        f'<p><button type="submit" name="rating" value="1" class="up{" chosen" if rating == 1 else ""}" aria-pressed="{str(rating == 1).lower()}">👍 Good answer</button> '
-        f'<button type="submit" name="rating" value="-1" class="down{" chosen" if rating == -1 else ""}" aria-pressed="{str(rating == -1).lower()}">👎 Bad answer</button> '
+        f'<p><button type="submit" name="rating" value="1" class="up{" chosen" if rating == 1 else ""}" aria-pressed="{str(rating == 1).lower()}">▲ Good answer</button> '
+        f'<button type="submit" name="rating" value="-1" class="down{" chosen" if rating == -1 else ""}" aria-pressed="{str(rating == -1).lower()}">▼ Bad answer</button> '
         f'<button type="submit" name="rating" value="0">Comment only</button></p></form>'
         f'<p><a href="{url}/case.toml">Export as an eval case (TOML)</a></p>'
     )
@@ -440,7 +441,11 @@ def replay_page(base: str, result: Any) -> str:
     elif result.same_output:
         verdict, diff = "Same answer, byte for byte.", f"<pre>{_e(result.replayed_answer)}</pre>"
     else:
-        verdict = f"The answer differs: {result.words_changed} words changed."
+        verdict = (
+            f"The answer differs: {result.words_changed} words changed."
+            if result.words_changed
+            else "The answer differs in punctuation or spacing only."
+        )
         diff = f'<pre aria-label="Word diff: deleted words struck, inserted words underlined">{word_diff_html(result.diff)}</pre>'
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
     calls = f"{result.calls} calls, {result.cached_calls} from the response cache, cost {usd(result.cost_usd)}."

@@ -40,7 +40,12 @@ def test_the_page_needs_a_key_and_asks_the_browser_for_it(served):
     client, _ = served
     r = client.get("/ui/")
     assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
-    assert client.get("/ui/", headers={"Authorization": "Basic " + base64.b64encode(b"me:wrong").decode()}).status_code == 401
+    assert (
+        client.get(
+            "/ui/", headers={"Authorization": "Basic " + base64.b64encode(b"me:wrong").decode()}
+        ).status_code
+        == 401
+    )
     for headers in (AUTH, BASIC):
         r = client.get("/ui/", headers=headers)
         assert r.status_code == 200
@@ -100,7 +105,7 @@ def test_feedback_is_stored_with_the_run(served, tmp_path):
     assert r.status_code == 303
     got = feedback_for(tmp_path / "data", rid)
     assert got is not None and (got["rating"], got["comment"]) == (-1, "Too short.")
-    assert "👎" in client.get("/ui/", headers=AUTH).text
+    assert "▼ bad" in client.get("/ui/", headers=AUTH).text
     foreign = client.post(
         f"/ui/runs/{rid}/feedback",
         data={"rating": "1"},
