@@ -20,6 +20,7 @@ from promptdag.inputs_store import InputsStore
 from promptdag.pipeline import Pipeline, _jsonable
 from promptdag.project import load_project
 from promptdag.provenance import sha256_text
+from promptdag.tracing.context import RequestContext, new_request_id, request_scope
 
 __all__ = ["main", "replay_jobs"]
 
@@ -61,8 +62,19 @@ async def _one(project: Any, store: InputsStore, job: dict[str, Any]) -> dict[st
         )
     except PromptdagError as exc:
         return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
+    # The recorded request's API key id and subject: the service's response cache is namespaced
+    # by key id (so unchanged calls are hits), and entries written now are erased with the subject.
+    ctx = RequestContext(
+        request_id=new_request_id(),
+        variant=stored.variant,
+        assignment="replay",
+        subject_id=job.get("subject_id"),
+        key_id=job.get("key_id"),
+        source="replay",
+    )
     try:
-        out = await pipeline.run(stored.inputs)
+        with request_scope(ctx):
+            out = await pipeline.run(stored.inputs)
         return {"request_id": job["request_id"], **_result(pipeline, out)}
     except PromptdagError as exc:
         return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}

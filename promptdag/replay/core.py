@@ -229,6 +229,11 @@ def _compare(
         )
     if at == "recorded" and changes:
         notes.extend(_why(request, replayed))
+    elif at == "recorded" and request.get("git_dirty"):
+        notes.append(
+            "the request was served from a tree with uncommitted changes; the replay ran the "
+            "committed tree at its SHA, and they did not change the rendered prompts."
+        )
     answer = replayed["answer_text"]
     usage = replayed.get("usage") or {}
     return ReplayResult(
@@ -250,7 +255,15 @@ def _replay_at(
     overrides: Mapping[str, str], project_root: Path | None,
 ) -> list[ReplayResult]:  # fmt: skip
     project, _, inputs_db = _paths(project_root)
-    jobs = [{"request_id": r["request_id"], "overrides": dict(overrides)} for r, _, _ in items]
+    jobs = [
+        {
+            "request_id": r["request_id"],
+            "overrides": dict(overrides),
+            "key_id": r.get("key_id"),
+            "subject_id": r.get("subject_id"),
+        }
+        for r, _, _ in items
+    ]
     try:
         repo = repo_root(project)
         sha = resolve_ref(repo, ref)

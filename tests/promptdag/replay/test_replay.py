@@ -75,8 +75,10 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
     assert "answer: differs" in result.output and "[-" in result.output
 
     # The recorded SHA still reproduces it (the worktree, not the working tree, is run).
+    # ...and from the service's response cache (namespaced by the request's key id): free.
     result = _replay(rid, "--json")
-    assert json.loads(result.output)["same_output"] is True
+    out = json.loads(result.output)
+    assert out["same_output"] is True and out["cached_calls"] == out["calls"] == 1
 
     # Many at once, into Parquet.
     import pandas as pd
