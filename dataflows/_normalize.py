@@ -2,7 +2,8 @@
 
 - `normalize_page`: one page's text: newlines unified, PDFium's line-end hyphen marks turned back
   into a hyphen and a line break, Unicode NFKC (ligatures ﬁ/ﬂ → fi/fl, full-width forms,
-  presentation forms), control and private-use characters dropped, trailing spaces trimmed;
+  presentation forms), control characters made spaces, private-use characters dropped,
+  trailing spaces trimmed;
 - `strip_running_lines`: running headers and footers and page numbers removed (lines at a page's
   top or bottom that repeat across pages and never occur inside one);
 - `dehyphenate`: words hyphenated at a line break joined ("exam-\\nple" → "example"), while a
@@ -37,10 +38,11 @@ _NEWLINES = re.compile(r"\r\n?|[\u2028\u2029\x85]")
 # PDFium marks a hyphen at a line end with U+FFFE (older builds: U+0002) and drops the break.
 _PDFIUM_HYPHEN = re.compile(r"[\ufffe\x02]")
 _SOFT_HYPHEN_AT_END = re.compile(r"\u00ad[ \t]*\n")
-_DROP = re.compile(
-    r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f\u00ad\ufeff\uffff\ue000-\uf8ff"
-    r"\U000f0000-\U000ffffd\U00100000-\U0010fffd]"
-)
+# A control character is a glyph without a meaning (a broken font map): a space, so that it
+# cannot glue its neighbours together ("ϲΒϴΒ\x03habibi"). Private-use characters (icons, symbol
+# fonts) and stray soft hyphens or byte-order marks go.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
+_DROP = re.compile(r"[\u00ad\ufeff\uffff\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
 _TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _DIGITS = re.compile(r"\d+")
 _PAGE_NUMBER = re.compile(
@@ -62,7 +64,7 @@ def normalize_page(text: str) -> str:
     text = _SOFT_HYPHEN_AT_END.sub("-\n", text)
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)
-    return _TRAILING.sub("", _DROP.sub("", text))
+    return _TRAILING.sub("", _DROP.sub("", _CONTROL.sub(" ", text)))
 
 
 def line_key(line: str) -> str:

@@ -25,8 +25,8 @@ def test_pdfium_hyphen_marks_become_a_hyphen_at_a_line_end() -> None:
 
 
 def test_newlines_trailing_spaces_control_and_private_use_characters() -> None:
-    raw = "Line one \r\nLine\x00 two\t\rthree\U000f03d9 \ue000end"
-    assert normalize_page(raw) == "Line one\nLine two\nthree end"
+    raw = "Line one \r\nLine\x00two\t\rthree\U000f03d9 \ue000end\x03word"
+    assert normalize_page(raw) == "Line one\nLine two\nthree end word"
 
 
 def test_a_hyphenated_line_break_is_joined() -> None:
@@ -165,3 +165,10 @@ def test_pdfium_does_not_split_words_where_pypdf_does() -> None:
     pdfium_text = clean_text(extract_pdf(data, limits=LIMITS, backend="pdfium").text)
     assert "quart er" in pypdf_text and len(re.findall(r"\bth e\b", pypdf_text)) > 10
     assert "quart er" not in pdfium_text and not re.search(r"\bth e\b", pdfium_text)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_unmapped_glyph_does_not_glue_its_neighbours(backend: str) -> None:
+    """PDFium maps a glyph of habibi.pdf to U+0003, right before "habibi"."""
+    text = clean_text(extract_pdf(shared("habibi.pdf"), limits=LIMITS, backend=backend).text)
+    assert "habibi" in text.split()

@@ -35,7 +35,8 @@ def test_a_folder_becomes_one_row_per_document_and_a_bad_file_is_its_rows_error(
     rows = {Path(r["input_id"]).name: r for r in pq.read_table(out).to_pylist()}
     assert sorted(rows) == ["broken.pdf", "note.txt", "story.pdf"]
     assert (
-        rows["broken.pdf"]["status"] == "error" and rows["broken.pdf"]["error_type"] == "PdfError"
+        rows["broken.pdf"]["status"] == "error"
+        and rows["broken.pdf"]["error_type"] == "PdfUnreadableError"
     )
     assert rows["story.pdf"]["status"] == rows["note.txt"]["status"] == "ok"
     assert rows["story.pdf"]["output_document_pages"] > 0 and rows["note.txt"]["output_summary"]

@@ -29,6 +29,6 @@ def test_a_folder_is_summarized_line_by_line_and_a_bad_file_is_reported(tmp_path
     assert [(d["file"], d["status"]) for d in lines] == [
         ("broken.pdf", "error"), ("note.txt", "ok"), ("story.pdf", "ok"),
     ]  # fmt: skip
-    assert lines[0]["error"] == "PdfError" and "Traceback" not in proc.stderr
+    assert lines[0]["error"] == "PdfUnreadableError" and "Traceback" not in proc.stderr
     assert "head" in lines[2]["summary"].lower() and len(lines[2]["fingerprint"]) == 16
     assert proc.returncode == 1 and "1 failed (variant baseline)" in proc.stderr

@@ -143,7 +143,7 @@ def test_pypdf_warnings_become_one_note_line(cli, tmp_path: Path) -> None:
 
     path = tmp_path / "warns.pdf"
     path.write_bytes(misaligned_xref_pdf())
-    proc = cli("run", "summarize", str(path))
+    proc = cli("run", "summarize", str(path), "-c", "pdf_backend=pypdf")
     assert proc.returncode == 0, proc.stderr
     notes = [line for line in proc.stderr.splitlines() if "pypdf reported" in line]
     assert len(notes) == 1 and "wrong pointing object" in notes[0]
