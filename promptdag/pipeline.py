@@ -32,7 +32,15 @@ from promptdag.provenance import fingerprint_id, library_versions, sha256_text
 from promptdag.redaction import redact_config
 from promptdag.tracing.context import RequestContext, current_request, new_request_id, request_scope
 
-__all__ = ["LLM_INPUT", "NodeScope", "Pipeline", "RunResult", "render_prompts", "usage_of"]
+__all__ = [
+    "LLM_INPUT",
+    "NodeScope",
+    "Pipeline",
+    "RunResult",
+    "render_prompts",
+    "run_fingerprint",
+    "usage_of",
+]
 
 # The input through which every dataflow node that calls the model receives the LLM client.
 LLM_INPUT = "llm"
@@ -237,6 +245,18 @@ async def _reap(tasks: list[asyncio.Task[Any]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def run_fingerprint(build: Mapping[str, Any], rendered: Mapping[str, str]) -> dict[str, Any]:
+    """The one recipe of a run's fingerprint: the build info (`Pipeline.build_info`) plus the
+    hash of each prompt as rendered in the run, and an id over all. Shares the build's values."""
+    info = {k: v for k, v in build.items() if k != "prompt_versions"}
+    info["prompts"] = {
+        n: {**meta, "rendered_sha256": sha256_text(rendered[n]) if n in rendered else None}
+        for n, meta in build["prompt_versions"].items()
+    }
+    info["id"] = fingerprint_id(info)
+    return info
+
+
 @dataclass
 class Pipeline:
     """One declared pipeline's Driver for one variant: its LLM client, its selected prompts and
@@ -315,13 +335,7 @@ class Pipeline:
 
     def fingerprint(self, rendered: Mapping[str, str]) -> dict[str, Any]:
         """Build info plus the hash of each prompt as rendered in this run, and an id over all."""
-        info = {k: v for k, v in self._build().items() if k != "prompt_versions"}
-        info["prompts"] = {
-            n: {**meta, "rendered_sha256": sha256_text(rendered[n]) if n in rendered else None}
-            for n, meta in self._build()["prompt_versions"].items()
-        }
-        info["id"] = fingerprint_id(info)
-        return info
+        return run_fingerprint(self._build(), rendered)
 
     async def execute(
         self,
@@ -374,8 +388,8 @@ class Pipeline:
             assignment="library",
             source="library",
         )
-        if not ctx.build:
-            ctx = dataclasses.replace(ctx, build=self._build())
+        # This run's own context: the adapter leaves the run's fingerprint in it.
+        ctx = dataclasses.replace(ctx, build=ctx.build or self._build(), fingerprint=None)
         try:
             checked = check_inputs(self.spec, dict(inputs or {}))
         except InputError as exc:
@@ -401,7 +415,11 @@ class Pipeline:
             outputs={k: out[k] for k in self.spec.outputs},
             prompts=rendered,
             llm_calls=calls,
-            fingerprint=copy.deepcopy(self.fingerprint(rendered)),
+            fingerprint=copy.deepcopy(
+                ctx.fingerprint
+                if ctx.fingerprint is not None and ctx.build is self._build()
+                else self.fingerprint(rendered)
+            ),
             latency_s=round(time.perf_counter() - started, 4),
             notes=notes,
         )

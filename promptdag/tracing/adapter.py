@@ -6,10 +6,13 @@ Every call the run attempted is recorded, failed runs included: the calls come f
 own record (`RunState.calls`, kept by the LLM client inside `Pipeline.run`), which holds the
 answered calls of a fan-out that failed part-way, the failed call with its error and attempts,
 and the calls cancelled with it. A run outside a run scope (a bare Driver) falls back to the
-calls its nodes returned (`LLMCall` or a list of them, found by type).
+calls among its requested outputs (`LLMCall` or a list of them, found by type).
 
-Cheap per node: `post_node_execute` checks the result's type and appends; everything else
-happens once per run in `post_graph_execute`, and hashing and SQL happen in the writer thread.
+Cheap per run: no per-node hook (the async driver would start a task per node for it); a
+sync hook when the graph starts, and everything else once in `post_graph_execute`, which also
+computes the run's fingerprint once for `Pipeline.run`; hashing and SQL happen in the writer
+thread. A run refused by the input checks never starts its graph: `Pipeline.run` records it
+through `record_refusal`.
 """
 
 from __future__ import annotations
@@ -20,20 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from hamilton.graph_types import HamiltonGraph
-from hamilton.lifecycle.base import (
-    BasePostGraphExecuteAsync,
-    BasePostNodeExecuteAsync,
-    BasePreGraphExecuteAsync,
-)
+from hamilton.lifecycle.base import BasePostGraphExecuteAsync, BasePreGraphExecute
 
 from promptdag.catalog import version_key
 from promptdag.llm.client import LLMCall, current_run
 from promptdag.prompting import prompt_text
-from promptdag.provenance import fingerprint_id, sha256_text
 from promptdag.tracing.context import RequestContext, current_request, http_status, new_request_id
 
 if TYPE_CHECKING:
-    from hamilton import graph, node
+    from hamilton import graph
 
     from promptdag.tracing.store import TraceWriter
 
@@ -48,7 +46,7 @@ class _Run:
     calls: list[tuple[str, str, float, LLMCall]] = field(default_factory=list)
 
 
-class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostGraphExecuteAsync):
+class TraceAdapter(BasePreGraphExecute, BasePostGraphExecuteAsync):
     """Feeds a TraceWriter. Runs without a RequestContext are recorded as source "library"."""
 
     def __init__(self, writer: TraceWriter):
@@ -58,7 +56,7 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
             weakref.WeakKeyDictionary()
         )
 
-    async def pre_graph_execute(
+    def pre_graph_execute(
         self,
         *,
         run_id: str,
@@ -68,26 +66,6 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
         overrides: dict[str, Any],
     ) -> None:
         self.runs[run_id] = _Run(time.time(), time.perf_counter(), list(final_vars))
-
-    async def post_node_execute(
-        self,
-        *,
-        run_id: str,
-        node_: node.Node,
-        kwargs: dict[str, Any],
-        success: bool,
-        error: Exception | None,
-        result: Any,
-        task_id: str | None = None,
-    ) -> None:
-        run = self.runs.get(run_id)  # None: a straggler task of a run already recorded
-        if run is None or result is None:
-            return
-        if isinstance(result, LLMCall):
-            run.calls.append((node_.name, node_.tags.get("module", ""), time.time(), result))
-        elif isinstance(result, list) and result and isinstance(result[0], LLMCall):
-            now, module = time.time(), node_.tags.get("module", "")
-            run.calls.extend((node_.name, module, now, c) for c in result if isinstance(c, LLMCall))
 
     async def post_graph_execute(
         self,
@@ -104,6 +82,8 @@ class TraceAdapter(BasePreGraphExecuteAsync, BasePostNodeExecuteAsync, BasePostG
         state = current_run()
         if state is not None:  # the run's own record: failed and cancelled calls too
             run.calls = _attributed(state.calls, graph)
+        elif results is not None:  # a bare Driver: the calls among the requested outputs
+            run.calls = _returned(results, graph)
         ctx = current_request() or RequestContext(
             request_id=new_request_id(), variant="", assignment="", source="library"
         )
@@ -169,6 +149,21 @@ def _attributed(
     return out
 
 
+def _returned(
+    results: dict[str, Any], graph: graph.FunctionGraph
+) -> list[tuple[str, str, float, LLMCall]]:
+    """The LLM calls a bare Driver's run returned (outputs that are an LLMCall or a list of
+    them), with their node and module."""
+    out: list[tuple[str, str, float, LLMCall]] = []
+    now = time.time()
+    for name, value in results.items():
+        calls = [value] if isinstance(value, LLMCall) else value if isinstance(value, list) else []
+        n = graph.nodes.get(name)
+        module = "" if n is None else n.tags.get("module", "")
+        out.extend((name, module, c.finished_ts or now, c) for c in calls if isinstance(c, LLMCall))
+    return out
+
+
 def _status(success: bool, error: BaseException | None) -> tuple[str, str | None, str | None]:
     if success:
         return "ok", None, None
@@ -208,7 +203,7 @@ def _request_row(
         "model": config.get("llm_model") or (run.calls[-1][3].model if run.calls else None),
         "git_sha": git.get("sha"),
         "git_dirty": git.get("dirty"),
-        "fingerprint_id": _fingerprint_id(build, results) if status == "ok" else None,
+        "fingerprint_id": _fingerprint_id(ctx, build, results) if status == "ok" else None,
         "graph_version": build.get("graph_version"),
         "config_sha256": build.get("config_sha256"),
         "prompt_versions": prompts,
@@ -279,16 +274,15 @@ def _dataflow(graph: graph.FunctionGraph, final_vars: list[str], prompts: dict[s
     return ",".join(sorted(m for m in modules if m))
 
 
-def _fingerprint_id(build: dict[str, Any], results: dict[str, Any] | None) -> str | None:
-    """The id `Pipeline.fingerprint` gives this run (the same recipe), when the build is known."""
+def _fingerprint_id(
+    ctx: RequestContext, build: dict[str, Any], results: dict[str, Any] | None
+) -> str | None:
+    """The id `Pipeline.fingerprint` gives this run (the same recipe), when the build is known;
+    the whole fingerprint is left in the run's context for `Pipeline.run`."""
     if "libraries" not in build or results is None:
         return None
-    info = {k: v for k, v in build.items() if k != "prompt_versions"}
-    info["prompts"] = {
-        n: {
-            **meta,
-            "rendered_sha256": sha256_text(prompt_text(results[n])) if n in results else None,
-        }
-        for n, meta in build["prompt_versions"].items()
-    }
-    return fingerprint_id(info)
+    from promptdag.pipeline import run_fingerprint
+
+    rendered = {n: prompt_text(results[n]) for n in build["prompt_versions"] if n in results}
+    ctx.fingerprint = run_fingerprint(build, rendered)
+    return str(ctx.fingerprint["id"])

@@ -77,6 +77,9 @@ class RequestContext:
     # Whether the caller records runs refused before their graph starts (the service does, with
     # its own audit fields); otherwise `Pipeline.run` has its trace adapters record them.
     caller_traces_refusals: bool = False
+    # This run's provenance fingerprint once computed (by the trace adapter, as the run ends),
+    # so that `Pipeline.run` does not compute it again. Set per run, never by callers.
+    fingerprint: dict[str, Any] | None = field(default=None, repr=False)
 
 
 _CURRENT: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(

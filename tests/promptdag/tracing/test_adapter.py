@@ -10,7 +10,6 @@ import asyncio
 import json
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -199,30 +198,22 @@ def fake_call(i: int) -> LLMCall:
 def test_no_per_run_state_survives_a_thousand_runs(writer: TraceWriter, db: Path) -> None:
     pipeline = build_pipeline(overrides=SMALL_CHUNKS)
     graph = pipeline.driver.graph
-    node = graph.nodes["chunk_summary_responses"]
     adapter = TraceAdapter(writer)
 
     async def one(i: int) -> None:
         run_id = f"run-{i}"
-        await adapter.pre_graph_execute(
+        adapter.pre_graph_execute(
             run_id=run_id, graph=graph, final_vars=["summary"], inputs={}, overrides={}
         )
-        await adapter.post_node_execute(
-            run_id=run_id, node_=node, kwargs={}, success=True, error=None, result=[fake_call(0)]
-        )
         failed = i % 3 == 0
-        with request_scope(context(pipeline, f"req-{i}")):
+        with request_scope(context(pipeline, f"req-{i}")):  # a bare Driver: no run scope
             await adapter.post_graph_execute(
                 run_id=run_id,
                 graph=graph,
                 success=not failed,
                 error=RuntimeError("boom") if failed else None,
-                results=None if failed else {},
+                results=None if failed else {"chunk_summary_responses": [fake_call(0)]},
             )
-        # a task Hamilton abandoned finishes after its run was recorded: nothing is kept
-        await adapter.post_node_execute(
-            run_id=run_id, node_=node, kwargs={}, success=True, error=None, result=[fake_call(1)]
-        )
 
     async def main() -> None:
         await asyncio.gather(*(one(i) for i in range(1000)))
@@ -231,29 +222,44 @@ def test_no_per_run_state_survives_a_thousand_runs(writer: TraceWriter, db: Path
     asyncio.run(pipeline.aclose())
     assert adapter.runs == {}
     assert rows(db, "SELECT count(*) AS n FROM requests") == [{"n": 1000}]
-    assert rows(db, "SELECT count(*) AS n FROM llm_calls") == [{"n": 1000}]
     assert rows(db, "SELECT count(*) AS n FROM requests WHERE status = 'error'") == [{"n": 334}]
+    # the calls a bare Driver's run returned among its outputs, with their node
+    assert rows(db, "SELECT count(*) AS n, min(node) AS node FROM llm_calls") == [
+        {"n": 666, "node": "chunk_summary_responses"}
+    ]
 
 
-def test_the_per_node_hook_is_cheap(writer: TraceWriter) -> None:
-    pipeline = build_pipeline(overrides=SMALL_CHUNKS)
-    node = pipeline.driver.graph.nodes["chunk_summaries"]
+def test_the_adapter_adds_no_per_node_hook_and_computes_the_fingerprint_once(
+    writer: TraceWriter, db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import promptdag.pipeline
+
+    ids: list[str] = []
+    real = promptdag.pipeline.fingerprint_id
+
+    def counted(info: dict[str, Any]) -> str:
+        ids.append(real(info))
+        return ids[-1]
+
+    monkeypatch.setattr(promptdag.pipeline, "fingerprint_id", counted)
     adapter = TraceAdapter(writer)
 
-    async def main() -> float:
-        await adapter.pre_graph_execute(
-            run_id="r", graph=pipeline.driver.graph, final_vars=[], inputs={}, overrides={}
-        )
-        started = time.perf_counter()
-        for _ in range(10_000):
-            await adapter.post_node_execute(
-                run_id="r", node_=node, kwargs={}, success=True, error=None, result=["x"]
-            )
-        return (time.perf_counter() - started) / 10_000
+    async def go() -> RunResult:
+        pipeline = build_pipeline(overrides=SMALL_CHUNKS, adapters=[adapter])
+        hooks = pipeline.driver.adapter
+        # The async driver starts a task for every async node hook of every node: none here.
+        assert not hooks.does_hook("post_node_execute", is_async=True)
+        assert not hooks.does_hook("pre_graph_execute", is_async=True)
+        try:
+            ctx = RequestContext("req-once", pipeline.variant, "sticky")  # as the service's
+            with request_scope(ctx):
+                return await pipeline.run({"text": STORY})
+        finally:
+            await pipeline.aclose()
 
-    per_node = asyncio.run(main())
-    asyncio.run(pipeline.aclose())
-    assert per_node < 20e-6, f"{per_node * 1e6:.1f} µs per node"
+    result = asyncio.run(go())
+    [req] = rows(db, "SELECT fingerprint_id FROM requests")
+    assert ids == [result.fingerprint["id"]] == [req["fingerprint_id"]]
 
 
 def test_the_api_key_never_reaches_the_store(
@@ -278,7 +284,7 @@ def test_a_cancelled_run_is_recorded_as_past_its_deadline_or_cancelled(
 
     async def main() -> None:
         for run_id, deadline in (("late", 0.0), ("stopped", None)):
-            await adapter.pre_graph_execute(
+            adapter.pre_graph_execute(
                 run_id=run_id, graph=graph, final_vars=["summary"], inputs={}, overrides={}
             )
             with run_scope(deadline), request_scope(context(pipeline, run_id)):
