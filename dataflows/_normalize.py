@@ -34,8 +34,9 @@ _MIN_PAGES = 3
 # ...and, when it holds a number (a chapter heading "Chapter 3" masks like a header), only when
 # it is on at least this share of the pages.
 _NUMBERED_SHARE = 0.25
-_NEWLINES = re.compile(r"\r\n?|[\u2028\u2029\x85]")
-# PDFium marks a hyphen at a line end with U+FFFE (older builds: U+0002) and drops the break.
+_RARE_BREAKS = re.compile(r"[\u2028\u2029\x85]")
+# PDFium marks a hyphen at a line end with U+0002 (get_text_bounded) or U+FFFE (get_text_range)
+# and drops the line break.
 _PDFIUM_HYPHEN = re.compile(r"[\ufffe\x02]")
 _SOFT_HYPHEN_AT_END = re.compile(r"\u00ad[ \t]*\n")
 # A control character is a glyph without a meaning (a broken font map): a space, so that it
@@ -43,7 +44,6 @@ _SOFT_HYPHEN_AT_END = re.compile(r"\u00ad[ \t]*\n")
 # fonts) and stray soft hyphens or byte-order marks go.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f-\x9f]")
 _DROP = re.compile(r"[\u00ad\ufeff\uffff\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd]")
-_TRAILING = re.compile(r"[ \t]+$", re.MULTILINE)
 _DIGITS = re.compile(r"\d+")
 _PAGE_NUMBER = re.compile(
     r"(?:page\s*)?[-–—(\[]?\s*#\s*[-–—)\]]?(?:\s*(?:of|/)\s*#)?|[ivxlc]+", re.IGNORECASE
@@ -52,19 +52,22 @@ _HYPHEN_BREAK = re.compile(r"-[ \t]*\n[ \t]*")
 _LONGEST = 64  # letters looked back for the word before a line-end hyphen
 _TAIL = re.compile(r"[^\W\d_]+\Z")
 _HEAD = re.compile(r"[^\W\d_]+")
-_PUNCTUATION = "".join(
-    chr(c) for c in range(0x2070) if unicodedata.category(chr(c)).startswith(("P", "S"))
-)
+_PUNCTUATION = "\"'()[]{}<>.,;:!?*/\\_-–—…«»“”‘’„‚"
 
 
 def normalize_page(text: str) -> str:
     """One page's extracted text, normalized (see the module docstring)."""
-    text = _NEWLINES.sub("\n", text)
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _PDFIUM_HYPHEN.sub("-\n", text)
-    text = _SOFT_HYPHEN_AT_END.sub("-\n", text)
-    if not unicodedata.is_normalized("NFKC", text):
-        text = unicodedata.normalize("NFKC", text)
-    return _TRAILING.sub("", _DROP.sub("", _CONTROL.sub(" ", text)))
+    if not text.isascii():
+        text = _RARE_BREAKS.sub("\n", text)
+        text = _SOFT_HYPHEN_AT_END.sub("-\n", text)
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+        text = _DROP.sub("", text)
+    text = _CONTROL.sub(" ", text)
+    return "\n".join(line.rstrip(" \t") for line in text.split("\n"))
 
 
 def line_key(line: str) -> str:
@@ -98,13 +101,16 @@ def strip_running_lines(pages: Sequence[str]) -> tuple[list[str], int]:
         at_edge.update(set(keys.values()))
     candidates = {k for k, n in at_edge.items() if k and (n >= 2)}
     inside: set[str] = set()
+    # A line inside a page can only have a candidate's key if it starts like one (a digit for #).
+    starts = {k[0] for k in candidates}
     if candidates:
         for lines, keys in zip(split, edge_keys, strict=True):
-            inside.update(
-                k
-                for i, line in enumerate(lines)
-                if i not in keys and line.strip() and (k := line_key(line)) in candidates
-            )
+            for i, line in enumerate(lines):
+                head = line.lstrip()[:1]
+                if i in keys or not head or ("#" if head.isdigit() else head) not in starts:
+                    continue
+                if (k := line_key(line)) in candidates:
+                    inside.add(k)
     numbers = sum(n for key, n in at_edge.items() if _PAGE_NUMBER.fullmatch(key))
     running = {
         key

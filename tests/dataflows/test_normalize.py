@@ -21,7 +21,8 @@ def test_ligatures_become_letters() -> None:
 
 
 def test_pdfium_hyphen_marks_become_a_hyphen_at_a_line_end() -> None:
-    assert normalize_page("no writer ex\ufffepressed any idea") == "no writer ex-\npressed any idea"
+    assert normalize_page("no writer ex\x02pressed any idea") == "no writer ex-\npressed any idea"
+    assert normalize_page("navy\ufffecrowded seas") == "navy-\ncrowded seas"
 
 
 def test_newlines_trailing_spaces_control_and_private_use_characters() -> None:
