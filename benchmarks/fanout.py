@@ -46,7 +46,7 @@ async def _run(
     """Wall seconds, CPU seconds and the timeline of one whole request."""
     t.reset(latency)
     cpu, start = time.process_time(), time.perf_counter()
-    out = await p.execute(["summary", "text_chunks"], {}, document_text=text)
+    out = await p.execute(["summary", "text_chunks"], {}, overrides={"document_text": text})
     end, cpu = time.perf_counter(), time.process_time() - cpu
     require(len(out["text_chunks"]) == N, f"{len(out['text_chunks'])} chunks, not {N}")
     require(len(t.history) == N + 1, f"{len(t.history)} LLM calls, not {N + 1}")
