@@ -202,7 +202,7 @@ def _memory_rows(reps: int) -> tuple[list[list[str]], dict[str, float]]:
 def _overhead(reps: int) -> list[list[str]]:
     """Per document: the pipeline's path (the worker pool, as the ingest node awaits it) against
     the same extraction in this process; interleaved, paired differences."""
-    from dataflows._pdf import PdfLimits, _document, aextract_pdf, extract_part
+    from dataflows._pdf import PdfLimits, aextract_pdf, read_document
 
     limits = PdfLimits(2**62, 1000, 600.0)
     docs = {"1-page PDF (generated)": big_pdf(0, WORDS)}
@@ -217,7 +217,7 @@ def _overhead(reps: int) -> list[list[str]]:
             here, pool = [], []
             for _ in range(n):
                 start = time.perf_counter()
-                _document([extract_part(data, "", "", limits, 0, None)], "")
+                read_document(data, "", "", limits)
                 mid = time.perf_counter()
                 runner.run(aextract_pdf(data, limits=limits))
                 here.append(mid - start)
@@ -283,7 +283,7 @@ def run(quick: bool = False) -> Report:
             "warm-up; each process's peak is its VmHWM, reset after the warm-up "
             "(`/proc/PID/clear_refs`); *both at once* is the largest sum of their RSS, sampled "
             "every 5 ms (the goal's figure); the sum of the two peaks bounds it from above. "
-            "The overhead table interleaves `extract_part` in-process with `aextract_pdf` "
+            "The overhead table interleaves `read_document` in-process with `aextract_pdf` "
             "through the pool on the same bytes; medians and paired differences."
         ),
         explanation=(
