@@ -26,10 +26,10 @@ REPLAY_EPILOG = (
     "Examples:\n\n"
     "  promptdag replay 3f2a9c\n\n"
     "  promptdag replay 3f2a9c --at HEAD\n\n"
-    "  promptdag replay 3f2a9c --at HEAD -c final_summary_prompt_version=v3 --json\n\n"
+    "  promptdag replay 3f2a9c --at HEAD -c llm_model=gpt-4o-mini --json\n\n"
     "  promptdag replay 3f2a9c --cache off\n\n"
     "  promptdag replay --since 24h --variant baseline --at HEAD --out replay.parquet\n\n"
-    "  promptdag replay 3f2a9c --to-case ci/evals/suites/summarize.toml\n\n"
+    "  promptdag replay 3f2a9c --to-case ci/evals/suites/SUITE.toml\n\n"
     "Needs the request's inputs, which `promptdag serve --store-inputs` keeps."
 )
 

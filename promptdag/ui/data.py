@@ -46,7 +46,7 @@ class RunFilters:
 
     pipeline: str = ""
     variant: str = ""
-    prompt: str = ""  # e.g. final_summary_prompt@v2
+    prompt: str = ""  # a prompt node and version, NODE@vN
     sha: str = ""
     status: str = ""  # ok, error
     since: str = ""  # 30m, 24h, 7d

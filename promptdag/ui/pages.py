@@ -48,7 +48,7 @@ label{display:flex;flex-direction:column;font-size:12px;color:#374151;gap:2px}
 input,select,textarea,button{font:inherit;padding:4px 6px;border:1px solid #9ca3af;border-radius:4px;background:#fff}
 button{cursor:pointer;background:#e5e7eb}button.primary{background:#1d4ed8;color:#fff;border-color:#1d4ed8}
 .ok{color:#166534;font-weight:600}.error{color:#b91c1c;font-weight:600}
-.muted{color:#6b7280}.facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 14px}
+.muted{color:#6b7280}.facts{display:grid;grid-template-columns:max-content 1fr max-content 1fr;gap:2px 14px}
 .facts dt{color:#6b7280}.facts dd{margin:0}
 .call{background:#fff;border:1px solid #e5e7eb;border-radius:6px;padding:8px 12px;margin:10px 0}
 .cols{display:grid;grid-template-columns:1fr 1fr;gap:14px}
@@ -172,8 +172,8 @@ def runs_page(
 
 
 def dag_svg(graph: Mapping[str, Any] | None, highlight: set[str]) -> str:
-    """A left-to-right layered drawing of the DAG (inline SVG); the nodes in `highlight` (the
-    run's LLM calls) filled. Nodes are placed by their longest path from an input."""
+    """A top-down layered drawing of the DAG (inline SVG); the nodes in `highlight` (the run's
+    LLM calls) filled. Each node sits on the row of its longest path from an input."""
     if not graph or not graph.get("nodes"):
         return "<p class=muted>The DAG is not available for this pipeline and variant.</p>"
     names = [n["name"] for n in graph["nodes"]]
@@ -193,34 +193,37 @@ def dag_svg(graph: Mapping[str, Any] | None, highlight: set[str]) -> str:
     columns: dict[int, list[str]] = {}
     for name in sorted(names, key=lambda n: (level(n), n)):
         columns.setdefault(level(name), []).append(name)
-    w, h, gap_x, gap_y = 150, 26, 40, 12
+    w, h, gap_x, gap_y = 132, 24, 8, 28
+    widest = max(len(c) for c in columns.values())
     pos = {
-        name: (10 + d * (w + gap_x), 10 + i * (h + gap_y))
+        name: (10 + (widest - len(col)) * (w + gap_x) / 2 + i * (w + gap_x), 10 + d * (h + gap_y))
         for d, col in columns.items()
         for i, name in enumerate(col)
     }
-    width = 20 + len(columns) * (w + gap_x)
-    height = 20 + max(len(c) for c in columns.values()) * (h + gap_y)
+    width = 20 + widest * (w + gap_x)
+    height = 20 + len(columns) * (h + gap_y)
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-        f'aria-label="DAG of {len(names)} nodes; the LLM calls of this run are filled">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height}" role="img" '
+        f'aria-label="DAG of {len(names)} nodes, inputs at the top; the LLM calls of this run are filled">'
     ]
     for dst, ps in parents.items():
         for src in ps:
             (x1, y1), (x2, y2) = pos[src], pos[dst]
             parts.append(
-                f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" stroke="#9ca3af"/>'
+                f'<line x1="{x1 + w / 2:.0f}" y1="{y1 + h}" x2="{x2 + w / 2:.0f}" y2="{y2}" stroke="#9ca3af"/>'
             )
     for name, (x, y) in pos.items():
         fill = "#e9d5ff" if name in highlight else "#f3f4f6" if name in external else "#ffffff"
-        label = name if len(name) <= 21 else name[:20] + "…"
+        label = name if len(name) <= 19 else name[:18] + "…"
         parts.append(
-            f'<g><title>{_e(name)}</title><rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" '
+            f'<g><title>{_e(name)}</title><rect x="{x:.0f}" y="{y}" width="{w}" height="{h}" rx="5" '
             f'fill="{fill}" stroke="{"#7c3aed" if name in highlight else "#6b7280"}"/>'
-            f'<text x="{x + 6}" y="{y + 17}" font-size="12" font-family="ui-monospace,monospace">{_e(label)}</text></g>'
+            f'<text x="{x + 5:.0f}" y="{y + 16}" font-size="11" font-family="ui-monospace,monospace">{_e(label)}</text></g>'
         )
     parts.append("</svg>")
-    return f'<div class="dag">{"".join(parts)}</div>'
+    return (
+        f'<div class="dag" tabindex="0" aria-label="DAG (scrolls sideways)">{"".join(parts)}</div>'
+    )
 
 
 def _text(kind: str, body: str | None, sha: str | None) -> str:
@@ -229,7 +232,7 @@ def _text(kind: str, body: str | None, sha: str | None) -> str:
     return f'<pre aria-label="{kind}">{_e(body)}</pre>'
 
 
-def _call(c: Mapping[str, Any]) -> str:
+def _call(c: Mapping[str, Any], open_answer: bool) -> str:
     chunk = c.get("chunk_index")
     where = f"{c.get('step')}{'' if chunk is None else f'[{chunk}]'}"
     facts = [
@@ -249,7 +252,7 @@ def _call(c: Mapping[str, Any]) -> str:
         f'<section class="call" aria-label="LLM call {c.get("call_index")}">'
         f"<h3>Call {c.get('call_index')}: <code>{_e(where)}</code></h3><dl class=facts>{dl}</dl>"
         f"<details><summary>Rendered prompt</summary>{_text('prompt', c.get('prompt_text'), c.get('prompt_sha256'))}</details>"
-        f"<details open><summary>Answer</summary>{_text('answer', c.get('response_text'), c.get('response_sha256'))}</details>"
+        f"<details{' open' if open_answer else ''}><summary>Answer</summary>{_text('answer', c.get('response_text'), c.get('response_sha256'))}</details>"
         "</section>"
     )
 
@@ -306,7 +309,7 @@ def run_page(
     body = (
         f"<p>{status}</p><dl class=facts>{dl}</dl>"
         f"<h2>DAG</h2>{dag}"
-        f"<h2>LLM calls ({len(calls)})</h2>{''.join(_call(c) for c in calls) or '<p>No LLM calls.</p>'}"
+        f"<h2>LLM calls ({len(calls)})</h2>{''.join(_call(c, len(calls) <= 3 or i == len(calls) - 1) for i, c in enumerate(calls)) or '<p>No LLM calls.</p>'}"
         f"<h2>Feedback</h2>{fb}<h2>Replay</h2>{replay}"
     )
     return _page(base, "runs", f"Run {rid[:12]}", body)
