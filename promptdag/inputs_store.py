@@ -230,6 +230,23 @@ class InputsStore:
             result=json.loads(row[7]) if row[7] else None,
         )
 
+    def results(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored results of those of `request_ids` that ran to the end (no input read)."""
+        if not self.path.is_file() or not request_ids:
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        with self._lock:
+            conn = self._connect()
+            for start in range(0, len(request_ids), 500):
+                part = request_ids[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT request_id, result FROM requests WHERE result IS NOT NULL AND "
+                    f"request_id IN ({','.join('?' * len(part))})",
+                    part,
+                ).fetchall()
+                out.update((rid, json.loads(text)) for rid, text in rows)
+        return out
+
     def stored_ids(self, request_ids: list[str]) -> set[str]:
         """Which of `request_ids` have stored inputs."""
         if not self.path.is_file() or not request_ids:

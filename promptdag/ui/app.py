@@ -26,6 +26,8 @@ from urllib.parse import quote, urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -66,6 +68,9 @@ class UIConfig:
     graphs: Graphs = field(default=lambda pipeline, variant: None)
     keys: Callable[[], KeyRing | None] | None = None  # None: no key needed (local `promptdag ui`)
     replay: bool = True
+    # The Host names accepted (None: any). Without keys, a page on this machine only answers to
+    # its own names, so a web page elsewhere cannot read it through DNS rebinding.
+    hosts: tuple[str, ...] | None = None
 
 
 def graph_of(pipeline: Pipeline) -> dict[str, Any]:
@@ -306,7 +311,12 @@ def create_ui(config: UIConfig) -> Starlette:
         Route("/compare", guarded(compare), methods=["GET"]),
         Route("/costs", guarded(costs), methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    middleware = (
+        [Middleware(TrustedHostMiddleware, allowed_hosts=list(config.hosts))]
+        if config.hosts
+        else []
+    )
+    return Starlette(routes=routes, middleware=middleware)
 
 
 def _stored(config: UIConfig, request_id: str) -> bool:

@@ -68,6 +68,7 @@ def ui_command(
             graphs=project_graphs(root),
             keys=None if ring is None else (lambda: ring),
             replay=replay,
+            hosts=None if ring is not None else (host, "127.0.0.1", "localhost", "[::1]", "::1"),
         )
     err(
         f"traces page on http://{host}:{port}/ over {traces}"

@@ -176,10 +176,8 @@ class Traces:
         if inputs.is_file():
             store = InputsStore(inputs)
             try:
-                for rid in request_ids:
-                    stored = store.get(rid)
-                    if stored is not None and stored.result is not None:
-                        out[rid] = (stored.result["answer_text"], "answer")
+                for rid, result in store.results(request_ids).items():
+                    out[rid] = (result["answer_text"], "answer")
             finally:
                 store.close()
         missing = [r for r in request_ids if r not in out]

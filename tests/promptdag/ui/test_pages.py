@@ -121,3 +121,30 @@ def test_wilson_interval():
     low, high = wilson(5, 10)
     assert low < 0.5 < high
     assert wilson(0, 0) == (0.0, 1.0)
+
+
+def test_promptdag_ui_without_keys_listens_on_this_machine_only(monkeypatch):
+    from typer.testing import CliRunner
+
+    from promptdag.cli import app as cli_app
+
+    monkeypatch.delenv("PROMPTDAG_API_KEYS", raising=False)
+    result = CliRunner().invoke(cli_app, ["ui", "--host", "0.0.0.0"])
+    assert result.exit_code == 2 and "PROMPTDAG_API_KEYS" in result.output
+
+
+def test_a_local_page_answers_only_to_its_own_host_names(tmp_path):
+    from starlette.testclient import TestClient
+
+    from promptdag.ui.app import UIConfig, create_ui
+
+    config = UIConfig(
+        traces_db=tmp_path / "traces.sqlite",
+        project_root=tmp_path,
+        hosts=("127.0.0.1", "localhost"),
+    )
+    client = TestClient(create_ui(config), base_url="http://127.0.0.1:8765")
+    assert client.get("/").status_code == 200  # "No traces yet"
+    assert "No traces yet" in client.get("/").text
+    rebound = TestClient(create_ui(config), base_url="http://attacker.example")
+    assert rebound.get("/").status_code == 400
