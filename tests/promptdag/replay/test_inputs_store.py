@@ -158,3 +158,15 @@ def test_traces_erase_subject_also_erases_stored_inputs(make_client, tiny_projec
 def test_serve_help_names_the_flags(flag):
     result = CliRunner().invoke(cli_app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert flag in result.output
+
+
+def test_a_store_with_retention_prunes_as_it_writes(tmp_path):
+    store = _store(tmp_path, retain_days=1)
+    store.put("old", pipeline="p", variant="a", inputs={"doc": b"old file"})
+    conn = sqlite3.connect(store.path)
+    conn.execute("UPDATE requests SET stored_ts = ?", (time.time() - 2 * 86_400,))
+    conn.commit()
+    conn.close()
+    store._next_prune = 0.0  # the next write is due to prune (every 10 minutes otherwise)
+    store.put("new", pipeline="p", variant="a", inputs={"doc": b"new file"})
+    assert store.get("old") is None and store.counts() == (1, 1)

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from promptdag.cli import app as cli_app
-from tests.promptdag.service.conftest import AUTH, POEM, write_tiny_project
+from tests.promptdag.service.conftest import AUTH, POEM, WORDS, write_tiny_project
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -49,6 +49,13 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
     rid, recorded_sha = body["request_id"], _git(repo, "rev-parse", "HEAD")
     untracked = client.post(POEM, json={"topic": "rain"}, headers=AUTH)  # stored too
     assert untracked.status_code == 200
+    words = client.post(
+        WORDS,
+        files={"doc": ("a.txt", b"one two three four", "text/plain")},
+        data={"passphrase": "open sesame"},
+        headers=AUTH,
+    )
+    assert words.status_code == 200 and words.json()["outputs"]["unlocked"] is True
     monkeypatch.chdir(repo)
 
     # At the recorded SHA, asking the offline model again: same prompts, same bytes.
@@ -86,9 +93,13 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
     result = _replay("--since", "1h", "--at", "HEAD", "--out", str(repo / "replay.parquet"))
     assert result.exit_code == 0, result.output
     df = pd.read_parquet(repo / "replay.parquet")
-    assert sorted(df["request_id"]) == sorted([rid, untracked.json()["request_id"]])
+    wid = words.json()["request_id"]
+    assert sorted(df["request_id"]) == sorted([rid, untracked.json()["request_id"], wid])
     assert set(df["at"]) == {"HEAD"}
     assert not df.loc[df["request_id"] == rid, "same_output"].item()
+    # A file input (and a secret one) replayed from the stored bytes: the same answer.
+    assert df.loc[df["request_id"] == wid, "same_output"].item()
+    assert df.loc[df["request_id"] == wid, "replayed_answer"].item() == "4"
 
 
 def test_a_request_without_stored_inputs_names_the_flag(make_client, repo, monkeypatch):
