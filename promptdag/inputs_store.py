@@ -185,6 +185,7 @@ class InputsStore:
                 n: meta.get("rendered_sha256") for n, meta in result.fingerprint["prompts"].items()
             },
             "fingerprint": result.fingerprint["id"],
+            "libraries": result.fingerprint.get("libraries"),
         }
         text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         with self._lock:

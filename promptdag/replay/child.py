@@ -36,6 +36,7 @@ def _result(pipeline: Pipeline, out: Any) -> dict[str, Any]:
         "fingerprint": out.fingerprint["id"],
         "config_sha256": out.fingerprint["config_sha256"],
         "git": out.fingerprint["git"],
+        "libraries": out.fingerprint.get("libraries"),
         "calls": [
             {
                 "step": c.step,

@@ -178,9 +178,14 @@ def _prompt_changes(
     return changes if compared else None
 
 
-def _why(request: Mapping[str, Any], replayed: dict[str, Any]) -> list[str]:
+def _why(request: Mapping[str, Any], stored: StoredRequest, replayed: dict[str, Any]) -> list[str]:
     """What may explain rendered prompts that differ at the recorded SHA."""
     notes = []
+    then = (stored.result or {}).get("libraries") or {}
+    now = replayed.get("libraries") or {}
+    changed = [f"{k} {then[k]} → {now.get(k)}" for k in sorted(then) if then[k] != now.get(k)]
+    if changed:
+        notes.append(f"library versions differ from the recording: {', '.join(changed)}.")
     if request.get("git_dirty"):
         notes.append(
             "the request was served from a tree with uncommitted changes: the replay runs the "
@@ -228,7 +233,7 @@ def _compare(
             "nothing to compare the replay's answer with."
         )
     if at == "recorded" and changes:
-        notes.extend(_why(request, replayed))
+        notes.extend(_why(request, stored, replayed))
     elif at == "recorded" and request.get("git_dirty"):
         notes.append(
             "the request was served from a tree with uncommitted changes; the replay ran the "

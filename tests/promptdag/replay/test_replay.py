@@ -157,3 +157,35 @@ def test_to_case_appends_a_loadable_case_with_the_feedback_as_a_rubric(
     assert erased.exit_code == 0, erased.output
     assert json.loads(erased.output)["feedback"] == 1
     assert feedback_for(tmp_path / "data" / "feedback.sqlite", rid) is None
+
+
+def test_a_replay_that_does_not_reproduce_says_what_may_differ():
+    import pandas as pd
+
+    from promptdag.inputs_store import StoredRequest
+    from promptdag.replay.core import _compare
+    from promptdag.replay_cli import _failed
+
+    request = {
+        "request_id": "r" * 32, "git_sha": "a" * 40, "git_dirty": 1, "config_sha256": "c1",
+        "prompt_versions": {"p": {"version": "v1"}},
+    }  # fmt: skip
+    calls = pd.DataFrame([{"step": "s", "chunk_index": None, "prompt_sha256": "h1"}])
+    stored = StoredRequest(
+        "r" * 32, 0.0, None, "pipe", "v", {}, {},
+        {"answer_text": "the cat sat", "prompts": {"p": "h1"}, "libraries": {"openai": "3.1"}},
+    )  # fmt: skip
+    replayed = {
+        "answer_text": "the dog sat", "prompts": {"p": "h2"}, "prompt_versions": {"p": "v1"},
+        "config_sha256": "c2", "libraries": {"openai": "3.2"},
+        "calls": [{"step": "s", "chunk_index": None, "prompt_sha256": "h2"}],
+        "usage": {"calls": 1, "cached_calls": 0, "cost_usd": None},
+    }  # fmt: skip
+    result = _compare(request, calls, stored, replayed, "recorded", "a" * 40)
+    assert result.same_prompts is False and result.same_output is False
+    assert result.prompt_changes == ["p: rendered sha256 h1 → h2", "call s: prompt sha256 differs"]
+    notes = " ".join(result.notes)
+    assert "openai 3.1 → 3.2" in notes and "uncommitted changes" in notes and "config" in notes
+    assert result.words_changed == 2 and _failed(result)
+    at_head = _compare(request, calls, stored, replayed, "HEAD", "b" * 40)
+    assert at_head.notes == [] and not _failed(at_head)
