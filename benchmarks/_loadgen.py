@@ -11,6 +11,9 @@ request at 64 connections and 16 ms at 256 (its pool walks every connection on e
 more than a lot of what it was meant to measure; this one spends ~0.15 ms.
 
 `--header 'Name: value'` (repeatable) is sent with every request (an API key, say).
+`--vary MARKER`: the body holds MARKER (ASCII) and each request, warm-up included, gets it
+replaced by its own number of the same width, so every request is a different document (a
+response cache then misses every time, as it does for real traffic).
 `--watch NAME=PID` reports the CPU seconds (utime + stime, all threads) each watched process
 spent during the measured batch, and its resident memory, from /proc; `--rss-every K` samples
 the first watched process's RSS every K answered requests; `--expect-calls N` counts the 200
@@ -54,6 +57,7 @@ def run_load(
     rss_every: int = 0,
     expect_calls: int | None = None,
     headers: Mapping[str, str] | None = None,
+    vary: str | None = None,
 ) -> dict[str, Any]:
     """Run the load generator in a fresh process and return its summary (see the module doc)."""
     root = Path(__file__).resolve().parents[1]
@@ -64,6 +68,7 @@ def run_load(
     argv += [] if expect_calls is None else ["--expect-calls", str(expect_calls)]
     argv += [a for name, pid in watch.items() for a in ("--watch", f"{name}={pid}")]
     argv += [a for k, v in (headers or {}).items() for a in ("--header", f"{k}: {v}")]
+    argv += [] if vary is None else ["--vary", vary]
     # The generator stops sending at its time limit and its requests time out after
     # REQUEST_TIMEOUT_S; the outer limit only catches a generator that hangs.
     outer = 2 * time_limit_s + REQUEST_TIMEOUT_S + 30
@@ -155,9 +160,28 @@ class _Connection:
         self.reader = self.writer = None
 
 
+class _Requests:
+    """The request bytes to send next: always the same, or (with a marker) numbered."""
+
+    def __init__(self, request: bytes, marker: bytes | None) -> None:
+        self.head, self.tail, self.width, self.sent = request, b"", 0, 0
+        if marker:
+            if request.count(marker) != 1:
+                raise SystemExit(f"--vary {marker.decode()!r}: the body must hold it once.")
+            self.head, self.tail = request.split(marker)
+            self.width = len(marker)
+
+    def next(self) -> bytes:
+        self.sent += 1
+        if not self.width:
+            return self.head
+        number = str(self.sent).zfill(self.width)[-self.width :].encode()
+        return self.head + number + self.tail
+
+
 async def _phase(
     connections: list[_Connection],
-    request: bytes,
+    request: _Requests,
     count: int,
     deadline: float,
     rss_pid: int | None = None,
@@ -176,7 +200,7 @@ async def _phase(
             t0 = time.perf_counter()
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT_S):
-                    status, body = await conn.post(request)
+                    status, body = await conn.post(request.next())
             except (
                 OSError,
                 TimeoutError,
@@ -232,19 +256,20 @@ async def _main(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         f"POST {url.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
+    requests = _Requests(request, args.vary.encode() if args.vary else None)
     watch = {name: int(pid) for name, _, pid in (w.partition("=") for w in args.watch)}
     first_pid = next(iter(watch.values()), None)
     deadline = time.monotonic() + args.time_limit
     connections = [_Connection(host, port) for _ in range(args.concurrency)]
     try:
-        warm = await _phase(connections, request, args.warmup, deadline)
+        warm = await _phase(connections, requests, args.warmup, deadline)
         cpu0 = {n: _cpu_s(p) for n, p in watch.items()}
         rss0 = {n: _rss_bytes(p) for n, p in watch.items()}
         busy0, own0 = _machine_busy(), time.process_time()
         t0 = time.perf_counter()
         batch = await _phase(
             connections,
-            request,
+            requests,
             args.requests,
             deadline,
             first_pid,
@@ -303,5 +328,6 @@ if __name__ == "__main__":
     parser.add_argument(
         "--header", action="append", default=[], help="'Name: value' sent with every request"
     )
+    parser.add_argument("--vary", default=None, help="MARKER in the body to number per request")
     cli = parser.parse_args()
     print(json.dumps(asyncio.run(_main(cli, sys.stdin.buffer.read()))))

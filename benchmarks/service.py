@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +38,10 @@ PIPELINE = "summarize"  # the reference app's pipeline, sent {"text": ...} as JS
 LATENCY_S, CHUNKS = 0.200, 2
 BOUND_S = 2 * LATENCY_S  # the chunk calls side by side (llm_max_concurrency ≥ 2), then the final
 LEVELS, GOAL_C = (16, 64, 256), 64
-GOAL_P50, GOAL_TRACE, GOAL_RSS = 1.10, 0.05, 0.10
+GOAL_P50, GOAL_TRACE, GOAL_RSS, GOAL_WORKERS_P50 = 1.10, 0.05, 0.10, 1.25
+WORKERS = 2
 CONFIG = {"llm_backend": "openai", "llm_model": "fake", "llm_cache": "off"}
+MARKER = "@@@@@@@@"  # numbered per request by the load generator (--vary): a new document each
 FLAGS = ["--variant", "baseline", "--max-in-flight", "1024"]
 API_KEY = "bench:benchmark-api-key-0123456789"  # PROMPTDAG_API_KEYS: key id "bench"
 AUTH = {"Authorization": f"Bearer {API_KEY.split(':', 1)[1]}"}
@@ -57,10 +59,12 @@ class Sizes:
     trace_requests: int
     memory_requests: int
     memory_every: int
+    cache_reps: int  # cache default vs off, alternating, every request a new document
+    workers_reps: int  # `serve --workers 2` at GOAL_C clients
 
 
-FULL = Sizes(16, {16: 320, 64: 512, 256: 1024}, 9, 192, 10_000, 1_000)
-QUICK = Sizes(8, {16: 160, 64: 256, 256: 768}, 3, 192, 2_000, 200)
+FULL = Sizes(16, {16: 320, 64: 512, 256: 1024}, 9, 192, 10_000, 1_000, 3, 3)
+QUICK = Sizes(8, {16: 160, 64: 256, 256: 768}, 3, 192, 2_000, 200, 2, 2)
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,18 @@ class Service:
     process: subprocess.Popen[bytes]
     port: int
     traces: bool
+    tag: str = ""
+
+    def pids(self) -> dict[str, int]:
+        """The server and every process below it (workers), for CPU readings."""
+        found, todo = [], [self.process.pid]
+        while todo:
+            for task in Path(f"/proc/{todo.pop()}/task").glob("*"):
+                with contextlib.suppress(OSError):
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                    found.extend(children)
+                    todo.extend(children)
+        return {"service": self.process.pid} | {f"service-{p}": p for p in found}
 
     @property
     def url(self) -> str:
@@ -82,12 +98,13 @@ def _chunk_config() -> tuple[int, int]:
     return int(keys["chunk_tokens"].default), int(keys["chunk_overlap_tokens"].default)
 
 
-def _document() -> str:
+def _document(marker: str = "") -> str:
     """About 1.5 windows of numbered sentences: CHUNKS chunks at the default chunk size, cut by
-    the pipeline's own chunker (every response is checked for CHUNKS + 1 LLM calls, too)."""
+    the pipeline's own chunker (every response is checked for CHUNKS + 1 LLM calls, too). With
+    `marker`, the text starts with it (the load generator numbers it per request)."""
     counter = token_counter(CONFIG["llm_model"])
     window, overlap = _chunk_config()
-    sentences: list[str] = []
+    sentences: list[str] = [f"Document {marker}."] if marker else []
     while counter.count(" ".join(sentences)) < 1.5 * window:
         sentences.append(_SENTENCE.format(i=len(sentences), n=40 + len(sentences) % 17))
     text = " ".join(sentences)
@@ -160,18 +177,25 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _service(workdir: Path, fake: FakeLLM, traces: bool) -> Iterator[Service]:
+def _service(
+    workdir: Path, fake: FakeLLM, traces: bool, *, default_cache: bool = False, workers: int = 1
+) -> Iterator[Service]:
     """`promptdag serve` on a free port with its own data dir until the block ends (the pattern
-    of tests/promptdag/service/live.py: a few attempts, in case another process takes the port)."""
+    of tests/promptdag/service/live.py: a few attempts, in case another process takes the port).
+    `default_cache`: without `llm_cache=off`, i.e. the service's default response cache."""
     exe = str(Path(sys.executable).with_name("promptdag"))
     config = {**CONFIG, "llm_base_url": fake.base_url}
+    if default_cache:
+        del config["llm_cache"]
     pairs = [a for k, v in config.items() for a in ("--config", f"{k}={v}")]
-    tag = "traces" if traces else "no-traces"
+    flag = "traces" if traces else "no-traces"
+    tag = flag + ("-cache" if default_cache else "") + (f"-w{workers}" if workers > 1 else "")
+    more = ["--workers", str(workers)] if workers > 1 else []
     failures = []
     for attempt in range(START_ATTEMPTS):
         port = _free_port()
         log_path = workdir / f"serve-{tag}-{attempt}.log"
-        argv = [exe, "serve", "--port", str(port), *FLAGS, f"--{tag}", *pairs]
+        argv = [exe, "serve", "--port", str(port), *FLAGS, *more, f"--{flag}", *pairs]
         guard = [sys.executable, "-c", _DIE_WITH_PARENT, str(os.getpid())]
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
@@ -185,7 +209,7 @@ def _service(workdir: Path, fake: FakeLLM, traces: bool) -> Iterator[Service]:
         try:
             problem = _wait_ready(proc, port)
             if problem is None:
-                yield Service(proc, port, traces)
+                yield Service(proc, port, traces, tag)
                 return
             text = log_path.read_text(errors="replace")
             failures.append(f"`{' '.join(argv[1:])}`: {problem}\n{text[-2000:]}")
@@ -207,8 +231,10 @@ def _load(
     requests: int,
     warmup: int,
     rss_every: int = 0,
+    vary: str | None = None,
 ) -> Run:
-    """One closed-loop run; refuses results that did not measure what they claim."""
+    """One closed-loop run; refuses results that did not measure what they claim. The
+    service's CPU counts every process of it (workers too)."""
     r = run_load(
         svc.url,
         body,
@@ -216,11 +242,13 @@ def _load(
         requests=requests,
         warmup=warmup,
         time_limit_s=60 + requests / 20,  # ≥ 3× what a run takes at the service's ceiling
-        watch={"service": svc.process.pid, "fake": fake.process.pid},
+        watch={**svc.pids(), "fake": fake.process.pid},
         rss_every=rss_every,
         expect_calls=CHUNKS + 1,
         headers=AUTH,
+        vary=vary,
     )
+    r["cpu_s"]["service"] = sum(v for k, v in r["cpu_s"].items() if k.startswith("service"))
     require(r["ok"] > 0, f"no request succeeded at {clients} clients: {r['errors']}")
     require(r["wrong_calls"] == 0, f"{r['wrong_calls']} answers did not make {CHUNKS + 1} calls")
     return r
@@ -327,12 +355,15 @@ class _Results:
     tracing: dict[bool, list[Run]]
     memory: Run
     text_chars: int
+    cache: dict[str, list[Run]] = field(default_factory=dict)
+    workers: list[Run] = field(default_factory=list)
     took_s: float = 0.0
 
 
 def _measure(sizes: Sizes) -> _Results:
     text = _document()
     body = json.dumps({"text": text}).encode()
+    distinct = json.dumps({"text": _document(MARKER)}).encode()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="promptdag-bench-service-") as tmp:
         work = Path(tmp)
@@ -360,7 +391,34 @@ def _measure(sizes: Sizes) -> _Results:
                     tracing[svc.traces].append(
                         _load(svc, fake, body, GOAL_C, sizes.trace_requests, warmup=GOAL_C)
                     )
-    results = _Results(baseline, sweep, tracing, memory, len(text))
+            cache: dict[str, list[Run]] = {"off": [], "default": [], "hits": []}
+            with _service(work, fake, traces=True, default_cache=True) as cached:
+                for rep in range(sizes.cache_reps):  # a new document each request: misses
+                    for name, svc in (("off", on), ("default", cached))[:: 1 if rep % 2 else -1]:
+                        cache[name].append(
+                            _load(
+                                svc,
+                                fake,
+                                distinct,
+                                GOAL_C,
+                                sizes.trace_requests,
+                                warmup=GOAL_C,
+                                vary=MARKER,
+                            )
+                        )
+                # the same document every time: after the first, every call is a hit
+                cache["hits"].append(
+                    _load(cached, fake, body, GOAL_C, sizes.trace_requests, warmup=GOAL_C)
+                )
+        with (
+            fake_llm(LATENCY_S, work / "fake-llm-workers.log") as fake,
+            _service(work, fake, traces=True, workers=WORKERS) as pool,
+        ):
+            workers = [
+                _load(pool, fake, body, GOAL_C, sizes.trace_requests, warmup=2 * GOAL_C)
+                for _ in range(sizes.workers_reps)
+            ]
+    results = _Results(baseline, sweep, tracing, memory, len(text), cache, workers)
     results.took_s = time.perf_counter() - started
     return results
 
@@ -388,6 +446,16 @@ def _report(res: _Results, sizes: Sizes) -> Report:
     cores_sat = sat["cpu_s"]["service"] / sat["wall_s"]
     need = GOAL_C / (GOAL_P50 * BOUND_S)  # Little's law for a closed loop
     cpu_goal = median([_per_request_ms(r, r["cpu_s"]["service"]) for r in at_goal])
+    if res.workers:
+        goals.append(
+            at_most(
+                f"p50 ÷ critical-path bound, {GOAL_C} clients, --workers {WORKERS}",
+                GOAL_WORKERS_P50,
+                median([r["p50_s"] / BOUND_S for r in res.workers]),
+                "×",
+                2,
+            )
+        )
     missed = [g.metric for g in goals if not g.met]
     mem_rows = [["0 (after warm-up)", "0", f"{mem['rss_start']['service'] / 2**20:.1f} MiB"]]
     mem_rows += [
@@ -443,6 +511,9 @@ def _report(res: _Results, sizes: Sizes) -> Report:
             f"largest deviation from the first {drift:.1%}; over the second half it grew "
             f"{slope / 2**20:+.2f} MiB per 1,000 requests.",
             table(["After requests", "Seconds", "Service RSS"], mem_rows),
+            *_cache_section(res),
+            *_workers_section(res),
+            _environment(),
             f"The whole benchmark took {res.took_s:.0f} s, including starting and stopping the "
             "processes.",
         ],
@@ -495,16 +566,15 @@ def _report(res: _Results, sizes: Sizes) -> Report:
             "request or more worker processes (`promptdag serve` runs one). With one client the "
             f"service adds {(res.baseline['p50_s'] - BOUND_S) * 1e3:.0f} ms to the bound. The "
             "fake LLM and the load generator cost little next to the service (second table). "
-            "Where the service's CPU goes (a py-spy profile at 64 clients, traces on, taken when "
-            "this benchmark was written; the benchmark does not re-measure it): ~43% is the "
-            "client side of the 3 LLM calls (the openai SDK building and parsing each call, "
-            "httpx2, anyio, the socket writes), of which httpcore2's connection pool alone is "
-            "~16%: on every request and every closed response it walks all its "
-            "connections (~100 here) and probes each idle one's socket (`has_expired`), a cost "
-            "that grows with concurrency; then Hamilton's async driver (~12%), promptdag's own "
-            "code (~12%), the asyncio loop itself (~10%), uvicorn's pure-Python h11 parser (~8%; "
-            "uvloop and httptools are not installed), tiktoken (~7%), tracing (~5%) and "
-            "FastAPI/Starlette (~2%). "
+            "Where the service's CPU goes: the client side of the 3 LLM calls was the largest "
+            "share (~43% in a py-spy profile taken when this benchmark was written, with "
+            "`chat.completions.create` over httpx2, whose connection pool walks all its "
+            "connections on every request); the service now sends each call with the SDK's "
+            "`client.post` (no typed body transform, no pydantic answer model) over the SDK's "
+            "aiohttp client, which measured about a third of the client CPU per call of "
+            "`create` over httpx2 at 64 calls in flight. The rest: Hamilton's async driver, "
+            "promptdag's own code, the event loop, uvicorn (on uvloop and httptools, see the "
+            "environment below), tiktoken, tracing and FastAPI/Starlette. "
             f"Tracing adds {tr.extra_cpu_ms:+.2f} ms of CPU per request: the adapter "
             "building the rows on the event loop, and the writer thread (same process, same GIL) "
             "committing them to SQLite; each request also waits for its commit before it is "
@@ -515,6 +585,97 @@ def _report(res: _Results, sizes: Sizes) -> Report:
             "service during each run (see its range). "
             + ("All goals are met." if not missed else f"**Missed: {'; '.join(missed)}.**")
         ),
+    )
+
+
+def _run_row(label: str, r: Run) -> list[str]:
+    return [
+        label,
+        f"{r['throughput']:.1f}",
+        f"{_capacity(r):.1f}",
+        f"{_per_request_ms(r, r['cpu_s']['service']):.2f} ms",
+        f"{r['p50_s'] * 1e3:.0f} ms ({r['p50_s'] / BOUND_S:.2f}×)",
+        f"{r['p99_s'] * 1e3:.0f} ms",
+        _errors(r),
+    ]
+
+
+_RUN_HEADERS = [
+    "Service",
+    "Requests/s",
+    "Requests per service CPU-second",
+    "Service CPU / request",
+    "p50 (÷ bound)",
+    "p99",
+    "Errors",
+]
+
+
+def _cache_section(res: _Results) -> list[str]:
+    """The response cache at its default (use, namespaced per API key) against off."""
+    if not res.cache:
+        return []
+    rows = []
+    for name, label in (
+        ("off", "llm_cache=off, a new document each request"),
+        ("default", "default cache (use), a new document each request: every call a miss"),
+        ("hits", "default cache (use), the same document: every call a hit"),
+    ):
+        rows += [_run_row(label, r) for r in res.cache.get(name, [])]
+    return [
+        f"The response cache, traces on, {GOAL_C} clients: the service as it starts by default "
+        "(`llm_cache` not set: `use`, namespaced by API key) against `llm_cache=off`, in "
+        "alternating runs where every request is a new document (the load generator numbers "
+        "each body, so every call misses and is written to the cache: what the cache costs "
+        "real traffic), then one run of the same document over and over (every call a hit, "
+        "no model call: the latency bound does not apply):",
+        table(_RUN_HEADERS, rows),
+    ]
+
+
+def _workers_section(res: _Results) -> list[str]:
+    """`serve --workers 2` at GOAL_C clients, and the cores the fake and the load took."""
+    if not res.workers:
+        return []
+    fake = median([r["cpu_s"]["fake"] / r["wall_s"] for r in res.workers])
+    load = median([r["loadgen_cpu_s"] / r["wall_s"] for r in res.workers])
+    service = median([r["cpu_s"]["service"] / r["wall_s"] for r in res.workers])
+    busy = median([2 * r["machine_busy"] for r in res.workers])
+    return [
+        f"`promptdag serve --workers {WORKERS}` (traces on, cache off, the same fake model at "
+        f"{LATENCY_S * 1e3:.0f} ms and {CHUNKS}-chunk documents), {GOAL_C} clients, its own "
+        "fake model, alone on the machine (the other services stopped); service CPU counts "
+        f"every process of the server (supervisor and workers). The service used {service:.2f} "
+        f"cores, the fake model {fake:.2f}, the load generator {load:.2f} (medians; the "
+        f"machine, others' work included, {busy:.2f} of 2):",
+        table(_RUN_HEADERS, [_run_row(f"--workers {WORKERS}", r) for r in res.workers]),
+    ]
+
+
+def _environment() -> str:
+    """What `promptdag serve` runs on here, read from the installed packages."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+    def v(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    loop = "uvloop" if v("uvloop") != "not installed" else "asyncio"
+    from promptdag.llm.client import resolve_http_client
+
+    client = resolve_http_client("auto")  # the services start without PROMPTDAG_* settings
+    return (
+        f"Environment: uvicorn {v('uvicorn')} with `loop=auto` and `http=auto` (what `promptdag "
+        f"serve` uses) runs on {loop} (uvloop {v('uvloop')}) with the "
+        f"{AutoHTTPProtocol.__name__} parser (httptools {v('httptools')}, h11 {v('h11')}); "
+        f"the service's LLM client is the openai SDK {v('openai')} over {client} (aiohttp "
+        f"{v('aiohttp')}: PROMPTDAG_LLM_HTTP_CLIENT unset, i.e. auto; =httpx selects httpx2 "
+        f"{v('httpx2')}); "
+        f"{os.cpu_count()} CPUs."
     )
 
 
