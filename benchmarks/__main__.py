@@ -21,6 +21,7 @@ from benchmarks import (
     service,
     startup,
     text_quality,
+    trace_writers,
 )
 from benchmarks._report import Report, machine, median, render, table
 from benchmarks._timing import LoadSampler
@@ -28,7 +29,18 @@ from promptdag.provenance import git_state
 
 BENCHMARKS: dict[str, ModuleType] = {
     m.NAME: m
-    for m in (startup, overhead, fanout, extraction, text_quality, memory, service, gate, batch)
+    for m in (
+        startup,
+        overhead,
+        fanout,
+        extraction,
+        text_quality,
+        memory,
+        service,
+        trace_writers,
+        gate,
+        batch,
+    )
 }
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
