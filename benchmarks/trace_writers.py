@@ -22,7 +22,7 @@ from benchmarks._report import Goal, Report, at_least, at_most, median, spread
 
 __all__ = ["NAME", "TITLE", "run"]
 
-NAME = "trace_writers"
+NAME = "trace-writers"
 TITLE = "Trace store: writer processes sharing one database"
 CONCURRENCY = 64  # submits in flight per process, saturated
 PACED_RATE = 150.0  # requests per second per process: about one service worker's peak

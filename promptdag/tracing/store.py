@@ -16,7 +16,7 @@ transaction holds an exclusive lock on `<db>.lock` (flock): a writer waiting for
 in the kernel and starts the moment the lock is free, and what queued meanwhile goes into its
 next group commit. (SQLite's own busy handler polls with back-off of up to 100 ms: two writers
 at 150 requests/s each waited 3 to 4 times longer at the p99 through it; see the benchmark
-`trace_writers`.)
+`trace-writers`.)
 """
 
 from __future__ import annotations
