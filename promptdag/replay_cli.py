@@ -52,6 +52,12 @@ def _show(result: ReplayResult) -> None:
         typer.echo("rendered prompts: differ from the recorded ones")
         for line in result.prompt_changes:
             typer.echo(f"  {line}")
+        if result.prompt_diff is not None:
+            from promptdag.gate.worddiff import word_diff_plain
+
+            where, pieces = result.prompt_diff
+            typer.echo(f"\nprompt of call {where} ([-recorded-]{{+replayed+}}):\n")
+            typer.echo(word_diff_plain(pieces) + "\n")
     for note in result.notes:
         typer.echo(f"note: {note}")
     cost = "-" if result.cost_usd is None else f"${result.cost_usd:.6f}"

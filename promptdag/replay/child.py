@@ -17,7 +17,7 @@ from typing import Any
 from promptdag.errors import PromptdagError
 from promptdag.factory import build_pipeline
 from promptdag.inputs_store import InputsStore
-from promptdag.pipeline import Pipeline, _jsonable
+from promptdag.pipeline import RunResult, _jsonable
 from promptdag.project import load_project
 from promptdag.provenance import sha256_text
 from promptdag.tracing.context import RequestContext, new_request_id, request_scope
@@ -25,14 +25,14 @@ from promptdag.tracing.context import RequestContext, new_request_id, request_sc
 __all__ = ["main", "replay_jobs"]
 
 
-def _result(pipeline: Pipeline, out: Any) -> dict[str, Any]:
+def _result(out: RunResult) -> dict[str, Any]:
+    """What the parent compares: the answer, the rendered-prompt hashes, each call's prompt hash."""
     return {
         "answer_text": out.answer_text(),
         "answer": _jsonable(out.answer),
         "outputs": _jsonable(out.outputs),
         "prompts": {n: m.get("rendered_sha256") for n, m in out.fingerprint["prompts"].items()},
         "prompt_versions": {n: m.get("version") for n, m in out.fingerprint["prompts"].items()},
-        "rendered": dict(out.prompts),
         "fingerprint": out.fingerprint["id"],
         "config_sha256": out.fingerprint["config_sha256"],
         "git": out.fingerprint["git"],
@@ -42,6 +42,7 @@ def _result(pipeline: Pipeline, out: Any) -> dict[str, Any]:
                 "step": c.step,
                 "chunk_index": c.index,
                 "prompt_sha256": sha256_text(c.prompt),
+                "prompt_text": c.prompt,
                 "cached": c.cached,
             }
             for c in out.llm_calls
@@ -76,7 +77,7 @@ async def _one(project: Any, store: InputsStore, job: dict[str, Any]) -> dict[st
     try:
         with request_scope(ctx):
             out = await pipeline.run(stored.inputs)
-        return {"request_id": job["request_id"], **_result(pipeline, out)}
+        return {"request_id": job["request_id"], **_result(out)}
     except PromptdagError as exc:
         return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
     finally:

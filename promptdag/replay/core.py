@@ -54,6 +54,9 @@ class ReplayResult:
     recorded_answer: str | None
     replayed_answer: str | None
     diff: list[Piece] = field(default_factory=list)
+    # The first changed LLM call's rendered prompt, recorded → replayed (when the recording
+    # kept its text): (where, pieces).
+    prompt_diff: tuple[str, list[Piece]] | None = None
     notes: list[str] = field(default_factory=list)
     cached_calls: int = 0
     calls: int = 0
@@ -69,6 +72,11 @@ class ReplayResult:
         out["diff"] = [list(p) for p in self.diff]
         out["words_changed"] = self.words_changed
         out["diff_plain"] = word_diff_plain(self.diff) if self.diff else None
+        out["prompt_diff"] = (
+            None
+            if self.prompt_diff is None
+            else {"call": self.prompt_diff[0], "plain": word_diff_plain(self.prompt_diff[1])}
+        )
         return out
 
 
@@ -178,6 +186,21 @@ def _prompt_changes(
     return changes if compared else None
 
 
+def _first_prompt_diff(calls: Any, replayed: dict[str, Any]) -> tuple[str, list[Piece]] | None:
+    """The word diff of the first LLM call whose rendered prompt changed, when both texts are
+    known (a redacted recording keeps only hashes)."""
+    now = {_calls_key(c["step"], c["chunk_index"]): c for c in replayed["calls"]}
+    for c in calls.to_dict("records"):
+        key = _calls_key(c["step"], c["chunk_index"])
+        new = now.get(key)
+        if new is None or new["prompt_sha256"] == c.get("prompt_sha256"):
+            continue
+        if isinstance(c.get("prompt_text"), str) and isinstance(new.get("prompt_text"), str):
+            where = key[0] + ("" if key[1] < 0 else f"[{key[1]}]")
+            return where, word_diff(c["prompt_text"], new["prompt_text"])
+    return None
+
+
 def _why(request: Mapping[str, Any], stored: StoredRequest, replayed: dict[str, Any]) -> list[str]:
     """What may explain rendered prompts that differ at the recorded SHA."""
     notes = []
@@ -226,6 +249,7 @@ def _compare(
             replayed_answer=None, error=replayed["error"],
         )  # fmt: skip
     changes = _prompt_changes(calls, stored, replayed)
+    prompt_diff = _first_prompt_diff(calls, replayed) if changes else None
     notes: list[str] = []
     if recorded_answer is None:
         notes.append(
@@ -248,6 +272,7 @@ def _compare(
         same_output=None if recorded_answer is None else recorded_answer == answer,
         replayed_answer=answer,
         diff=[] if recorded_answer is None else word_diff(recorded_answer, answer),
+        prompt_diff=prompt_diff,
         notes=notes,
         cached_calls=int(usage.get("cached_calls") or 0),
         calls=int(usage.get("calls") or 0),

@@ -452,6 +452,13 @@ def replay_page(base: str, result: Any) -> str:
         diff = f'<pre aria-label="Word diff: deleted words struck, inserted words underlined">{word_diff_html(result.diff)}</pre>'
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
     calls = f"{result.calls} calls, {result.cached_calls} from the response cache, cost {usd(result.cost_usd)}."
+    prompt_diff = ""
+    if result.prompt_diff is not None:
+        where, pieces = result.prompt_diff
+        prompt_diff = (
+            f"<h2>The prompt of call <code>{_e(where)}</code>, recorded → replayed</h2>"
+            f'<pre aria-label="Prompt word diff">{word_diff_html(pieces)}</pre>'
+        )
     body = (
         back
         + head
@@ -459,5 +466,6 @@ def replay_page(base: str, result: Any) -> str:
         + (f"<ul>{notes}</ul>" if notes else "")
         + "<h2>Recorded answer → replayed answer (word diff)</h2>"
         + diff
+        + prompt_diff
     )
     return _page(base, "runs", f"Replay of {rid[:12]}", body)

@@ -80,6 +80,8 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
     assert "rendered prompts: differ from the recorded ones" in result.output
     assert "poem_prompt: rendered sha256" in result.output
     assert "answer: differs" in result.output and "[-" in result.output
+    assert "prompt of call poem ([-recorded-]{+replayed+})" in result.output
+    assert "Write 2 [-lines-]{+bullet points+} about harbour." in result.output
 
     # The recorded SHA still reproduces it (the worktree, not the working tree, is run).
     # ...and from the service's response cache (namespaced by the request's key id): free.

@@ -189,6 +189,10 @@ def test_the_replay_button_shows_the_diff_at_head(browser: Chromium, site: Site)
     assert verdict.startswith("The answer differs"), verdict
     assert "Rendered prompts differ: poem_prompt" in browser.eval("document.body.innerText")
     assert browser.eval("document.querySelectorAll('pre ins').length") > 0
+    prompt = browser.eval(
+        "document.querySelector('pre[aria-label=\"Prompt word diff\"]').innerHTML"
+    )
+    assert "Write 3 <del>lines</del><ins>bullet points</ins> about the sea." in prompt, prompt
     deleted = browser.eval("document.querySelectorAll('pre del').length")
     _, _, colours = _shot(browser, site, "replay")
     assert near(colours, INSERTED) > 200, "the inserted words are not highlighted"
