@@ -22,7 +22,7 @@ from typing import Any
 
 from promptdag.config import data_dir
 from promptdag.errors import GateError, PromptdagError
-from promptdag.gate.refs import _tail, ref_worktree, repo_root, resolve_ref
+from promptdag.gate.refs import ref_worktree, repo_root, resolve_ref
 from promptdag.gate.worddiff import Piece, word_diff, word_diff_plain, words_changed
 from promptdag.inputs_store import INPUTS_FILE, InputsStore, StoredRequest
 from promptdag.project import find_project
@@ -120,6 +120,12 @@ def _recorded_sha(request: Mapping[str, Any]) -> str:
             "image). Replay it at a ref instead: --at HEAD."
         )
     return sha
+
+
+def _tail(stderr: str, lines: int = 6) -> str:
+    """The last lines of the replay process's stderr, on one line."""
+    kept = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    return " / ".join(kept[-lines:])
 
 
 def _run_child(
