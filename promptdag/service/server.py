@@ -14,7 +14,8 @@ traces and exits). The settings reach each worker inside its pickled config, ove
 `multiprocessing` spawns it with (never in argv or the environment); each worker builds its
 app, and so its Drivers, once at startup. Metrics are shared through a private directory (see
 `promptdag.service.metrics`); each worker writes the one trace database through its own writer
-(see `promptdag.tracing.store`); every response names its worker in `X-Promptdag-Worker`."""
+(see `promptdag.tracing.store`); every response names its worker in `X-Promptdag-Worker`. A
+worker whose master is killed outright drains and exits by itself."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from typing import IO, Any
 
@@ -229,7 +232,21 @@ class WorkerConfig(uvicorn.Config):
         self.app, self.http = _WorkerHeader(app), _app_protocol(state)
         log_access_to(sys.stderr if self.promptdag_access_log else None)
         install_sighup(state)
+        _drain_when_orphaned(os.getppid())
         super().load()
+
+
+def _drain_when_orphaned(master: int, every_s: float = 1.0) -> None:
+    """In a worker: once its master is gone (killed outright, so it could not stop its workers),
+    SIGTERM itself, which drains it like a stop, so no worker goes on serving alone."""
+
+    def watch() -> None:
+        while os.getppid() == master:
+            time.sleep(every_s)
+        log.warning("worker %d: the master (%d) is gone; draining and exiting", os.getpid(), master)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="promptdag-master-watch", daemon=True).start()
 
 
 class _Supervisor(Multiprocess):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import sqlite3
 import threading
@@ -83,7 +84,27 @@ def is_child(pid: int, parent: int) -> bool:
     return int(stat.rsplit(")", 1)[1].split()[1]) == parent
 
 
-def test_two_workers_serve_and_metrics_add_up_across_them(tmp_path) -> None:
+def wait_for(predicate: Any, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def exited(pid: int) -> bool:
+    """The process is gone, or a zombie nobody reaped yet."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
+
+
+def test_two_workers_serve_metrics_add_up_and_a_killed_master_leaves_no_worker(
+    tmp_path,
+) -> None:
     with live_server(tmp_path, flags=["--workers", "2"], ready_timeout_s=START_S) as server:
         clients = pinned(server, per_worker=1)
         pids = set(clients)
@@ -100,9 +121,13 @@ def test_two_workers_serve_and_metrics_add_up_across_them(tmp_path) -> None:
             assert metric(server, client, "promptdag_request_seconds_count") == 6
             assert metric(server, client, "promptdag_responses_total", status="200") >= 6
             assert metric(server, client, "promptdag_in_flight") == 0
-        code = server.terminate()
-    assert code == 0, server.log()
-    assert "Traceback" not in server.log(), server.log()
+        key = b"PROMETHEUS_MULTIPROC_DIR="
+        environ = Path(f"/proc/{min(pids)}/environ").read_bytes().split(b"\0")
+        (shared,) = [v[len(key) :] for v in environ if v.startswith(key)]
+        assert server.kill() == -signal.SIGKILL  # the master only: it cannot stop its workers
+        assert wait_for(lambda: all(exited(pid) for pid in pids), 60), server.log()
+        shutil.rmtree(os.fsdecode(shared))  # a killed master cannot remove it
+    assert "the master" in server.log() and "is gone; draining" in server.log()
 
 
 @dataclass
@@ -154,15 +179,6 @@ class Load:
             for t in pool:
                 t.join(timeout=30)
         assert not any(t.is_alive() for t in pool), "a load thread hung"
-
-
-def wait_for(predicate: Any, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_a_sigkilled_worker_loses_no_answered_trace_and_is_replaced(tmp_path) -> None:
