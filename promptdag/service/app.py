@@ -63,7 +63,6 @@ from promptdag.service.schema import (
 from promptdag.service.settings import ServiceSettings
 from promptdag.tracing.context import RequestContext, request_scope
 from promptdag.ui.app import mount_ui
-from promptdag.ui.app import mount_ui
 from promptdag.variants import load_variants
 from promptdag.workers import ashutdown_pools
 
@@ -543,7 +542,6 @@ def create_app(settings: ServiceSettings) -> FastAPI:
         )
 
     _register_pipelines(app, state)
-    mount_ui(app, state)  # the traces page at /ui, behind the API keys
     mount_ui(app, state)  # the traces page at /ui, behind the API keys
 
     @app.get(
