@@ -25,7 +25,7 @@ from promptdag.cli_common import (
 )
 from promptdag.config import parse_assignments
 from promptdag.contract import PipelineSpec
-from promptdag.errors import ConfigError, InputError
+from promptdag.errors import ConfigError, InputError, PromptdagError
 from promptdag.eval_cli import register as register_eval
 from promptdag.init_cli import register as register_init
 from promptdag.prompts_cli import prompts_app
@@ -470,15 +470,30 @@ def serve(
 
 
 @app.command(
-    epilog="Examples:\n\n  promptdag gate origin/main --report-dir out/\n\n"
+    epilog="Examples:\n\n  promptdag gate --report-dir out/\n\n"
+    "  promptdag gate --base origin/main\n\n"
     "  promptdag gate HEAD~1 --all --cache replay-only\n\n"
-    "  OPENAI_API_KEY=... promptdag gate origin/main --judge-backend openai --judge-model gpt-4o-mini\n\n"
-    "Exit codes: 0 pass, 1 gate failed, 2 could not run."
+    "  OPENAI_API_KEY=... promptdag gate --judge-backend openai --judge-model gpt-4o-mini\n\n"
+    "Base: BASE or --base, else the merge base of HEAD with origin/main (else main); on that "
+    "branch itself, HEAD~1.\n\n"
+    "Exit codes: 0 pass, 1 gate failed, 2 could not run (a report is still written), "
+    "3 needs a judge or a reviewer's approval (--require-judge makes it 1)."
 )
 def gate(
-    base: Annotated[
-        str, typer.Argument(help="The git ref the change is judged against, e.g. origin/main.")
-    ],
+    base_arg: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="[BASE]", help="The git ref the change is judged against (same as --base)."
+        ),
+    ] = None,
+    base_opt: Annotated[
+        str | None,
+        typer.Option(
+            "--base",
+            help="The git ref the change is judged against (default: the merge base with "
+            "origin/main or main).",
+        ),
+    ] = None,
     report_dir: Annotated[
         Path, typer.Option(help="Where report.md, report.html and report.json go.")
     ] = Path("out/gate"),
@@ -501,11 +516,23 @@ def gate(
     max_loss_share: Annotated[
         float, typer.Option(help="Fail when the regression judge's losses exceed this share.")
     ] = 0.2,
+    require_judge: Annotated[
+        bool,
+        typer.Option(
+            "--require-judge",
+            help="Fail (not exit 3) when a live variant's prompts or model settings changed and "
+            "no judge model ran.",
+        ),
+    ] = False,
 ) -> None:
     """Gate a prompt change: lock check, review report, selected evals (bar from BASE), regression judge."""
     from promptdag.gate.gate import GateOptions, run_gate
-    from promptdag.gate.gate_report import write_reports
+    from promptdag.gate.gate_report import write_error_reports, write_reports
 
+    if base_arg is not None and base_opt is not None and base_arg != base_opt:
+        err(f"gate: BASE {base_arg!r} and --base {base_opt!r} disagree: give one.")
+        raise typer.Exit(2)
+    base = base_opt or base_arg
     judge = (
         {"judge_backend": judge_backend, "judge_model": judge_model, "judge_cache": cache}
         if judge_model
@@ -518,18 +545,28 @@ def gate(
         cache=cache,
         judge_config=judge,
         max_loss_share=max_loss_share,
+        require_judge=require_judge,
     )
-    with user_errors():
-        if cache not in ("off", "use", "replay-only"):
-            raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
-        result = run_gate(options)
-        paths = write_reports(result, report_dir)
-    for reason in result.reasons():
+    try:
+        with user_errors():
+            try:
+                if cache not in ("off", "use", "replay-only"):
+                    raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
+                result = run_gate(options)
+            except PromptdagError as exc:
+                write_error_reports(base or "the merge base", str(exc), report_dir)
+                raise
+            paths = write_reports(result, report_dir)
+    except typer.Exit:
+        err(f"gate: could not run; reports: {report_dir}/report.md, .html, .json")
+        raise
+    for reason in [*result.reasons(), *result.approvals]:
         err(f"gate: {reason}")
-    err(
-        f"gate {'passed' if result.passed else 'FAILED'} against {base}; reports: {', '.join(str(p) for p in paths)}"
+    verdict = {"passed": "passed", "failed": "FAILED"}.get(
+        result.verdict, "needs a judge or a reviewer's approval"
     )
-    raise typer.Exit(0 if result.passed else 1)
+    err(f"gate {verdict} against {result.base}; reports: {', '.join(str(p) for p in paths)}")
+    raise typer.Exit(result.exit_code)
 
 
 @variants_app.command("list", epilog="Examples:\n\n  promptdag variants list --json")

@@ -25,6 +25,12 @@ def suite_changes(base: Suite, head: Suite) -> list[str]:
             f"threshold {direction}: {base.threshold:g} → {head.threshold:g} "
             "(the gate uses the base value)"
         )
+    if base.usage_growth != head.usage_growth:
+        direction = "loosened" if head.usage_growth > base.usage_growth else "tightened"
+        lines.append(
+            f"usage_growth {direction}: {base.usage_growth:g} → {head.usage_growth:g} "
+            "(the gate uses the base value)"
+        )
     if base.pipeline != head.pipeline:
         lines.append(f"pipeline: {base.pipeline!r} → {head.pipeline!r}")
     if base.variant != head.variant:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +121,7 @@ async def _assess(
     variant: str,
     judge: Judge | None,
     outputs: Mapping[str, CaseOutput | None],
-    project: Project,
+    load: Callable[[str], Any],
 ) -> CaseResult:
     out, error, seconds = ran
     if out is None:
@@ -131,10 +131,7 @@ async def _assess(
         )
     else:
         results = tuple(
-            [
-                await evaluate(a, out, judge=judge, outputs=outputs, load=project.import_object)
-                for a in case.asserts
-            ]
+            [await evaluate(a, out, judge=judge, outputs=outputs, load=load) for a in case.asserts]
         )
     return CaseResult(
         case=case.id,
@@ -158,10 +155,12 @@ async def run_suite(
     case_ids: Iterable[str] | None = None,
     judge: Judge | None = None,
     concurrency: int = 2,
+    load: Callable[[str], Any] | None = None,
 ) -> SuiteResult:
     """Run the cases of `suite` (those in `case_ids`, plus any they reference) on the project's
     current code and evaluate their assertions. Case failures become error results; the judge
-    is used, not closed (its owner closes it)."""
+    is used, not closed (its owner closes it). `load` imports a `python` check's callable
+    (default: from the project's tree; the gate loads them from the base ref's)."""
     proj = project if isinstance(project, Project) else load_project(project)
     selected = suite.select(case_ids)
     to_run = _with_references(suite, selected)
@@ -184,7 +183,10 @@ async def run_suite(
         await _close(pipelines)
     outputs = {i: r[0] for i, r in ran.items()}
     calls_before = 0 if judge is None else len(judge.calls)
-    results = [await _assess(c, ran[c.id], variants[c.id], judge, outputs, proj) for c in selected]
+    loader = load or proj.import_object
+    results = [
+        await _assess(c, ran[c.id], variants[c.id], judge, outputs, loader) for c in selected
+    ]
     return SuiteResult(
         suite,
         results,

@@ -105,6 +105,7 @@ class Suite:
     root: Path
     sha256: str = ""
     pipeline: str = ""
+    usage_growth: float = 0.25
 
     def select(self, case_ids: Iterable[str] | None) -> list[Case]:
         """The cases named (all for None), in suite order; an unknown id is a ConfigError."""

@@ -7,6 +7,8 @@ finding, reading and validating them against the project's contract.
     pipeline = "triage"         # default: the contract's default_pipeline
     threshold = 1.0             # pass rate (0..1) the suite must reach
     variant = "baseline"        # optional; default: the variants file's default
+    usage_growth = 0.25         # optional: the gate fails a case whose calls, tokens or cost
+                                # rise more than this share over the base's (default 0.25)
 
     [[cases]]
     id = "login-crash"          # unique in the suite
@@ -51,6 +53,7 @@ from promptdag.project import find_project
 from promptdag.variants import load_variants
 
 __all__ = [
+    "DEFAULT_USAGE_GROWTH",
     "MIN_ASSERTIONS",
     "RUN_OUTPUTS",
     "list_suites",
@@ -62,7 +65,8 @@ __all__ = [
 MIN_ASSERTIONS = 3
 # What an assertion's `output` may name besides the pipeline's declared outputs.
 RUN_OUTPUTS = ("usage", "fingerprint")
-_SUITE_KEYS = ("name", "description", "pipeline", "threshold", "variant")
+DEFAULT_USAGE_GROWTH = 0.25
+_SUITE_KEYS = ("name", "description", "pipeline", "threshold", "usage_growth", "variant")
 _CASE_KEYS = ("id", "variant", "inputs", "files", "assert")
 
 
@@ -257,6 +261,12 @@ def _header(raw: Any, file: str, contract: Contract, problems: list[str]) -> dic
         problems.append(
             f"{file}: [suite] threshold = {threshold!r} must be a pass rate from 0 to 1 (e.g. 0.9)"
         )
+    growth = raw.get("usage_growth", DEFAULT_USAGE_GROWTH)
+    if not isinstance(growth, int | float) or isinstance(growth, bool) or growth < 0:
+        problems.append(
+            f"{file}: [suite] usage_growth = {growth!r} must be a share of at least 0 "
+            "(e.g. 0.25: a case may use 25% more calls, tokens and cost than on the base)"
+        )
     return raw
 
 
@@ -341,6 +351,7 @@ def load_suite(name_or_path: str | Path, *, root: str | Path | None = None) -> S
         name=str(header.get("name") or path.stem),
         description=str(header.get("description", "")),
         threshold=float(header["threshold"]),
+        usage_growth=float(header.get("usage_growth", DEFAULT_USAGE_GROWTH)),
         variant=header.get("variant"),
         cases=tuple(cases),
         path=resolved,

@@ -7,10 +7,14 @@ head answers. Exit 0 pass, 1 gate failed, 2 could not run."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
+import importlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,35 +31,75 @@ from promptdag.evals import (
     run_suite,
     suite_changes,
 )
+from promptdag.gate.checks import static_findings
 from promptdag.gate.lockfile import LOCK_FILE, LockCheck, check_lock, lock_from_snapshot, read_lock
-from promptdag.gate.refs import project_subdir, ref_worktree, repo_root, snapshot_tree
+from promptdag.gate.refs import (
+    default_base,
+    git,
+    head_label,
+    project_subdir,
+    ref_worktree,
+    repo_root,
+    resolve_ref,
+    snapshot_tree,
+)
 from promptdag.gate.report import Review, compare
-from promptdag.gate.selection import Selection, changed_prompt_nodes, select_cases
-from promptdag.project import find_project
+from promptdag.gate.selection import Selection, changed_nodes, select_cases
+from promptdag.gate.snapshot import take_snapshot
+from promptdag.pipeline import LLM_INPUT
+from promptdag.project import find_project, project_imports
 
 __all__ = ["GateOptions", "GateResult", "run_gate"]
 
 
 @dataclass(frozen=True)
 class GateOptions:
-    base: str
+    base: str | None  # None: the merge base with the target branch (refs.default_base)
     report_dir: Path
     run_all: bool = False
     cache: str = "use"
     judge_config: dict[str, Any] = field(default_factory=dict)
     max_loss_share: float = 0.2
+    require_judge: bool = False
 
 
 @dataclass
 class SuiteGate:
     name: str
     selection: Selection
-    result: dict[str, Any] | None = None  # SuiteResult.to_json()
+    result: dict[str, Any] | None = None  # SuiteResult.to_json() of the head
+    base: dict[str, Any] | None = None  # the same cases run on the base tree
     judge: dict[str, Any] = field(default_factory=dict)  # case → outcome, plus totals
+    usage_growth: float = 0.25  # from the base suite
+    rises: list[str] = field(default_factory=list)  # usage over the allowed growth
+    drops: list[str] = field(default_factory=list)  # usage well under the base's
+    # A changed variant run on cases written for another: the bar is the base's result on the
+    # same variant (no case that passed there may fail), not the suite's threshold.
+    against_base: bool = False
 
     @property
     def failed(self) -> bool:
-        return self.result is not None and not self.result["passed"]
+        if self.result is None:
+            return False
+        if self.against_base and self.base is not None:
+            return bool(self.regressions())
+        return not self.result["passed"]
+
+    def regressions(self) -> list[str]:
+        """Cases that passed on the base and do not pass at head."""
+        return [
+            case
+            for case, before, after in self.pairs()
+            if before is not None
+            and before["status"] == "pass"
+            and (after is None or after["status"] != "pass")
+        ]
+
+    def pairs(self) -> list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]]:
+        """(case id, base case, head case) for every selected case, in selection order."""
+        base = {c["case"]: c for c in (self.base or {}).get("cases", [])}
+        head = {c["case"]: c for c in (self.result or {}).get("cases", [])}
+        return [(c, base.get(c), head.get(c)) for c in self.selection.selected]
 
 
 @dataclass
@@ -68,9 +112,13 @@ class GateResult:
     judge_note: str
     llm_calls: dict[str, int]
     max_loss_share: float
+    not_covered: list[str] = field(default_factory=list)  # changes users get, with no case
+    notes: list[str] = field(default_factory=list)  # changes not evaluated, and why
+    approvals: list[str] = field(default_factory=list)  # what a judge or a reviewer must pass
+    unjudged: list[str] = field(default_factory=list)  # failures under --require-judge
 
     def reasons(self) -> list[str]:
-        out = list(self.problems) + self.lock.messages()
+        out = list(self.problems) + self.lock.messages() + self.not_covered + self.unjudged
         for s in self.suites:
             if s.result is None:
                 continue
@@ -82,11 +130,17 @@ class GateResult:
                 f"eval suite {s.name}: case(s) {', '.join(cases)} could not run: {error}"
                 for error, cases in errors.items()
             ]
-            if s.failed:
+            if s.failed and s.against_base and s.base is not None:
                 out.append(
-                    f"eval suite {s.name}: pass rate {s.result['pass_rate']} is below its "
-                    f"threshold {s.result['threshold']} (read from {self.base})"
+                    f"eval suite {s.name}: case(s) {', '.join(s.regressions())} passed on the "
+                    "base with this variant and do not pass at head"
                 )
+            elif s.failed:
+                out.append(
+                    f"eval suite {s.name}: pass rate {_rate(s.result['pass_rate'])} is below its "
+                    f"threshold {_rate(s.result['threshold'])} (read from {self.base})"
+                )
+            out += [f"eval suite {s.name}: {r}" for r in s.rises]
             if s.judge.get("failed"):
                 out.append(
                     f"eval suite {s.name}: the regression judge found {s.judge['losses']} "
@@ -98,6 +152,63 @@ class GateResult:
     @property
     def passed(self) -> bool:
         return not self.reasons()
+
+    @property
+    def verdict(self) -> str:
+        """`failed` (any reason), else `needs approval` (a live variant's prompts or model
+        settings changed and no judge ran, or a static check found something), else `passed`."""
+        if not self.passed:
+            return "failed"
+        return "needs approval" if self.approvals else "passed"
+
+    @property
+    def exit_code(self) -> int:
+        """0 passed, 1 failed, 3 needs a judge or a reviewer's approval (2: could not run)."""
+        return {"passed": 0, "failed": 1, "needs approval": 3}[self.verdict]
+
+
+def _rate(value: float | None) -> str:
+    return "n/a (no case was evaluated)" if value is None else f"{value:.0%}"
+
+
+def _check_files(suites: dict[str, Suite], root: Path) -> list[str]:
+    """The files (relative to `root`) of the `python` checks the suites call."""
+    files = set()
+    for suite in suites.values():
+        for case in suite.cases:
+            for a in case.asserts:
+                ref = a.options.get("callable") if a.type == "python" else None
+                if isinstance(ref, str):
+                    module = ref.partition(":")[0].replace(".", "/")
+                    for rel in (f"{module}.py", f"{module}/__init__.py"):
+                        if (root / rel).is_file():
+                            files.add(rel)
+    return sorted(files)
+
+
+def eval_code_changes(
+    repo: Path, base_sha: str, head_root: Path, base_root: Path, suites: dict[str, Suite]
+) -> list[str]:
+    """The evaluation code this change edits (its suites' python checks, and the framework's
+    eval package when the repository holds it): the gate runs the base's copy, and a human
+    approves the change, which takes effect on the next pull request."""
+    sub = project_subdir(head_root)
+    paths = [(sub / rel).as_posix() for rel in _check_files(suites, base_root)]
+    framework = Path(__file__).resolve().parents[1] / "evals"
+    if framework.is_relative_to(repo):
+        paths.append(framework.relative_to(repo).as_posix())
+    if not paths:
+        return []
+    changed = git(repo, "diff", "--name-only", base_sha, "--", *paths).splitlines()
+    framework_dir = paths[-1] if framework.is_relative_to(repo) else None
+    return [
+        f"evaluation code changed: {p} (the gate ran the base's copy; a reviewer approves it, "
+        "and it takes effect on the next pull request)"
+        if framework_dir is None or not p.startswith(framework_dir)
+        else f"evaluation framework changed: {p} (the gate ran this change's copy of the "
+        "framework: a reviewer must approve it)"
+        for p in sorted(changed)
+    ]
 
 
 def _base_suites(base_root: Path, base_snap: dict[str, Any]) -> dict[str, Suite]:
@@ -127,10 +238,16 @@ def _cases(
     ]
 
 
-def _base_outputs(
-    base_root: Path, suite: Suite, case_ids: list[str], env: dict[str, str]
-) -> dict[str, str]:
-    """The selected cases' outputs on the base tree, in a subprocess in its worktree."""
+def _base_run(
+    base_root: Path,
+    suite: Suite,
+    case_ids: list[str],
+    cache: str,
+    env: dict[str, str],
+    variant: str | None = None,
+) -> dict[str, Any]:
+    """The selected cases run on the base tree (its pipeline, suite and checks), in a subprocess
+    in its worktree, through the shared response cache: `promptdag eval --json`'s result."""
     cmd = [
         sys.executable,
         "-P",
@@ -140,9 +257,12 @@ def _base_outputs(
         "--suite",
         str(suite.path),
         "--json",
+        "--cache",
+        cache,
     ]
     for case in case_ids:
         cmd += ["--case", case]
+    cmd += ["--variant", variant] if variant else []
     proc = subprocess.run(
         cmd, cwd=base_root, env=env, capture_output=True, text=True, timeout=1800, check=False
     )
@@ -150,7 +270,71 @@ def _base_outputs(
         raise GateError(
             f"running suite {suite.name} on the base tree failed: {proc.stderr.strip()[-500:]}"
         )
-    return {c["case"]: c["output"] for c in json.loads(proc.stdout)["cases"] if c.get("output")}
+    data: dict[str, Any] = json.loads(proc.stdout)
+    return data
+
+
+def _base_loader(base_root: Path) -> Callable[[str], Any]:
+    """Imports a suite's `python` check from the base tree, so a change cannot rewrite the code
+    that judges it; a check the base does not define is a GateError."""
+
+    def load(ref: str) -> Any:
+        module_name, _, attr = ref.partition(":")
+        top = module_name.split(".")[0]
+        with project_imports(base_root, tops=(top,)):
+            try:
+                module = importlib.import_module(module_name)
+            except ImportError as exc:
+                raise GateError(f"cannot import {module_name} from the base tree: {exc}") from exc
+        where = Path(getattr(module, "__file__", "") or "").resolve()
+        if base_root.resolve() not in where.parents:
+            raise GateError(f"{module_name} was imported from {where}, not from the base tree.")
+        if not hasattr(module, attr):
+            raise GateError(f"{module_name} on the base tree has no {attr!r}.")
+        return getattr(module, attr)
+
+    return load
+
+
+_METRICS = (("calls", "LLM calls"), ("tokens", "tokens"), ("cost_usd", "cost"))
+
+
+def _metric(usage: dict[str, Any] | None, key: str) -> float | None:
+    if not usage:
+        return None
+    if key == "tokens":
+        return float(usage.get("input_tokens", 0) + usage.get("output_tokens", 0))
+    value = usage.get(key)
+    return None if value is None else float(value)
+
+
+def _figure(key: str, value: float) -> str:
+    return f"${value:.6f}".rstrip("0").rstrip(".") if key == "cost_usd" else f"{value:g}"
+
+
+def usage_changes(
+    case: str, base: dict[str, Any] | None, head: dict[str, Any] | None, growth: float
+) -> tuple[list[str], list[str]]:
+    """(rises over the allowed growth, drops beyond it) of one case's calls, tokens and cost
+    against the base's, each one line with the figures."""
+    rises, drops = [], []
+    for key, label in _METRICS:
+        before, after = _metric(base, key), _metric(head, key)
+        if before is None or after is None or before == after:
+            continue
+        change = (after - before) / before if before else float("inf")
+        figures = f"{_figure(key, before)} → {_figure(key, after)}"
+        share = "from none" if before == 0 else f"{change:+.0%}"
+        if change > growth:
+            rises.append(
+                f"case {case}: {label} {figures} ({share}), over the +{growth:.0%} allowed"
+            )
+        elif change < -growth:
+            drops.append(
+                f"case {case}: {label} {figures} ({share}): fewer calls or tokens can mean "
+                "content was dropped"
+            )
+    return rises, drops
 
 
 async def _judge_suite(
@@ -175,6 +359,65 @@ async def _judge_suite(
     }
 
 
+@dataclass
+class _Run:
+    """What the evaluation step shares across suites."""
+
+    opts: GateOptions
+    head_root: Path
+    base_root: Path
+    env: dict[str, str]
+    judge: Judge | None
+    calls: dict[str, int]
+
+
+async def _run_selected(
+    run: _Run, gate: SuiteGate, base_suite: Suite, variant: str | None, on_base: bool
+) -> None:
+    """Run the gate's selected cases at head (the base's suite and checks) and on the base tree
+    (unless the variant does not exist there), then compare usage and judge."""
+    suite = load_suite(base_suite.path, root=run.head_root)  # base cases, head tree
+    cases = list(gate.selection.selected)
+    result = await run_suite(
+        suite,
+        project=run.head_root,
+        variant=variant,
+        case_ids=cases,
+        overrides={"llm_cache": run.opts.cache},
+        judge=run.judge,
+        load=_base_loader(run.base_root),
+    )
+    gate.result = result.to_json()
+    relative = base_suite.path.resolve().relative_to(run.base_root.resolve()).as_posix()
+    gate.result["file"] = f"{run.opts.base}:{relative}"
+    for case in gate.result["cases"]:
+        run.calls["calls"] += (case.get("usage") or {}).get("calls", 0)
+        run.calls["cached_calls"] += (case.get("usage") or {}).get("cached_calls", 0)
+    if not on_base:
+        return
+    gate.base = await asyncio.to_thread(
+        _base_run, run.base_root, base_suite, cases, run.opts.cache, run.env, variant
+    )
+    gate.base["file"] = gate.result["file"]  # not the temporary worktree's path
+    for case, before, after in gate.pairs():
+        rises, drops = usage_changes(
+            case, (before or {}).get("usage"), (after or {}).get("usage"), gate.usage_growth
+        )
+        gate.rises += rises
+        gate.drops += drops
+    if run.judge is not None:
+        base_outputs = {c["case"]: c["output"] for c in gate.base["cases"] if c.get("output")}
+        gate.judge = await _judge_suite(
+            run.judge, result.case_outputs, base_outputs, run.opts.max_loss_share
+        )
+
+
+def _live(snapshot: dict[str, Any], variant: str) -> bool:
+    """Whether users get this variant: it has traffic, or it is the default."""
+    v = snapshot.get("variants", {}).get(variant, {})
+    return bool(v.get("weight")) or snapshot.get("default_variant") == variant
+
+
 async def _evaluate(
     opts: GateOptions,
     head_root: Path,
@@ -183,48 +426,62 @@ async def _evaluate(
     head_snap: dict[str, Any],
     base_snap: dict[str, Any],
     env: dict[str, str],
-) -> tuple[list[SuiteGate], str, dict[str, int]]:
-    changed = changed_prompt_nodes(base_snap, head_snap)
+) -> tuple[list[SuiteGate], str, dict[str, int], list[str]]:
+    """Every suite's selected cases; then every changed variant no selected case runs on, on
+    the unpinned cases of each suite it affects. Returns (runs, judge note, LLM calls, the
+    changed variants no case covers)."""
+    changed = changed_nodes(base_snap, head_snap)
     contract: Contract = load_contract(head_root)
     judge = judge_from_config(opts.judge_config, project=head_root) if opts.judge_config else None
     note = "" if judge is not None else "skipped: no judge model configured (--judge-model MODEL)"
-    calls = {"calls": 0, "cached_calls": 0}
-    gates = []
+    run = _Run(opts, head_root, base_root, env, judge, {"calls": 0, "cached_calls": 0})
+    gates: list[SuiteGate] = []
+    covered: set[str] = set()
+    uncovered: list[str] = []
     try:
         for name, base_suite in sorted(suites.items()):
             spec = contract.pipeline(base_suite.pipeline or None)
-            selection = select_cases(
-                _cases(base_suite, spec, head_snap, base_snap),
-                head_snap,
-                changed,
-                run_all=opts.run_all,
-            )
-            gate = SuiteGate(name, selection)
+            cases = _cases(base_suite, spec, head_snap, base_snap)
+            selection = select_cases(cases, head_snap, changed, run_all=opts.run_all)
+            covered |= {c["variant"] for c in cases if c["id"] in selection.selected}
+            gate = SuiteGate(name, selection, usage_growth=base_suite.usage_growth)
             if selection.selected:
-                suite = load_suite(base_suite.path, root=head_root)  # base cases, head tree
-                result = await run_suite(
-                    suite,
-                    project=head_root,
-                    case_ids=list(selection.selected),
-                    overrides={"llm_cache": opts.cache},
-                    judge=judge,
-                )
-                gate.result = result.to_json()
-                relative = base_suite.path.resolve().relative_to(base_root.resolve()).as_posix()
-                gate.result["file"] = f"{opts.base}:{relative}"
-                for case in gate.result["cases"]:
-                    calls["calls"] += (case.get("usage") or {}).get("calls", 0)
-                    calls["cached_calls"] += (case.get("usage") or {}).get("cached_calls", 0)
-                if judge is not None:
-                    base = _base_outputs(base_root, base_suite, list(selection.selected), env)
-                    gate.judge = await _judge_suite(
-                        judge, result.case_outputs, base, opts.max_loss_share
-                    )
+                await _run_selected(run, gate, base_suite, None, on_base=True)
             gates.append(gate)
+        for variant in sorted(set(changed) - covered):
+            ran = False
+            for name, base_suite in sorted(suites.items()):
+                spec = contract.pipeline(base_suite.pipeline or None)
+                unpinned = [
+                    {**c, "variant": variant, "base_variant": variant}
+                    for c, case in zip(
+                        _cases(base_suite, spec, head_snap, base_snap),
+                        base_suite.cases,
+                        strict=True,
+                    )
+                    if case.variant is None
+                ]
+                picked = select_cases(unpinned, head_snap, changed).selected
+                if not picked:
+                    continue
+                why = f"variant {variant} changed and no case runs on it: run on it; "
+                selection = Selection({c: why + r for c, r in picked.items()}, {})
+                gate = SuiteGate(
+                    f"{name} on variant {variant}",
+                    selection,
+                    usage_growth=base_suite.usage_growth,
+                    against_base=True,
+                )
+                on_base = "graph" in base_snap.get("variants", {}).get(variant, {})
+                await _run_selected(run, gate, base_suite, variant, on_base=on_base)
+                gates.append(gate)
+                ran = True
+            if not ran:
+                uncovered.append(variant)
     finally:
         if judge is not None:
             await judge.aclose()
-    return gates, note, calls
+    return gates, note, run.calls, uncovered
 
 
 def run_gate(opts: GateOptions) -> GateResult:
@@ -236,10 +493,14 @@ def run_gate(opts: GateOptions) -> GateResult:
         **{k: v for k, v in os.environ.items() if k != "PROMPTDAG_PROJECT"},
         "PROMPTDAG_DATA_DIR": str(cache_dir),
     }
-    with ref_worktree(repo, opts.base) as tree:
+    if opts.base is None:
+        base_ref, base_label = default_base(repo)
+    else:
+        base_ref = base_label = opts.base
+    opts = dataclasses.replace(opts, base=base_label)
+    with ref_worktree(repo, base_ref) as tree:
         base_root = tree / sub
-        base_snap = snapshot_tree(base_root, cache_dir)
-        head_snap = snapshot_tree(head_root, cache_dir)
+        base_snap, head_snap = _snapshots(base_root, head_root, cache_dir)
         problems = [f"head: {p}" for p in head_snap.get("problems", [])]
         fresh = lock_from_snapshot(head_snap) if not problems else None
         lock = (
@@ -257,27 +518,119 @@ def run_gate(opts: GateOptions) -> GateResult:
             for name in sorted(set(base_suites) & set(head_suites))
             for c in suite_changes(base_suites[name], head_suites[name])
         ]
+        changes += eval_code_changes(
+            repo, resolve_ref(repo, base_ref), head_root, base_root, base_suites
+        )
         changes += [
-            f"{n}: new suite (not gating until it is on {opts.base})"
+            f"{n}: new suite (not gating until it is on {base_label})"
             for n in sorted(set(head_suites) - set(base_suites))
         ]
         changes += [
-            f"{n}: removed (still gating: read from {opts.base})"
+            f"{n}: removed (still gating: read from {base_label})"
             for n in sorted(set(base_suites) - set(head_suites))
         ]
         review = compare(
             base_snap,
             head_snap,
-            base_label=opts.base,
-            head_label="working tree",
+            base_label=base_label,
+            head_label=head_label(repo, head_root),
             suite_changes=changes,
         )
         try:
-            gates, note, calls = asyncio.run(
+            gates, note, calls, uncovered = asyncio.run(
                 _evaluate(opts, head_root, base_root, base_suites, head_snap, base_snap, env)
             )
         except PromptdagError as exc:
             if isinstance(exc, GateError):
                 raise
             raise GateError(f"the eval step could not run: {exc}") from exc
-    return GateResult(opts.base, lock, review, gates, problems, note, calls, opts.max_loss_share)
+        where = _suite_files(head_root, base_suites)
+    changed = changed_nodes(base_snap, head_snap)
+    not_covered, notes = [], []
+    for variant in uncovered:
+        what = ", ".join(f"{n} ({why})" for n, why in sorted(changed[variant].items()))
+        if _live(head_snap, variant):
+            not_covered.append(
+                f"not covered: variant {variant} changed ({what}) and users get it, but no "
+                f'eval case covers it: add a case with variant = "{variant}" to {where}'
+            )
+        else:
+            notes.append(
+                f"not evaluated: variant {variant} (no traffic) changed ({what}) and no eval "
+                f'case covers it: add a case with variant = "{variant}" to {where}'
+            )
+    notes += [
+        f"{v.key}: not evaluated: no variant uses it"
+        for v in (*review.added, *review.edited)
+        if not v.variants
+    ]
+    unjudged = [] if opts.judge_config else _unjudged(head_snap, changed)
+    old_default, new_default = review.default_variant
+    if old_default != new_default and old_default is not None and not opts.judge_config:
+        unjudged.append(
+            f"needs a judge or a reviewer's approval: the default variant moved {old_default} → "
+            f"{new_default}, and no judge model ran"
+        )
+    approvals = static_findings(review)
+    if unjudged and opts.require_judge:
+        unjudged = [f"{u} (--require-judge)" for u in unjudged]
+    else:
+        approvals, unjudged = [*unjudged, *approvals], []
+    return GateResult(
+        base_label,
+        lock,
+        review,
+        gates,
+        problems,
+        note,
+        calls,
+        opts.max_loss_share,
+        not_covered=not_covered,
+        notes=notes,
+        approvals=approvals,
+        unjudged=unjudged,
+    )
+
+
+def _unjudged(head: dict[str, Any], changed: dict[str, dict[str, str]]) -> list[str]:
+    """Live variants whose rendered prompts or model settings changed: offline, the embedded
+    model cannot show an instruction-level regression, so a judge or a reviewer must."""
+    out = []
+    for variant, nodes in sorted(changed.items()):
+        prompts = set(head.get("variants", {}).get(variant, {}).get("prompts", {}))
+        hit = {n: w for n, w in nodes.items() if n in prompts or n == LLM_INPUT}
+        if hit and _live(head, variant):
+            what = ", ".join(f"{n} ({w})" for n, w in sorted(hit.items()))
+            out.append(
+                f"needs a judge or a reviewer's approval: variant {variant} has traffic and its "
+                f"rendered prompts or model settings changed ({what}), and no judge model ran"
+            )
+    return out
+
+
+def _snapshots(
+    base_root: Path, head_root: Path, cache_dir: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base, head) snapshots, taken at once: the base's in a subprocess (its modules never mix
+    with the head's), the head's in this process, which runs the head's code anyway."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        base = pool.submit(snapshot_tree, base_root, cache_dir)
+        try:
+            head = json.loads(json.dumps(take_snapshot(head_root)))  # as the base's: JSON
+        except PromptdagError as exc:
+            raise GateError(f"cannot load the prompts of {head_root}: {exc}") from exc
+        finally:
+            base_snap = base.result()
+    return base_snap, head
+
+
+def _suite_files(head_root: Path, suites: dict[str, Suite]) -> str:
+    """Where a new case goes: the suite files (relative to the project), else the directory."""
+    files = sorted(
+        s.path.relative_to(s.root).as_posix()
+        for s in suites.values()
+        if s.path.is_relative_to(s.root)
+    )
+    if files:
+        return " or ".join(files)
+    return load_contract(head_root).relpath(load_contract(head_root).suites) + "/<name>.toml"

@@ -19,7 +19,18 @@ from promptdag.contract import CONTRACT_FILE
 from promptdag.errors import GateError
 from promptdag.project import find_project
 
-__all__ = ["git", "project_subdir", "ref_worktree", "repo_root", "resolve_ref", "snapshot_tree"]
+__all__ = [
+    "default_base",
+    "git",
+    "head_label",
+    "project_subdir",
+    "ref_worktree",
+    "repo_root",
+    "resolve_ref",
+    "snapshot_tree",
+]
+
+TARGETS = ("origin/main", "main")
 
 _SNAPSHOT_TIMEOUT_S = 600
 
@@ -58,6 +69,42 @@ def resolve_ref(repo: Path, ref: str) -> str:
             f"cannot read git ref {ref!r}: it is not a commit in {repo}. "
             "Fetch it first (e.g. git fetch origin main) or name another ref."
         ) from exc
+
+
+def _commit(repo: Path, ref: str) -> str | None:
+    try:
+        return resolve_ref(repo, ref)
+    except GateError:
+        return None
+
+
+def default_base(repo: Path) -> tuple[str, str]:
+    """What a change is gated against: the merge base of HEAD with the target branch
+    (origin/main, else main), so a multi-commit change is judged as a whole; on the target
+    branch itself (the merge base is HEAD), the previous commit. Returns (sha, label)."""
+    head = resolve_ref(repo, "HEAD")
+    for target in TARGETS:
+        if _commit(repo, target) is None:
+            continue
+        base = git(repo, "merge-base", "HEAD", target)
+        if base != head:
+            return base, f"{base[:10]} (merge base with {target})"
+        if _commit(repo, "HEAD~1") is not None:
+            previous = git(repo, "rev-parse", "HEAD~1")
+            return previous, f"{previous[:10]} (HEAD~1: HEAD is {target})"
+        raise GateError(
+            f"HEAD is {target} and has no previous commit to compare with (a shallow clone?)."
+        )
+    raise GateError(
+        f"no base to compare with: neither {' nor '.join(TARGETS)} exists here. "
+        "Name one: promptdag gate --base REF (e.g. after git fetch origin main)."
+    )
+
+
+def head_label(repo: Path, project: Path) -> str:
+    """`working tree` when the project has uncommitted changes, else `HEAD (<short sha>)`."""
+    dirty = git(repo, "status", "--porcelain", "--", str(project))
+    return "working tree" if dirty else f"HEAD ({git(repo, 'rev-parse', '--short', 'HEAD')})"
 
 
 @contextlib.contextmanager

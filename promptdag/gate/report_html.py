@@ -23,7 +23,16 @@ import graphviz
 if TYPE_CHECKING:
     from promptdag.gate.report import Dag, FixtureDiff
 
-__all__ = ["Block", "Line", "Span", "highlight_mermaid", "render_html", "snapshot_dot", "usd"]
+__all__ = [
+    "Block",
+    "Line",
+    "Span",
+    "changed_part",
+    "highlight_mermaid",
+    "render_html",
+    "snapshot_dot",
+    "usd",
+]
 
 # Text: plain, or (style, text) with style "code", "b" or "warn".
 Span = str | tuple[str, str]
@@ -178,10 +187,33 @@ def snapshot_dot(graph: Mapping[str, Any], highlight: Collection[str]) -> str:
     return "\n".join([*lines, "}"]) + "\n"
 
 
-def _svg(dag: Dag) -> tuple[str | None, str]:
+def changed_part(graph: Mapping[str, Any], changed: Collection[str]) -> dict[str, Any]:
+    """The part of a snapshot graph a reviewer looks at first: the changed nodes, what feeds
+    them directly (their prompts, config, inputs) and everything downstream of them."""
+    children: dict[str, set[str]] = {}
+    parents: dict[str, set[str]] = {}
+    for a, b in graph["edges"]:
+        children.setdefault(a, set()).add(b)
+        parents.setdefault(b, set()).add(a)
+    keep = set(changed)
+    todo = list(changed)
+    while todo:
+        for child in children.get(todo.pop(), set()) - keep:
+            keep.add(child)
+            todo.append(child)
+    keep |= {p for n in changed for p in parents.get(n, set())}
+    return {
+        "nodes": [n for n in graph["nodes"] if n["name"] in keep],
+        "edges": [e for e in graph["edges"] if e[0] in keep and e[1] in keep],
+        "mermaid": graph["mermaid"],
+    }
+
+
+def _svg(dag: Dag, graph: Mapping[str, Any] | None = None) -> tuple[str | None, str]:
     """(inline svg, note); svg is None when `dot` cannot draw it, and the note says why."""
     try:
-        out = graphviz.Source(snapshot_dot(dag.graph, dag.highlight)).pipe(format="svg", quiet=True)
+        dot = snapshot_dot(graph or dag.graph, dag.highlight)
+        out = graphviz.Source(dot).pipe(format="svg", quiet=True)
     except graphviz.ExecutableNotFound:
         install = "apt-get install graphviz, or brew install graphviz"
         return None, f"Graphviz 'dot' is not installed ({install}): the DAG is shown as Mermaid."
@@ -208,11 +240,13 @@ summary { cursor: pointer; padding: 6px 0; }
 table.diff { width: 100%; }
 table.diff td { border: none; padding: 0 6px; white-space: pre-wrap; word-break: break-word; }
 table.diff td.sign { width: 1em; color: #6b7280; }
-tr.add { background: #dcfce7; } tr.del { background: #fee2e2; }
+tr.add, ins { background: #dcfce7; } tr.del, del { background: #fee2e2; }
+tr.change { background: #fefce8; } ins { text-decoration: none; }
 tr.hunk { background: #dbeafe; color: #1e3a8a; } tr.file { background: #f3f4f6; font-weight: 600; }
 .warn { color: #b91c1c; font-weight: 600; }
 .dag { overflow-x: auto; }
 .dag svg { width: max(100%, 1800px); height: auto; }
+.dag-part svg { max-width: 100%; height: auto; }
 """
 
 
@@ -225,21 +259,31 @@ def _line(line: Line) -> str:
 
 
 def _diff(f: FixtureDiff) -> str:
+    """The rendered-text diff as rows: context lines, and each changed run of lines as one row
+    with the removed words struck through and the added ones highlighted."""
+    from promptdag.gate.worddiff import unified_words, word_diff_html
+
     rows = []
-    for ln in f.diff:
-        kind = "file" if ln.startswith(("--- ", "+++ ")) else "hunk" if ln.startswith("@@") else ""
-        kind = kind or {"+": "add", "-": "del"}.get(ln[:1], "ctx")
-        sign, text = ("", ln) if kind in ("file", "hunk") else (ln[:1], ln[1:])
-        cells = f'<td class="sign">{html.escape(sign)}</td><td>{html.escape(text)}</td>'
+    for kind, body in unified_words(f.diff):
+        if isinstance(body, list):
+            sign, cell = "~", word_diff_html(body)
+        else:
+            sign, cell = ("" if kind in ("file", "hunk") else " "), html.escape(body)
+        cells = f'<td class="sign">{html.escape(sign)}</td><td>{cell}</td>'
         rows.append(f'<tr class="{kind}">{cells}</tr>')
     return f'<table class="diff">{"".join(rows)}</table>'
 
 
 def _dag(dag: Dag) -> str:
+    """The changed part of the DAG first (fitted to the page), the full DAG behind a toggle."""
     svg, note = _svg(dag)
-    if svg:
-        return f'<div class="dag" id="dag">{svg}</div>'
-    return f'<div id="dag"><p class="warn">{html.escape(note)}</p><pre>{html.escape(dag.mermaid)}</pre></div>'
+    if not svg:
+        return f'<div id="dag"><p class="warn">{html.escape(note)}</p><pre>{html.escape(dag.mermaid)}</pre></div>'
+    full = f'<details class="full-dag"><summary>The full DAG</summary><div class="dag">{svg}</div></details>'
+    if not dag.highlight:
+        return f'<div id="dag">{full}</div>'
+    part, _ = _svg(dag, changed_part(dag.graph, dag.highlight))
+    return f'<div id="dag"><div class="dag-part">{part}</div>{full}</div>'
 
 
 def _blocks(blocks: Iterable[Block]) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from promptdag.gate.report import Dag, FixtureDiff, Review, TextChange, VariantChange
 from promptdag.gate.report_html import Block, Line, Span, usd
+from promptdag.gate.worddiff import unified_words, word_diff_plain
 
 __all__ = ["layout", "render_markdown"]
 
@@ -92,7 +93,11 @@ def _versions_layout(r: Review) -> list[Block]:
          ("; ".join(f"{f.fixture} {_arrow(f.tokens_before, f.tokens_after)}" for f in v.text.fixtures),)]
         for v in r.versions
     ]  # fmt: skip
-    out: list[Block] = [("h", ("Prompt versions",)), ("table", head, rows)]
+    legend = (
+        "Rendered-text diffs are word level: a changed line starts with ~, removed words are "
+        "[-marked-] and added words {+marked+} (struck through and highlighted in the HTML)."
+    )
+    out: list[Block] = [("h", ("Prompt versions",)), ("table", head, rows), ("p", (legend,))]
     for v in r.versions:
         title = (("b", v.status), " ", ("code", v.key), f" ({v.defined_at}): {v.description}")
         out.append(("details", title, _text_blocks(v.text)))
@@ -207,13 +212,21 @@ def _fence(lines: Sequence[str], lang: str) -> list[str]:
 
 
 def _md_diff(f: FixtureDiff, max_lines: int, width: int) -> list[str]:
+    """The diff in a code block, word level: a changed run of lines is one block of text with
+    git's `[-removed-]{+added+}` markers, context lines start with a space."""
+    lines: list[str] = []
+    for kind, body in unified_words(f.diff):
+        if isinstance(body, list):
+            lines += [f"~{ln}" for ln in word_diff_plain(body).split("\n")]
+        else:
+            lines.append(body if kind in ("file", "hunk") else f" {body}")
     cut = [
         ln if len(ln) <= width else f"{ln[:width]} … ({len(ln) - width} more characters)"
-        for ln in f.diff[:max_lines]
+        for ln in lines[:max_lines]
     ]
-    out = _fence(cut, "diff") if cut else []
-    if len(f.diff) > max_lines:
-        out.append(f"_(truncated: {len(f.diff) - max_lines} more lines, see the HTML report)_")
+    out = _fence(cut, "text") if cut else []
+    if len(lines) > max_lines:
+        out.append(f"_(truncated: {len(lines) - max_lines} more lines, see the HTML report)_")
     return [*out, ""]
 
 
@@ -240,7 +253,7 @@ def _md_blocks(blocks: Iterable[Block], max_lines: int, width: int) -> list[str]
             ]
         elif kind == "diff":
             out += _md_diff(args[0], max_lines, width)
-        elif kind == "dag":
+        elif kind == "dag" and args[0].highlight:  # no diagram when no node changed
             out += [*_fence(args[0].mermaid.splitlines(), "mermaid"), ""]
     return out
 

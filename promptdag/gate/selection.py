@@ -1,16 +1,28 @@
-"""DAG-aware selection: which eval cases a prompt change can affect. A prompt node changed for a
-variant when the variant now selects another version (or pack), or when the version it selects
-renders differently or has another source; a case is affected when an output of its pipeline
-(the answer, or another declared output) is downstream of a changed prompt node in its variant's
-DAG (Hamilton lineage). No node is known by name: the outputs come from the contract."""
+"""DAG-aware selection: which eval cases a change can affect. A node changed for a variant when
+it is a prompt node whose selected version (or pack) changed or renders differently, when its
+code changed (Hamilton's node version), or when it is a config value that changed (defaults,
+app config, the variant's settings; the model settings reach every LLM call through the LLM
+input); a case is affected when an output of its pipeline (the answer, or another declared
+output) is downstream of a changed node in its variant's DAG (Hamilton lineage). No node is
+known by name: the outputs come from the contract."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Selection", "changed_prompt_nodes", "downstream", "select_cases"]
+from promptdag.pipeline import LLM_INPUT
+
+__all__ = [
+    "LLM_ANSWER_KEYS",
+    "Selection",
+    "changed_nodes",
+    "changed_prompt_nodes",
+    "downstream",
+    "select_cases",
+]
 
 
 def downstream(graph: dict[str, Any], node: str) -> set[str]:
@@ -66,6 +78,68 @@ def changed_prompt_nodes(base: dict[str, Any], head: dict[str, Any]) -> dict[str
     return out
 
 
+# Build-time settings that change what the model answers; they reach every LLM-calling node
+# through the framework's LLM input, not through a node of the graph.
+LLM_ANSWER_KEYS = (
+    "llm_backend",
+    "llm_base_url",
+    "llm_max_output_tokens",
+    "llm_model",
+    "llm_temperature",
+)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _config_changes(
+    old: dict[str, Any], new: dict[str, Any], explained: set[str], nodes: set[str]
+) -> dict[str, str]:
+    """Changed config values → the node each reaches (the key's own node, or the LLM input for
+    model settings), with why; keys already explained by a prompt change are left out."""
+    out: dict[str, str] = {}
+    a, b = old.get("resolved"), new.get("resolved")
+    if a is None or b is None:
+        return out
+    for key in sorted({*a, *b} - explained):
+        if a.get(key) == b.get(key):
+            continue
+        why = f"config {key} {_short(a.get(key))} → {_short(b.get(key))}"
+        if key in LLM_ANSWER_KEYS and LLM_INPUT in nodes:
+            out[LLM_INPUT] = f"{out[LLM_INPUT]}, {why}" if LLM_INPUT in out else why
+        elif key in nodes:
+            out[key] = why
+    return out
+
+
+def changed_nodes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, dict[str, str]]:
+    """Per head variant: every changed node → why. Prompt nodes (another version, or a version
+    that renders differently), nodes whose code changed (Hamilton's node version: the source
+    of the function that defines it), and config values that changed (defaults, app config,
+    the variant's own settings; model settings reach every LLM call)."""
+    out = changed_prompt_nodes(base, head)
+    for name, new in head.get("variants", {}).items():
+        old = base.get("variants", {}).get(name)
+        if old is None or "graph" not in new:
+            continue
+        reasons = out.get(name, {})
+        explained = {"prompt_pack", *(f"{n}_version" for n in new.get("prompts", {}))}
+        nodes = {n["name"] for n in new["graph"]["nodes"]}
+        before, after = old.get("node_versions"), new.get("node_versions")
+        if before is not None and after is not None:
+            for node, version in sorted(after.items()):
+                if node in reasons or before.get(node) == version:
+                    continue
+                reasons[node] = "new node" if node not in before else "its code changed"
+        for node, why in _config_changes(old, new, explained, nodes).items():
+            reasons.setdefault(node, why)
+        if reasons:
+            out[name] = reasons
+    return out
+
+
 @dataclass(frozen=True)
 class Selection:
     """Which cases run, and the reason for each (or why it was skipped)."""
@@ -86,7 +160,15 @@ def _reason(outputs: list[str], graph: dict[str, Any], changed: dict[str, str]) 
     if not groups:
         return None
     ordered = [o for o in outputs if o in groups]
-    return "; ".join(f"{o} is downstream of {', '.join(groups[o])}" for o in ordered)
+    return "; ".join(_phrase(o, groups[o]) for o in ordered)
+
+
+def _phrase(output: str, causes: list[str]) -> str:
+    itself = [c for c in causes if c.startswith(f"{output} (")]
+    others = [c for c in causes if c not in itself]
+    parts = [f"{c.replace(f'{output} (', f'{output} itself changed (', 1)}" for c in itself]
+    parts += [f"{output} is downstream of {', '.join(others)}"] if others else []
+    return "; ".join(parts)
 
 
 def select_cases(
@@ -121,6 +203,6 @@ def select_cases(
             selected[case["id"]] = reason
         else:
             skipped[case["id"]] = (
-                f"no changed prompt upstream of {', '.join(outputs)} in variant {variant}"
+                f"nothing changed upstream of {', '.join(outputs)} in variant {variant}"
             )
     return Selection(selected, skipped)

@@ -7,6 +7,7 @@ the review report diffs two snapshots taken from two git refs, each in its own p
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from promptdag.variants import load_variants
 
 __all__ = ["SNAPSHOT_VERSION", "prompt_key", "take_snapshot"]
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 # Snapshots record prompts, not provenance: the many Drivers built for one need no git reading.
 _NO_GIT = {"available": False, "reason": "not read for a prompt snapshot"}
 
@@ -81,6 +82,16 @@ async def _render_version(
     }
 
 
+def _resolved_config(pipeline: Pipeline) -> dict[str, Any]:
+    """The variant's resolved build-time config (defaults, app config, variant settings) as
+    JSON values, without the cache mode the snapshot itself chose."""
+    return {
+        k: json.loads(json.dumps(v, default=str))
+        for k, v in sorted(pipeline.config.items())
+        if k != "llm_cache"
+    }
+
+
 async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "weight": raw.weight,
@@ -98,6 +109,10 @@ async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
         out["prompts"] = {n: pipeline.config[version_key(n)] for n in sorted(pipeline.prompts)}
         out["model"] = pipeline.config["llm_model"]
         out["graph"] = _graph(pipeline)
+        out["resolved"] = _resolved_config(pipeline)
+        out["node_versions"] = {
+            n.name: n.version for n in pipeline.graph.nodes if not n.is_external_input
+        }
     finally:
         await pipeline.aclose()
     return out

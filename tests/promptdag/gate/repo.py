@@ -192,11 +192,14 @@ class ThrowawayRepo:
         proc = self.promptdag("prompts", "lock")
         _check(proc.returncode == 0, f"promptdag prompts lock failed: {proc.stderr}")
 
-    def gate(self, base: str, *args: str, env: dict[str, str] | None = None) -> GateRun:
-        """`promptdag gate BASE --report-dir DIR ARGS`; DIR is a new dir beside the repo."""
+    def gate(
+        self, base: str | None = None, *args: str, env: dict[str, str] | None = None
+    ) -> GateRun:
+        """`promptdag gate [BASE] --report-dir DIR ARGS`; DIR is a new dir beside the repo (no
+        BASE: the gate's default, the merge base with main)."""
         n = sum(1 for _ in self.path.parent.glob("report-*"))
         report_dir = self.path.parent / f"report-{n}"
-        argv = ("gate", base, "--report-dir", str(report_dir), *args)
+        argv = ("gate", *([base] if base else []), "--report-dir", str(report_dir), *args)
         proc = self.promptdag(*argv, env=env)
         return GateRun(proc, report_dir)
 

@@ -181,7 +181,7 @@ def test_the_gate_selects_the_cases_of_the_pipeline_downstream_of_the_change(
     assert replies["skipped"] == {}
     assert headlines["selected"] == {} and headlines["result"] is None
     assert headlines["skipped"] == {
-        "bridge-headline": "no changed prompt upstream of headline in variant baseline"
+        "bridge-headline": "nothing changed upstream of headline in variant baseline"
     }
     assert "- selected `bridge`: reply is downstream of reply_prompt (version v1 → v2)" in (
         switched.markdown
@@ -199,7 +199,7 @@ def test_the_gate_evaluates_the_selected_case_on_the_answer_against_the_base_bar
     assert statuses == [("contains", "pass"), ("length", "fail"), ("not-contains", "pass")]
     assert switched.returncode == 1
     assert switched.report["reasons"] == [
-        "eval suite replies: pass rate 0.0 is below its threshold 1.0 (read from HEAD~1)"
+        "eval suite replies: pass rate 0% is below its threshold 100% (read from HEAD~1)"
     ]
     assert switched.report["lock"]["ok"] and switched.llm_calls_made() == 1
 

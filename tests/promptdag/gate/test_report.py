@@ -284,9 +284,10 @@ def test_html_is_standalone_escaped_and_draws_the_dag_as_svg(review: Review) -> 
     assert page.startswith("<!DOCTYPE html>") and page.endswith("</html>\n")
     assert "&lt;document&gt;" in page and "<document>" not in page
     assert (
-        '<tr class="del"><td class="sign">-</td><td>Summarize this text from an academic paper. Extract the key points with reasoning.</td></tr>'
-        in page
-    )
+        '<tr class="change"><td class="sign">~</td><td>Summarize this text from an academic paper.'
+        " Extract the key points<ins>,</ins> with <del>reasoning</del><ins>their evidence</ins>."
+        "</td></tr>" in page
+    )  # one row per changed run of lines, the changed words marked
     assert "<svg" in page and "<?xml" not in page
     for external in ("<script", "<link", "src=", "url(", "@import"):
         assert external not in page
@@ -368,7 +369,7 @@ def test_markdown_stays_valid_with_backticks_and_pipes_in_prompt_text(
         base, _edited_copy(base, "Use ```code``` | and more"), base_label="a", head_label="b"
     )
     md = r.to_markdown()
-    assert "````diff\n" in md and "+Use ```code``` | and more" in md
+    assert "````text\n" in md and "Use ```code``` |" in md
 
 
 def test_a_snapshot_that_failed_reports_its_problems_and_compares_nothing(
@@ -421,3 +422,25 @@ def test_reports_are_byte_identical_across_processes_and_hash_seeds(
     assert runs == {
         (" ".join(hashlib.sha256(o.encode()).hexdigest() for o in here) + "\n").encode()
     }
+
+
+def test_html_draws_the_changed_part_first_and_the_full_dag_behind_a_toggle(
+    review: Review,
+) -> None:
+    page = review.to_html()
+    part = page.index('<div class="dag-part"><svg')
+    full = page.index('<details class="full-dag"><summary>The full DAG</summary>')
+    assert part < full
+    assert page.count("<svg") == 2
+
+
+def test_markdown_has_no_mermaid_when_no_node_changed(
+    snapshots: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    base, _ = snapshots
+    head = copy.deepcopy(base)
+    head["variants"]["concise"]["weight"] = 0.1
+    r = compare(base, head, base_label="main", head_label="pr")
+    assert r.has_changes and r.dag is not None and r.dag.highlight == ()
+    md = r.to_markdown()
+    assert "```mermaid" not in md and "weight: `0.5` → `0.1`" in md

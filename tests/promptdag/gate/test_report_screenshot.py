@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -23,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[3]
 V2 = "default/chunk_summary_prompt@v2"
 _OLD = "Extract the key points with reasoning."
 _NEW = "Extract the key points, with their evidence."
-# RGB the page must show: diff rows (added, removed) and the changed node of the DAG.
+# RGB the page must show: diff words (added, removed) and the changed node of the DAG.
 ADDED_ROW, REMOVED_ROW, CHANGED_NODE = (0xDC, 0xFC, 0xE7), (0xFE, 0xE2, 0xE2), (0xFD, 0xBA, 0x74)
 LLM_NODE = (0xE9, 0xD5, 0xFF)  # only the DAG uses it
 
@@ -126,11 +127,8 @@ def test_the_browser_renders_the_diff_rows_and_the_dag_svg(
 ) -> None:
     dom = _run(browser, tmp_path / "profile", "--dump-dom", page.as_uri()).stdout.decode()
     assert (
-        f'<tr class="del"><td class="sign">-</td><td>Summarize this text from an academic paper. {_OLD}'
-        in dom
-    )
-    assert (
-        f'<tr class="add"><td class="sign">+</td><td>Summarize this text from an academic paper. {_NEW}'
+        '<tr class="change"><td class="sign">~</td><td>Summarize this text from an academic paper.'
+        " Extract the key points<ins>,</ins> with <del>reasoning</del><ins>their evidence</ins>."
         in dom
     )
     assert "&lt;document&gt;" in dom
@@ -156,3 +154,73 @@ def test_the_screenshot_shows_coloured_diff_rows_and_the_highlighted_dag(
     for name, rgb in [("added row", ADDED_ROW), ("removed row", REMOVED_ROW),
                       ("changed DAG node", CHANGED_NODE), ("LLM DAG node", LLM_NODE)]:  # fmt: skip
         assert _count_near(colours, rgb) > 200, f"no {name} colour {rgb} in the screenshot"
+
+
+@pytest.fixture(scope="module")
+def gate_page(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The gate's report.html for the same edit, with one case's output before and after, and
+    a script (added to this copy only: the report has none) that measures the layout at the
+    window's width into the DOM."""
+    from promptdag.gate.gate import GateResult, SuiteGate
+    from promptdag.gate.gate_report import write_reports
+    from promptdag.gate.lockfile import LockCheck
+    from promptdag.gate.selection import Selection
+
+    base: dict[str, Any] = take_snapshot(ROOT)
+    head = copy.deepcopy(base)
+    for fixture, rendered in head["prompts"][V2]["rendered"].items():
+        rendered["text"] = rendered["text"].replace(_OLD, _NEW)
+        rendered["sha256"] = f"edited-{fixture}"
+    review = compare(base, head, base_label="main", head_label="pr")
+
+    def case(output: str) -> dict[str, Any]:
+        usage = {"calls": 2, "cached_calls": 0, "input_tokens": 300, "output_tokens": 40,
+                 "cost_usd": 0.0}  # fmt: skip
+        return {"case": "news-article", "status": "pass", "output": output, "run_error": None,
+                "seconds": 0.2, "usage": usage, "assertions": []}  # fmt: skip
+
+    def suite_result(output: str) -> dict[str, Any]:
+        return {"passed": True, "pass_rate": 1.0, "threshold": 1.0,
+                "cases_by_status": {"pass": 1}, "assertions_by_status": {"pass": 3},
+                "cases": [case(output)]}  # fmt: skip
+
+    long_words = " ".join(["The council voted to build the bridge over the river."] * 30)
+    gate = SuiteGate(
+        "summarize",
+        Selection({"news-article": "summary is downstream of chunk_summary_prompt"}, {}),
+        result=suite_result(long_words + " It opens in 2027."),
+        base=suite_result(long_words + " It opens in 2026."),
+    )
+    result = GateResult("main", LockCheck(), review, [gate], [], "skipped", {"calls": 2,
+                        "cached_calls": 0}, 0.2, approvals=["needs a judge: variant baseline"])  # fmt: skip
+    out = tmp_path_factory.mktemp("gate-report")
+    write_reports(result, out)
+    measure = """<script>
+    const right = (sel) => Math.max(...[...document.querySelectorAll(sel)].map(
+        (e) => e.getBoundingClientRect().right), 0);
+    const b = document.body;
+    b.dataset.scrollWidth = document.documentElement.scrollWidth;
+    b.dataset.verdict = right("h1.verdict");
+    b.dataset.diff = right("table.diff tr.change");
+    b.dataset.outputs = right(".outputs > div");
+    b.dataset.dag = right(".dag-part svg");
+    </script></body>"""
+    page = out / "measured.html"
+    page.write_text((out / "report.html").read_text("utf-8").replace("</body>", measure), "utf-8")
+    return page
+
+
+def test_a_reviewer_sees_the_verdict_the_diff_and_both_outputs_without_scrolling_sideways(
+    browser: str, gate_page: Path, tmp_path: Path
+) -> None:
+    dom = _run(
+        browser, tmp_path / "profile", "--window-size=1280,2000", "--dump-dom", gate_page.as_uri()
+    ).stdout.decode()
+    body = dom[dom.index("<body") : dom.index(">", dom.index("<body"))]
+    measured = dict(re.findall(r'data-([a-z-]+)="([\d.]+)"', body))
+    assert set(measured) == {"scroll-width", "verdict", "diff", "outputs", "dag"}, body
+    assert float(measured["scroll-width"]) <= 1280, measured
+    for part in ("verdict", "diff", "outputs", "dag"):
+        assert 0 < float(measured[part]) <= 1280, (part, measured)
+    assert "Prompt gate: needs a judge or a reviewer" in dom
+    assert "It opens in <del>2026</del>." in dom and "It opens in <ins>2027</ins>." in dom

@@ -7,7 +7,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from promptdag.gate.selection import Selection, changed_prompt_nodes, downstream, select_cases
+from promptdag.gate.selection import (
+    Selection,
+    changed_nodes,
+    changed_prompt_nodes,
+    downstream,
+    select_cases,
+)
 
 # prompt_a → requests → response_a → prompt_b → response_b → answer; response_a → notes
 EDGES = [
@@ -165,7 +171,7 @@ def test_cases_downstream_of_a_changed_node_are_selected_with_the_reason() -> No
             "c1": "answer is downstream of prompt_a (version v1 → v2)",
             "c2": "notes is downstream of prompt_a (version v1 → v2)",
         },
-        skipped={"c3": "no changed prompt upstream of answer in variant two"},
+        skipped={"c3": "nothing changed upstream of answer in variant two"},
     )
 
 
@@ -180,7 +186,7 @@ def test_a_case_upstream_of_the_changed_node_is_skipped() -> None:
     assert selection.selected == {
         "answer-case": "answer is downstream of prompt_b (version v1 → v2)"
     }
-    assert selection.skipped == {"notes-case": "no changed prompt upstream of notes in variant one"}
+    assert selection.skipped == {"notes-case": "nothing changed upstream of notes in variant one"}
 
 
 def test_a_case_is_selected_when_any_output_of_its_pipeline_is_downstream() -> None:
@@ -214,7 +220,7 @@ def test_reasons_name_the_answer_first_and_group_the_nodes_by_output() -> None:
 def test_a_skipped_case_names_every_output_of_its_pipeline() -> None:
     case = {"id": "c", "variant": "one", "outputs": ["answer", "notes"]}
     assert select_cases([case], snapshot(), {}).skipped == {
-        "c": "no changed prompt upstream of answer, notes in variant one"
+        "c": "nothing changed upstream of answer, notes in variant one"
     }
 
 
@@ -223,7 +229,7 @@ def test_a_case_checking_the_prompt_node_itself_is_selected() -> None:
     head["variants"]["one"]["prompts"]["prompt_b"] = "v2"
     changed = changed_prompt_nodes(snapshot(), head)
     selection = select_cases(_cases(("c", "one", "prompt_b")), head, changed)
-    assert selection.selected == {"c": "prompt_b is downstream of prompt_b (version v1 → v2)"}
+    assert selection.selected == {"c": "prompt_b itself changed (version v1 → v2)"}
 
 
 def test_several_changed_nodes_are_named_in_order() -> None:
@@ -245,7 +251,7 @@ def test_a_case_whose_variant_does_not_build_at_head_is_selected() -> None:
         "c1": "variant two is new or does not build at head",
         "c2": "variant missing is new or does not build at head",
     }
-    assert selection.skipped == {"c3": "no changed prompt upstream of answer in variant one"}
+    assert selection.skipped == {"c3": "nothing changed upstream of answer in variant one"}
 
 
 def test_run_all_selects_every_case_even_without_changes() -> None:
@@ -260,8 +266,8 @@ def test_no_changes_skip_every_case() -> None:
     assert select_cases(cases, snapshot(), {}) == Selection(
         selected={},
         skipped={
-            "c1": "no changed prompt upstream of answer in variant one",
-            "c2": "no changed prompt upstream of notes in variant two",
+            "c1": "nothing changed upstream of answer in variant one",
+            "c2": "nothing changed upstream of notes in variant two",
         },
     )
 
@@ -274,3 +280,68 @@ def test_selection_does_not_modify_the_snapshots() -> None:
         _cases(("c", "one", "answer")), head, changed_prompt_nodes(base, head), run_all=False
     )
     assert (base, head) == before
+
+
+# --- changed_nodes: code, config and model settings, not only prompts -----------------------
+
+
+def _with_code_and_config(snap: dict[str, Any]) -> dict[str, Any]:
+    """`snap` with Hamilton node versions, a resolved config (a config node `chunk_size` feeding
+    `requests`, the model settings) and the LLM input feeding both responses."""
+    out = copy.deepcopy(snap)
+    for v in out["variants"].values():
+        v["graph"]["nodes"] = [{"name": n} for n in ("chunk_size", "llm", "requests", "answer")]
+        v["graph"]["edges"] = [
+            *EDGES,
+            ["chunk_size", "requests"],
+            ["llm", "response_a"],
+            ["llm", "response_b"],
+        ]
+        v["node_versions"] = {"requests": "r1", "answer": "a1", "response_b": "rb1"}
+        v["resolved"] = {"chunk_size": 500, "llm_model": "m1", "llm_temperature": 0.0}
+    return out
+
+
+def test_a_node_whose_code_changed_selects_the_cases_downstream_of_it() -> None:
+    base = _with_code_and_config(snapshot())
+    head = copy.deepcopy(base)
+    head["variants"]["one"]["node_versions"]["response_b"] = "rb2"
+    changed = changed_nodes(base, head)
+    assert changed == {"one": {"response_b": "its code changed"}}
+    selection = select_cases(_cases(("c1", "one", "answer"), ("c2", "one", "notes")), head, changed)
+    assert selection.selected == {"c1": "answer is downstream of response_b (its code changed)"}
+    assert set(selection.skipped) == {"c2"}
+
+
+def test_a_changed_config_default_selects_the_cases_downstream_of_its_node() -> None:
+    base = _with_code_and_config(snapshot())
+    head = copy.deepcopy(base)
+    for v in head["variants"].values():
+        v["resolved"]["chunk_size"] = 250
+    changed = changed_nodes(base, head)
+    assert changed["two"] == {"chunk_size": "config chunk_size 500 → 250"}
+    selection = select_cases(_cases(("c1", "two", "notes")), head, changed)
+    assert selection.selected == {
+        "c1": "notes is downstream of chunk_size (config chunk_size 500 → 250)"
+    }
+
+
+def test_a_model_switch_reaches_every_llm_call_through_the_llm_input() -> None:
+    base = _with_code_and_config(snapshot())
+    head = copy.deepcopy(base)
+    head["variants"]["one"]["resolved"].update(llm_model="m2", llm_temperature=0.7)
+    changed = changed_nodes(base, head)
+    assert changed == {
+        "one": {"llm": 'config llm_model "m1" → "m2", config llm_temperature 0.0 → 0.7'}
+    }
+    selection = select_cases(_cases(("c1", "one", "notes"), ("c2", "two", "notes")), head, changed)
+    assert selection.selected["c1"].startswith("notes is downstream of llm (config llm_model")
+    assert set(selection.skipped) == {"c2"}
+
+
+def test_a_prompt_version_switch_is_not_also_reported_as_a_config_change() -> None:
+    base = _with_code_and_config(snapshot())
+    head = copy.deepcopy(base)
+    head["variants"]["one"]["prompts"]["prompt_b"] = "v2"
+    head["variants"]["one"]["resolved"]["prompt_b_version"] = "v2"
+    assert changed_nodes(base, head) == {"one": {"prompt_b": "version v1 → v2"}}

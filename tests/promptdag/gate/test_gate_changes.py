@@ -1,0 +1,130 @@
+"""`promptdag gate` selects by everything that changes what users get, not only prompt versions:
+a dataflow-only change (Hamilton's node version), a config default, a variant's model setting,
+and a new prompt version in a variant without traffic (run on the suite's cases although no
+case names that variant). Each on a throwaway repository, one gate run each, asserting the
+verdict and the reason text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.promptdag.gate.repo import (
+    ThrowawayRepo,
+    final_summary_version,
+    switch_variant,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+DEFAULT_CASES = {"pdf-baseline", "news-article", "prompt-injection"}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> ThrowawayRepo:
+    return ThrowawayRepo.create(tmp_path_factory.mktemp("changes-template"))
+
+
+@pytest.fixture
+def repo(template: ThrowawayRepo, tmp_path: Path) -> ThrowawayRepo:
+    return template.clone(tmp_path)
+
+
+def test_a_dataflow_only_change_selects_every_case_of_the_node(repo: ThrowawayRepo) -> None:
+    repo.replace(
+        "dataflows/summarize.py",
+        "    text = final_summary_response.text.strip()\n",
+        '    text = final_summary_response.text.strip().replace("\\r\\n", "\\n")\n',
+    )
+    repo.commit("summary: normalise line ends")
+
+    run = repo.gate("HEAD~1")
+
+    assert run.returncode == 0, run.stderr
+    selected = run.suite()["selected"]
+    assert set(selected) >= DEFAULT_CASES
+    assert selected["pdf-baseline"] == "summary itself changed (its code changed)"
+    assert "- selected `pdf-baseline`: summary itself changed (its code changed)" in run.markdown
+
+
+def test_a_config_default_change_selects_the_cases_and_fails_the_usage_budget(
+    repo: ThrowawayRepo,
+) -> None:
+    repo.replace(
+        "pyproject.toml",
+        "chunk_tokens = { default = 800,",
+        "chunk_tokens = { default = 200,",
+    )
+    repo.commit("smaller chunks")
+
+    run = repo.gate("HEAD~1")
+
+    assert run.returncode == 1, run.stderr
+    selected = run.suite()["selected"]
+    why = "summary is downstream of chunk_tokens (config chunk_tokens 800 → 200)"
+    assert selected["pdf-baseline"] == why
+    rises = [r for r in run.report["reasons"] if "over the +25% allowed" in r]
+    assert any(r.startswith("eval suite summarize: case pdf-baseline: LLM calls ") for r in rises)
+    assert "Usage against the base (allowed growth +25%):" in run.markdown
+
+
+def test_a_variant_model_setting_change_selects_that_variants_cases(repo: ThrowawayRepo) -> None:
+    repo.replace(
+        "prompts/variants.toml",
+        'chunk_summary_prompt_version = "v3", final_summary_prompt_version = "v2" }',
+        'chunk_summary_prompt_version = "v3", final_summary_prompt_version = "v2", '
+        "llm_temperature = 0.3 }",
+    )
+    repo.lock()
+    repo.commit("concise: temperature 0.3")
+
+    run = repo.gate("HEAD~1", "--require-judge")
+
+    assert run.returncode == 1, run.stderr
+    assert run.report["reasons"] == [
+        "needs a judge or a reviewer's approval: variant concise has traffic and its rendered "
+        "prompts or model settings changed (llm (config llm_temperature 0.0 → 0.3)), and no "
+        "judge model ran (--require-judge)"
+    ]
+    why = "summary is downstream of llm (config llm_temperature 0.0 → 0.3)"
+    suite = run.suite()
+    assert suite["selected"] == {"news-query": why, "pdf-concise-query": why}
+    assert "pdf-baseline" in suite["skipped"]
+
+
+def test_a_new_version_in_a_variant_without_traffic_runs_on_the_suites_cases(
+    repo: ThrowawayRepo,
+) -> None:
+    repo.append(
+        "prompts/default.py",
+        final_summary_version(
+            "v3",
+            "Write a summary collated from the key points extracted from {content_type}. "
+            "The summary should be structured in bulleted lists following the headings "
+            "Core Argument, Evidence, and Conclusions.",
+        ),
+    )
+    switch_variant(repo, "article-v1", "final_summary_prompt", "v3")
+    repo.lock()
+    repo.commit("article-v1 (weight 0) tries final_summary_prompt@v3")
+
+    run = repo.gate("HEAD~1")
+
+    assert run.suite()["selected"] == {}  # no case names article-v1
+    extra = run.suite("summarize on variant article-v1")
+    assert set(extra["selected"]) == DEFAULT_CASES
+    assert extra["selected"]["pdf-baseline"] == (
+        "variant article-v1 changed and no case runs on it: run on it; summary is downstream "
+        "of final_summary_prompt (version v1 → v3)"
+    )
+    cases = {c["case"]: c for c in extra["result"]["cases"]}
+    assert set(cases) == DEFAULT_CASES and all(c["variant"] == "article-v1" for c in cases.values())
+    assert {c["case"] for c in extra["base"]["cases"]} == DEFAULT_CASES
+    assert run.llm_calls_made() > 0
+    assert "#### Eval suite `summarize on variant article-v1`" in run.markdown
+    # the bar on a variant no case was written for: the base's results on that same variant
+    before = {c["case"]: c["status"] for c in extra["base"]["cases"]}
+    regressed = sorted(c for c, case in cases.items() if before[c] == "pass" != case["status"])
+    assert run.returncode == (1 if regressed else 0), run.stderr
+    assert "with this variant passes at head" in run.markdown
