@@ -23,6 +23,8 @@ __all__ = ["NAME", "TITLE", "run"]
 NAME = "gate"
 TITLE = "Prompt gate on a one-prompt change"
 GOAL_S = 15.0
+FIXED_BEFORE_S = 5.4  # the fixed cost before issue 9 (docs/benchmarks.md, two snapshot processes)
+FIXED_GOAL_S = FIXED_BEFORE_S / 2
 AFFECTED = {"pdf-concise-query", "news-query"}  # the cases of variant concise
 FINAL_V3 = final_summary_version(
     "v3", "Write a very short summary of {content_type} in at most 3 sentences of plain prose."
@@ -30,10 +32,14 @@ FINAL_V3 = final_summary_version(
 
 
 def _timed(repo: ThrowawayRepo, base: str, *args: str) -> tuple[GateRun, float]:
+    """One gate run, timed; it must pass, or (a live variant's prompt changed and no judge
+    runs offline) end in exit 3, needs a judge or a reviewer's approval."""
     start = time.perf_counter()
     gate = repo.gate(base, *args)
     seconds = time.perf_counter() - start
-    require(gate.returncode == 0, f"promptdag gate {base} {' '.join(args)}: {gate.stderr[-800:]}")
+    require(
+        gate.returncode in (0, 3), f"promptdag gate {base} {' '.join(args)}: {gate.stderr[-800:]}"
+    )
     return gate, seconds
 
 
@@ -98,6 +104,13 @@ def _measure(where: Path, reps: int) -> Report:
         goals=[
             at_most("LLM calls the gate makes (warm cache)", len(AFFECTED), gate_calls, ""),
             at_most("gate wall time (warm cache)", GOAL_S, gate_s, " s", 1),
+            at_most(
+                f"fixed cost (half of the {FIXED_BEFORE_S} s before)",
+                FIXED_GOAL_S,
+                fixed_s,
+                " s",
+                1,
+            ),
         ],
         headers=["Run", "Cases run", "LLM calls made (of calls)", "Wall time", "Range (s)"],
         rows=[
@@ -119,8 +132,12 @@ def _measure(where: Path, reps: int) -> Report:
             f"The gate selected the {cases['gate']} cases downstream of the changed prompt node "
             f"and made {gate_calls:.0f} LLM call(s): {only_finals}. The full run made "
             f"{full_calls:.0f}. Wall time: {gate_s:.1f} s against {full_s:.1f} s, and "
-            f"{fixed_s:.1f} s with nothing to evaluate: the fixed cost every gate run pays (two "
-            "prompt snapshots, each in its own process, the lock check and the review report). "
+            f"{fixed_s:.1f} s with nothing to evaluate: the fixed cost every gate run pays (the "
+            "base's prompt snapshot in a subprocess while the head's is taken in the gate's own "
+            "process, the lock check and the reports; it was two snapshot processes one after "
+            f"the other, {FIXED_BEFORE_S} s). Each selected case also runs on the base tree, in "
+            "one more subprocess, through the warm cache, so its output can be shown beside the "
+            "head's. "
             "The offline model answers in milliseconds, so the evals themselves add little: "
             f"{gate_evals:+.1f} s for the gate and {full_evals:+.1f} s for the full run (median "
             "paired differences to the fixed cost; compare them with the ranges, which show this "

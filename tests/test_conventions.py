@@ -120,8 +120,11 @@ def test_gate_workflow_runs_the_gate_against_the_base_branch() -> None:
     workflow = (REPO / "ci" / "github" / "workflows" / "prompt-gate.yml").read_text(
         encoding="utf-8"
     )
-    assert 'promptdag gate "origin/${{ github.base_ref }}" --report-dir out/gate' in workflow
-    assert "fetch-depth: 0" in workflow and "prompts/**" in workflow and "dataflows/**" in workflow
+    assert 'base="$(git merge-base HEAD "origin/$BASE_REF")"' in workflow
+    assert 'promptdag gate --base "${base:-origin/$BASE_REF}" --report-dir out/gate' in workflow
+    # every change that can change answers (not only prompts/ and dataflows/); docs do not
+    assert "fetch-depth: 0" in workflow and "paths-ignore:" in workflow and "paths:" not in workflow
+    assert workflow.count("if: always()") == 3  # artifact, PR comment, verdict: every outcome
     hooks = (REPO / "ci" / "pre-commit-config.yaml").read_text(encoding="utf-8")
     assert "promptdag prompts lock --check" in hooks
 
