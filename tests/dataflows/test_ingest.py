@@ -145,3 +145,16 @@ def test_an_empty_file_is_refused_as_empty() -> None:
     spec = load_contract(REPO).pipeline("summarize")
     with pytest.raises(InputError, match=r"input pdf_bytes is an empty file \(0 bytes\)"):
         check_inputs(spec, {"pdf_bytes": b""})
+
+
+@pytest.mark.parametrize("backend", ["pdfium", "pypdf"])
+def test_the_run_notes_name_the_backend_that_read_the_pdf(backend: str) -> None:
+    pdf = text_pdf("The machine sent a cat over the wire. It arrived well.")
+    out = run({"pdf_bytes": pdf}, pdf_backend=backend)
+    assert f"text extracted by {backend}" in out.notes
+    assert out.fingerprint["config"]["pdf_backend"] == backend
+
+
+def test_a_text_document_has_no_extraction_note() -> None:
+    out = run({"text": "The machine sent a cat over the wire. It arrived well."})
+    assert not [n for n in out.notes if n.startswith("text extracted by")]
