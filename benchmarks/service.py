@@ -1,8 +1,9 @@
-"""The service under load: `promptdag serve` (two processes: traces on, traces off) in front of a
-fake OpenAI-compatible LLM that answers every call after 200 ms, driven by a closed-loop load
-generator; throughput and p50/p99 latency against the critical-path bound, the service's CPU per
-request, the cost of tracing, and resident memory over a long run. Every process (the fake LLM,
-the two services, the load generator) runs on this machine and talks only to 127.0.0.1."""
+"""The service under load: `promptdag serve` (traces on, traces off, the default response cache,
+and `--workers 2`) in front of a fake OpenAI-compatible LLM that answers every call after 200 ms,
+driven by a closed-loop load generator; throughput and p50/p99 latency against the
+critical-path bound, the service's CPU per request, the cost of tracing and of the response
+cache, and resident memory over a long run. Every process (the fake LLM, the services, the load
+generator) runs on this machine and talks only to 127.0.0.1."""
 
 from __future__ import annotations
 
