@@ -26,7 +26,7 @@ __all__ = [
 # Written by `promptdag stamp`, read when there is no .git; never committed (.gitignore).
 STAMP_FILE = ".promptdag-stamp.json"
 
-_LIBRARIES = ("apache-hamilton", "openai", "tiktoken", "pypdf")
+_LIBRARIES = ("apache-hamilton", "openai", "tiktoken", "pypdf", "pypdfium2")
 
 
 def sha256_text(text: str) -> str:
