@@ -40,7 +40,10 @@ def test_the_library_example_answers_and_traces_like_the_service(
         )
         .fetchall()
     )
-    # The blank text is refused by the input checks, before the DAG runs: nothing to trace.
-    assert rows == [("library", "baseline", "summarize", ok.json()["fingerprint"], "ok")]
+    # The blank text is refused by the input checks, before the DAG runs: traced as an error.
+    assert rows == [
+        ("library", "baseline", "summarize", ok.json()["fingerprint"], "ok"),
+        ("library", "baseline", "summarize", None, "error"),
+    ]
     assert sys.path == path_before and asyncio.get_event_loop_policy() is factory_before
     assert {n: list(logging.getLogger(n).filters) for n in filters_before} == filters_before
