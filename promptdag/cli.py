@@ -547,11 +547,12 @@ def gate(
         max_loss_share=max_loss_share,
         require_judge=require_judge,
     )
+    with user_errors():  # a bad option is a usage error: no report
+        if cache not in ("off", "use", "replay-only"):
+            raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
     try:
         with user_errors():
             try:
-                if cache not in ("off", "use", "replay-only"):
-                    raise ConfigError([f"--cache {cache!r}: use off, use or replay-only."])
                 result = run_gate(options)
             except PromptdagError as exc:
                 write_error_reports(base or "the merge base", str(exc), report_dir)

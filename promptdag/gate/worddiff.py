@@ -67,6 +67,45 @@ def word_diff(before: str, after: str) -> list[Piece]:
         else:
             out.add("-", "".join(a[i1:i2]))
             out.add("+", "".join(b[j1:j2]))
+    return _fold(list(out))
+
+
+_SMALL = 4  # an unchanged stretch this short between two replacements reads as part of them
+
+
+def _fold(pieces: list[Piece]) -> list[Piece]:
+    """Join replacements separated only by whitespace or a short word (`[-Extract-]{+Treat+}
+    the [-key-]{+text+}` becomes `[-Extract the key-]{+Treat the text+}`)."""
+    groups: list[list[Piece]] = []  # alternating: unchanged pieces alone, changes together
+    for piece in pieces:
+        if piece[0] != "=" and groups and groups[-1][0][0] != "=":
+            groups[-1].append(piece)
+        else:
+            groups.append([piece])
+    out = _Pieces()
+    i = 0
+    while i < len(groups):
+        group = groups[i]
+        if group[0][0] == "=":
+            out.add("=", group[0][1])
+            i += 1
+            continue
+        gone = "".join(t for op, t in group if op == "-")
+        came = "".join(t for op, t in group if op == "+")
+        while (
+            gone
+            and came
+            and i + 2 < len(groups)
+            and len(groups[i + 1][0][1].strip()) <= _SMALL
+            and {op for op, _ in groups[i + 2]} == {"-", "+"}
+        ):
+            small = groups[i + 1][0][1]
+            gone += small + "".join(t for op, t in groups[i + 2] if op == "-")
+            came += small + "".join(t for op, t in groups[i + 2] if op == "+")
+            i += 2
+        out.add("-", gone)
+        out.add("+", came)
+        i += 1
     return list(out)
 
 

@@ -137,7 +137,11 @@ def test_the_wheel_installs_promptdag_only_and_its_init_project_works(tmp_path: 
     add_prompt_version(root)
     run([*cli, "prompts", "lock"], root, env)
     git(root, env, "commit", "-qam", "Add triage_prompt@v3")
-    run([*cli, "gate", "HEAD~1"], root, env, timeout=600)
+    gate = subprocess.run(
+        [*cli, "gate", "HEAD~1"], cwd=root, env=env, capture_output=True, text=True,
+        timeout=600, check=False,
+    )  # fmt: skip
+    assert gate.returncode == 3, gate.stderr  # passed its evals; a live prompt changed, unjudged
 
     port = free_port()
     server = subprocess.Popen(

@@ -142,8 +142,9 @@ def test_gate_fails_an_edited_released_version(repo: ThrowawayRepo) -> None:
     assert run.report["lock"] == {"ok": False, "messages": [released]}
     assert f"gate: {released}" in run.stderr.splitlines()
     assert run.stderr.strip().splitlines()[-1].startswith("gate FAILED against HEAD~1; ")
-    escaped = released.replace("__", "\\_\\_")  # Markdown, not bold
-    assert run.markdown.startswith(f"❌ **Prompt gate failed** against `HEAD~1`.\n\n- {escaped}")
+    head, first = released.split(" — ")[0], run.markdown.splitlines()[2]  # Markdown-escaped
+    assert run.markdown.startswith("❌ **Prompt gate failed** against `HEAD~1`.\n\n- ")
+    assert first.startswith(f"- {head} — released versions are immutable: restore it and add")
     assert [v["key"] for v in run.report["review"]["edited"]] == ["default/chunk_summary_prompt@v2"]
     assert (
         "~Summarize this text from an academic paper. Extract the key points{+,+} with "
@@ -232,7 +233,7 @@ def test_gate_report_shows_a_moved_default_variant(moved_default: GateRun) -> No
     verdict = "0 prompt versions changed: 0 added, 0 edited, 0 removed; default variant"
     assert f"**{verdict} baseline → concise.**" in md
     assert "### Default variant\n\n`baseline` → `concise`." in md
-    assert re.search(r"\{\+[^}]*concise summary of", md), md
+    assert "~Write a {+concise +}summary [-collated from this collection -]of" in md
     assert moved_default.report["lock"]["ok"]
 
 
@@ -266,6 +267,8 @@ def test_gate_report_shows_the_inputs_a_new_version_requires(repo: ThrowawayRepo
     assert "**Inputs**: added `user_query`; removed none." in md
     assert re.search(r"\{\+[^}]*with the user's question in mind", md), md
     assert run.suite()["selected"] == {}  # no variant selects v4 yet
+    note = "default/chunk_summary_prompt@v4: not evaluated: no variant uses it"
+    assert run.report["notes"] == [note] and f"- ⚠️ {note}" in md
 
 
 # --- 7. Loosen the threshold in the same change: the base threshold applies -----------------
