@@ -13,7 +13,8 @@ final: another reader would fail the same way, or cost the same again.
 Every document is read in promptdag's worker pool (`POOL`), never in the caller's process: a page
 that draws a form thousands of times is stopped at `max_seconds` by killing its worker, an
 allocation past `max_memory_mb` fails inside the worker, and a crash in native code kills only
-the worker, whatever the reader is doing at the time. What runs in the worker is `read_document`
+the worker, whatever the reader is doing at the time. A document mostly in a right-to-left script
+is read by pypdf, which keeps the reading order PDFium reverses. What runs in the worker is `read_document`
 (read, then normalize: dataflows/_normalize.py) or, for a document split across workers,
 `extract_part` (a range of pages) with the normalization after the parts are joined."""
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, TypeVar
@@ -87,6 +89,8 @@ POOL = "pdf-extraction"
 PARALLEL_MIN_PAGES = 40
 # Fewer words than this on a page that carries images reads as a scan.
 SCAN_WORDS_PER_PAGE = 30
+# From this share of right-to-left letters on, the text is read by pypdf (see _in_reading_order).
+RTL_SHARE = 0.2
 
 
 @dataclass(frozen=True)
@@ -354,9 +358,13 @@ async def aextract_pdf(
     _check_header(data, source, limits)
     started = time.monotonic()
     try:
-        return await _extract(data, password, source, limits, backend, limits.max_seconds)
+        doc = await _extract(data, password, source, limits, backend, limits.max_seconds)
     except (PdfUnreadableError, PdfNoTextError) as exc:
         first: PdfError = exc
+    else:
+        if backend == "pdfium" and right_to_left(doc.text):
+            return await _in_reading_order(doc, data, password, source, limits, started)
+        return doc
     other = next(b for b in BACKENDS if b != backend)
     try:
         left = limits.max_seconds - (time.monotonic() - started)
@@ -366,6 +374,29 @@ async def aextract_pdf(
         raise first from None
     note = f"{backend} could not read the PDF ({first}); {other} read it instead."
     return dataclasses.replace(doc, notes=(note, *doc.notes))
+
+
+def right_to_left(text: str) -> bool:
+    """Whether at least RTL_SHARE of the letters are of a right-to-left script (Arabic, Hebrew,
+    Syriac, Thaana, N'Ko and their presentation forms)."""
+    letters = [c for c in text if c.isalpha()]
+    rtl = sum(1 for c in letters if unicodedata.bidirectional(c) in ("R", "AL"))
+    return bool(letters) and rtl >= RTL_SHARE * len(letters)
+
+
+async def _in_reading_order(
+    doc: PdfDocument, data: bytes, password: str, source: str, limits: PdfLimits, started: float
+) -> PdfDocument:
+    """PDFium gives right-to-left script in visual order (each word reversed) where pypdf gives
+    the reading order: pypdf's reading of `doc`'s file when it has one in the time left."""
+    left = limits.max_seconds - (time.monotonic() - started)
+    try:
+        better = await _extract(data, password, source, limits, "pypdf", left)
+    except (PdfError, LimitExceededError) as exc:
+        note = f"pdfium gives right-to-left script in visual order; pypdf could not read it ({exc})"
+        return dataclasses.replace(doc, notes=(*doc.notes, note))
+    note = "pdfium gives right-to-left script in visual order; pypdf read it instead."
+    return dataclasses.replace(better, notes=(note, *better.notes))
 
 
 def extract_pdf(
