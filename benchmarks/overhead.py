@@ -41,7 +41,7 @@ async def _direct(p: Pipeline, text: str) -> dict[str, Any]:
     the usage totals `Pipeline.run` computes."""
     c, llm = p.config, p.llm
     caps = [c["pdf_max_pages"], c["pdf_max_seconds"], c["pdf_max_memory_mb"], c["pdf_workers"]]
-    document = await ingest.pdf_document(ingest.pdf_limits(*caps))
+    document = await ingest.pdf_document(ingest.pdf_limits(*caps), c["pdf_backend"])
     text = ingest.document_text(document, text)
     counter = chunking.tokenizer(c["llm_model"])
     tokens = chunking.document_tokens(text, counter, c["max_document_tokens"])
