@@ -533,7 +533,7 @@ def run_gate(opts: GateOptions) -> GateResult:
             base_snap,
             head_snap,
             base_label=base_label,
-            head_label=head_label(repo, head_root),
+            head_label=head_label(repo, head_root, ignore=(cache_dir,)),
             suite_changes=changes,
         )
         try:

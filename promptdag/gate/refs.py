@@ -101,9 +101,18 @@ def default_base(repo: Path) -> tuple[str, str]:
     )
 
 
-def head_label(repo: Path, project: Path) -> str:
-    """`working tree` when the project has uncommitted changes, else `HEAD (<short sha>)`."""
-    dirty = git(repo, "status", "--porcelain", "--", str(project))
+def head_label(repo: Path, project: Path, ignore: tuple[Path, ...] = ()) -> str:
+    """`working tree` when the project has uncommitted changes (bytecode caches and the
+    `ignore` directories, e.g. the response cache's, aside), else `HEAD (<short sha>)`."""
+    lines = git(repo, "status", "--porcelain", "--", str(project)).splitlines()
+    skip = [p.resolve() for p in ignore]
+    dirty = [
+        ln
+        for ln in lines
+        if "__pycache__/" not in ln
+        and not ln.endswith(".pyc")
+        and not any((repo / ln[3:].strip('"')).resolve().is_relative_to(p) for p in skip)
+    ]
     return "working tree" if dirty else f"HEAD ({git(repo, 'rev-parse', '--short', 'HEAD')})"
 
 
