@@ -173,6 +173,6 @@ def register(main_app: typer.Typer) -> None:
     main_app.command("eval", epilog=EVAL_EPILOG)(eval_command)
 
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
 """`eval` alone, as a one-command app (tests, or `python -c 'from promptdag.eval_cli import app; app()'`)."""
 app.command(epilog=EVAL_EPILOG)(eval_command)

@@ -15,7 +15,9 @@ from promptdag.errors import ConfigError
 
 __all__ = ["prompts_app"]
 
-prompts_app = typer.Typer(help="Inspect prompt nodes and their versions.", no_args_is_help=True)
+prompts_app = typer.Typer(
+    help="Inspect prompt nodes and their versions.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @prompts_app.command(

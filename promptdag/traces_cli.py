@@ -22,6 +22,7 @@ __all__ = ["traces_app"]
 traces_app = typer.Typer(
     help="Read the traces of served requests: list, show, stats, export, prune, erase.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 DbOpt = Annotated[
     Path | None,
