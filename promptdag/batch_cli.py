@@ -74,7 +74,10 @@ def batch_command(
     input_pairs: Annotated[
         list[str] | None,
         typer.Option(
-            "--input", "-i", help="An input for every item: NAME=VALUE (NAME=@FILE reads a file)."
+            "--input",
+            "-i",
+            metavar="NAME=VALUE",
+            help="An input for every item: NAME=VALUE (NAME=@FILE reads a file).",
         ),
     ] = None,
     id_column: Annotated[

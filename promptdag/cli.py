@@ -180,7 +180,12 @@ def run_command(
     ] = None,
     input_pairs: Annotated[
         list[str] | None,
-        typer.Option("--input", "-i", help="A request input NAME=VALUE (NAME=@FILE reads a file)."),
+        typer.Option(
+            "--input",
+            "-i",
+            metavar="NAME=VALUE",
+            help="A request input NAME=VALUE (NAME=@FILE reads a file).",
+        ),
     ] = None,
     json_out: JsonOpt = False,
     config: ConfigOpt = None,
@@ -311,11 +316,13 @@ def serve(
         typer.Option(
             "--variant",
             "-V",
+            metavar="NAME",
             help="Serve this variant (repeatable; default: every variant with weight > 0).",
         ),
     ] = None,
     weight: Annotated[
-        list[str] | None, typer.Option("--weight", help="Override a weight: NAME=W (repeatable).")
+        list[str] | None,
+        typer.Option("--weight", metavar="NAME=W", help="Override a weight: NAME=W (repeatable)."),
     ] = None,
     config: ConfigOpt = None,
     api_key_file: Annotated[

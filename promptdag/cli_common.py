@@ -26,7 +26,10 @@ __all__ = [
 ConfigOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--config", "-c", help="Build-time config KEY=VALUE (repeatable); overrides the variant."
+        "--config",
+        "-c",
+        metavar="KEY=VALUE",
+        help="Build-time config KEY=VALUE (repeatable); overrides the variant.",
     ),
 ]
 VariantOpt = Annotated[

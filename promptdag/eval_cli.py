@@ -108,6 +108,7 @@ def eval_command(
         typer.Option(
             "--config",
             "-c",
+            metavar="KEY=VALUE",
             help="Build-time config KEY=VALUE (repeatable); judge_* keys configure the judge.",
         ),
     ] = None,
@@ -118,7 +119,8 @@ def eval_command(
         ),
     ] = None,
     case: Annotated[
-        list[str] | None, typer.Option("--case", help="Run only this case id (repeatable).")
+        list[str] | None,
+        typer.Option("--case", metavar="ID", help="Run only this case id (repeatable)."),
     ] = None,
     judge_model: Annotated[
         str | None,
