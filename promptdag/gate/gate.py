@@ -412,6 +412,24 @@ async def _run_selected(
         )
 
 
+def _without_broken(
+    selection: Selection, cases: list[dict[str, Any]], head: dict[str, Any]
+) -> Selection:
+    """Cases whose variant does not build at head are not run (the gate fails naming it)."""
+    broken = {n for n, v in head.get("variants", {}).items() if "error" in v}
+    out = {c["id"] for c in cases if c["variant"] in broken and c["id"] in selection.selected}
+    if not out:
+        return selection
+    variant = {c["id"]: c["variant"] for c in cases}
+    return Selection(
+        {c: why for c, why in selection.selected.items() if c not in out},
+        {
+            **selection.skipped,
+            **{c: f"variant {variant[c]} does not build at head (see the reasons)" for c in out},
+        },
+    )
+
+
 def _live(snapshot: dict[str, Any], variant: str) -> bool:
     """Whether users get this variant: it has traffic, or it is the default."""
     v = snapshot.get("variants", {}).get(variant, {})
@@ -442,7 +460,9 @@ async def _evaluate(
         for name, base_suite in sorted(suites.items()):
             spec = contract.pipeline(base_suite.pipeline or None)
             cases = _cases(base_suite, spec, head_snap, base_snap)
-            selection = select_cases(cases, head_snap, changed, run_all=opts.run_all)
+            selection = _without_broken(
+                select_cases(cases, head_snap, changed, run_all=opts.run_all), cases, head_snap
+            )
             covered |= {c["variant"] for c in cases if c["id"] in selection.selected}
             gate = SuiteGate(name, selection, usage_growth=base_suite.usage_growth)
             if selection.selected:
@@ -503,6 +523,11 @@ def run_gate(opts: GateOptions) -> GateResult:
         base_snap, head_snap = _snapshots(base_root, head_root, cache_dir)
         problems = [f"head: {p}" for p in head_snap.get("problems", [])]
         fresh = lock_from_snapshot(head_snap) if not problems else None
+        problems += [
+            f"variant {name} no longer builds: {v['error']}"
+            for name, v in sorted(head_snap.get("variants", {}).items())
+            if "error" in v
+        ]
         lock = (
             check_lock(read_lock(head_root / LOCK_FILE), fresh, read_lock(base_root / LOCK_FILE))
             if fresh

@@ -128,3 +128,21 @@ def test_a_new_version_in_a_variant_without_traffic_runs_on_the_suites_cases(
     regressed = sorted(c for c, case in cases.items() if before[c] == "pass" != case["status"])
     assert run.returncode == (1 if regressed else 0), run.stderr
     assert "with this variant passes at head" in run.markdown
+
+
+def test_a_variant_that_no_longer_builds_fails_the_gate_naming_it(repo: ThrowawayRepo) -> None:
+    repo.replace(
+        "prompts/variants.toml",
+        'chunk_summary_prompt_version = "v3", final_summary_prompt_version = "v2" }',
+        'chunk_summary_prompt_version = "v9", final_summary_prompt_version = "v2" }',
+    )
+    repo.commit("concise: a version that does not exist")
+
+    run = repo.gate("HEAD~1")
+
+    assert run.returncode == 1, run.stderr
+    broken = [
+        r for r in run.report["reasons"] if r.startswith("variant concise no longer builds: ")
+    ]
+    assert len(broken) == 1 and "v9" in broken[0], run.report["reasons"]
+    assert f"- {broken[0][:40]}" in run.markdown
