@@ -76,20 +76,12 @@ class UIConfig:
 def graph_of(pipeline: Pipeline) -> dict[str, Any]:
     """A built pipeline's DAG as nodes and edges (what the page draws): the nodes its outputs
     depend on, without the config values and the LLM client every node could take."""
+    from promptdag.factory import _upstream
     from promptdag.pipeline import LLM_INPUT
 
-    graph = {n.name: n for n in pipeline.graph.nodes}
-    needed: set[str] = set()
-    todo = [n for n in pipeline.spec.final_vars if n in graph]
-    while todo:
-        name = todo.pop()
-        if name in needed:
-            continue
-        needed.add(name)
-        node = graph[name]
-        todo.extend(
-            d for d in (*node.required_dependencies, *node.optional_dependencies) if d in graph
-        )
+    hamilton_graph = pipeline.graph
+    graph = {n.name: n for n in hamilton_graph.nodes}
+    needed = _upstream(hamilton_graph, pipeline.spec.final_vars)
     hidden = {LLM_INPUT, *pipeline.config}
     nodes = sorted(
         (graph[n] for n in needed if not (graph[n].is_external_input and n in hidden)),
