@@ -24,7 +24,7 @@ from promptdag.errors import ConfigError
 from promptdag.llm.cache import CACHE_MODES, ResponseCache
 from promptdag.llm.client import LLM, LLMSettings, make_openai_client
 from promptdag.pipeline import LLM_INPUT, NodeScope, Pipeline
-from promptdag.project import Project, load_project
+from promptdag.project import Project, load_project, project_modules
 from promptdag.provenance import git_state, require_clean
 from promptdag.variants import VariantsFile, load_variants
 
@@ -267,17 +267,18 @@ def build_pipeline(
     pack = config["prompt_pack"]
     prompts = {n: catalog.packs[pack][n][config[version_key(n)]] for n in catalog.nodes(pack)}
     try:
-        driver = (
-            async_driver.Builder()
-            .with_modules(*proj.dataflow_modules, proj.packs[pack])
-            .with_config(config)
-            .with_adapters(
-                PromptGuard(list(prompts)),
-                NodeScope({s.node: s.name for s in proj.contract.llm_steps.values()}),
-                *adapters,
+        with project_modules(proj):
+            driver = (
+                async_driver.Builder()
+                .with_modules(*proj.dataflow_modules, proj.packs[pack])
+                .with_config(config)
+                .with_adapters(
+                    PromptGuard(list(prompts)),
+                    NodeScope({s.node: s.name for s in proj.contract.llm_steps.values()}),
+                    *adapters,
+                )
+                .build_without_init()
             )
-            .build_without_init()
-        )
     except (ValueError, ValidationException) as exc:  # Hamilton's graph and validator failures
         raise ConfigError(
             [f"the dataflow does not build with prompt pack {pack!r}: {exc}"]

@@ -110,6 +110,25 @@ def project_imports(root: Path, tops: tuple[str, ...] = ()) -> Iterator[None]:
             sys.path.remove(root_str)
 
 
+@contextlib.contextmanager
+def project_modules(project: Project) -> Iterator[None]:
+    """The project's own module objects under their names in sys.modules for the duration, the
+    previous entries put back after. Hamilton finds a module's functions through sys.modules
+    (`inspect.getmodule`), and another project with packages of the same names, loaded since
+    in this process, may have replaced them there."""
+    mine = {m.__name__: m for m in (*project.dataflow_modules, *project.packs.values())}
+    saved = {name: sys.modules.get(name) for name in mine}
+    sys.modules.update(mine)
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
 def _import(root: Path, name: str) -> ModuleType:
     try:
         module = importlib.import_module(name)

@@ -200,3 +200,18 @@ def test_a_stamp_gives_provenance_where_there_is_no_git(tiny: Path, monkeypatch)
     assert git_state(tiny) == {"available": False, "reason": "not a git checkout"}
     with pytest.raises(DirtyTreeError, match="needs a git checkout"):
         write_stamp(tiny)
+
+
+def test_a_project_builds_after_another_with_the_same_package_names_was_loaded(
+    tiny: Path,
+) -> None:
+    """Loading another project with packages of the same names evicts the first one's modules
+    from sys.modules, where Hamilton finds a module's functions; building the first project
+    still finds all its nodes."""
+    first = load_project(tiny)
+    other = write_tiny_project(tiny.parent / "other")
+    (other / "flows" / "hello.py").rename(other / "flows" / "greetings.py")
+    load_project(other)  # evicts first's flows.hello and loads flows.greetings
+    assert "flows.hello" not in sys.modules
+    result = run(first, {"name": "Ada"})  # type: ignore[arg-type]  # a Project is fine too
+    assert result.answer and result.llm_calls

@@ -145,7 +145,10 @@ def test_a_form_xobject_pdf_stops_at_the_time_cap_with_bounded_memory_while_othe
     r = hostile["response"]
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
-    assert "pdf_max_seconds" in r.json()["detail"], r.json()
+    # pypdf spends time on the drawn forms; PDFium (the default) also allocates for them and on a
+    # quick machine reaches the memory cap first: either cap stopping it is the caps holding.
+    detail = r.json()["detail"]
+    assert "pdf_max_seconds" in detail or "pdf_max_memory_mb" in detail, r.json()
     assert hostile["took"] < 60, f"the {CAP_S} s cap took {hostile['took']:.1f} s"
     # The cap counts over a worker's size at its start (~60-100 MB): the cap plus that margin.
     assert peak < MEMORY_MB + 200, f"a worker reached {peak:.0f} MB"
