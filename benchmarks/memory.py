@@ -118,9 +118,9 @@ class _Sampler:
 def measure_once(path: str) -> None:
     """In a fresh process: build the pipeline, warm it up on a small PDF (worker started, Driver
     initialised), then run it on `path`; print sizes (bytes) and the outcome as JSON."""
-    from promptdag.cli import _read_file
     from promptdag.errors import PromptdagError
     from promptdag.factory import build_pipeline
+    from promptdag.inputs import read_input_file
 
     pipeline = build_pipeline(variant="baseline", overrides={"llm_cache": "off"})
     with asyncio.Runner() as runner:
@@ -133,7 +133,7 @@ def measure_once(path: str) -> None:
         }
         for pid in ["self", *workers]:
             _reset_peak(pid)
-        data = _read_file(Path(path), pipeline.spec.inputs["pdf_bytes"])  # as the CLI reads it
+        data = read_input_file(Path(path), pipeline.spec.inputs["pdf_bytes"])  # as the CLI reads it
         outcome = "ok"
         with _Sampler() as sampler:
             try:
