@@ -131,7 +131,8 @@ def measure_once(path: str) -> None:
             "main": _status("self", "VmRSS"),
             "workers": sum(_status(p, "VmRSS") for p in workers),
         }
-        for pid in ["self", *workers]:
+        everyone: list[int | str] = ["self", *workers]
+        for pid in everyone:
             _reset_peak(pid)
         data = read_input_file(Path(path), pipeline.spec.inputs["pdf_bytes"])  # as the CLI reads it
         outcome = "ok"
