@@ -15,19 +15,18 @@ unless the service is told so explicitly (`store_inputs="even-redacted"`).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptdag.datafiles import private_file
+from promptdag.datafiles import private_file, write_transaction
 from promptdag.errors import ConfigError, TraceStoreError
 from promptdag.inputs import LargeBytes
 
@@ -113,7 +112,7 @@ class InputsStore:
             )
             for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
                 conn.execute(f"PRAGMA {pragma}")
-            with _transaction(conn):
+            with write_transaction(conn):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:
                     for statement in _SCHEMA:
@@ -154,7 +153,7 @@ class InputsStore:
         with self._lock:
             conn = self._connect()
             self._maybe_prune(conn)
-            with _transaction(conn):
+            with write_transaction(conn):
                 conn.executemany(
                     "INSERT OR IGNORE INTO blobs (sha256, size, data) VALUES (?, ?, ?)",
                     [(d, len(b), b) for d, b in blobs.items()],
@@ -190,7 +189,7 @@ class InputsStore:
         text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         with self._lock:
             conn = self._connect()
-            with _transaction(conn):
+            with write_transaction(conn):
                 conn.execute(
                     "UPDATE requests SET result = ? WHERE request_id = ?", (text, request_id)
                 )
@@ -235,29 +234,20 @@ class InputsStore:
         """The stored results of those of `request_ids` that ran to the end (no input read)."""
         if not self.path.is_file() or not request_ids:
             return {}
-        out: dict[str, dict[str, Any]] = {}
         with self._lock:
-            conn = self._connect()
-            for start in range(0, len(request_ids), 500):
-                part = request_ids[start : start + 500]
-                rows = conn.execute(
-                    f"SELECT request_id, result FROM requests WHERE result IS NOT NULL AND "
-                    f"request_id IN ({','.join('?' * len(part))})",
-                    part,
-                ).fetchall()
-                out.update((rid, json.loads(text)) for rid, text in rows)
-        return out
+            rows = _rows_for(
+                self._connect(),
+                "SELECT request_id, result FROM requests WHERE result IS NOT NULL AND",
+                request_ids,
+            )
+        return {rid: json.loads(text) for rid, text in rows}
 
     def stored_ids(self, request_ids: list[str]) -> set[str]:
         """Which of `request_ids` have stored inputs."""
         if not self.path.is_file() or not request_ids:
             return set()
         with self._lock:
-            conn = self._connect()
-            marks = ",".join("?" * len(request_ids))
-            rows = conn.execute(
-                f"SELECT request_id FROM requests WHERE request_id IN ({marks})", request_ids
-            ).fetchall()
+            rows = _rows_for(self._connect(), "SELECT request_id FROM requests WHERE", request_ids)
         return {r[0] for r in rows}
 
     def input_digests(self, request_ids: list[str]) -> dict[str, str]:
@@ -266,18 +256,15 @@ class InputsStore:
             return {}
         out: dict[str, str] = {}
         with self._lock:
-            conn = self._connect()
-            for start in range(0, len(request_ids), 500):
-                part = request_ids[start : start + 500]
-                rows = conn.execute(
-                    f"SELECT request_id, pipeline, inputs FROM requests WHERE request_id IN "
-                    f"({','.join('?' * len(part))})",
-                    part,
-                ).fetchall()
-                for rid, pipeline, manifest in rows:
-                    shas = {n: m["sha256"] for n, m in json.loads(manifest).items()}
-                    canonical = json.dumps([pipeline, shas], sort_keys=True)
-                    out[rid] = "inputs " + hashlib.sha256(canonical.encode()).hexdigest()[:12]
+            rows = _rows_for(
+                self._connect(),
+                "SELECT request_id, pipeline, inputs FROM requests WHERE",
+                request_ids,
+            )
+        for rid, pipeline, manifest in rows:
+            shas = {n: m["sha256"] for n, m in json.loads(manifest).items()}
+            canonical = json.dumps([pipeline, shas], sort_keys=True)
+            out[rid] = "inputs " + hashlib.sha256(canonical.encode()).hexdigest()[:12]
         return out
 
     def counts(self) -> tuple[int, int]:
@@ -299,7 +286,7 @@ class InputsStore:
         the freed pages and truncate the write-ahead log: (requests, values)."""
         with self._lock:
             conn = self._connect()
-            with _transaction(conn):
+            with write_transaction(conn):
                 requests = conn.execute(
                     "DELETE FROM requests WHERE subject_id = ?", (subject_id,)
                 ).rowcount
@@ -314,23 +301,23 @@ class InputsStore:
         _prune(conn, self.retain_days)
 
 
+def _rows_for(conn: sqlite3.Connection, select: str, request_ids: list[str]) -> list[Any]:
+    """The rows of `select` (a query ending in WHERE, or in AND after a condition) for
+    `request_ids`, asked 500 ids at a time (SQLite caps the parameters of one statement)."""
+    rows: list[Any] = []
+    for start in range(0, len(request_ids), 500):
+        part = request_ids[start : start + 500]
+        marks = ",".join("?" * len(part))
+        rows += conn.execute(f"{select} request_id IN ({marks})", part).fetchall()
+    return rows
+
+
 def _prune(conn: sqlite3.Connection, retain_days: float) -> tuple[int, int]:
     cutoff = time.time() - retain_days * 86_400
-    with _transaction(conn):
+    with write_transaction(conn):
         requests = conn.execute("DELETE FROM requests WHERE stored_ts < ?", (cutoff,)).rowcount
         blobs = conn.execute(_ORPHANS).rowcount
     return requests, blobs
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def erase_stored_inputs(path: Path, subject_id: str) -> tuple[int, int]:

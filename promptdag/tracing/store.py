@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from promptdag.datafiles import private_file
+from promptdag.datafiles import private_file, write_transaction
 from promptdag.errors import ConfigError, NoTracesError, TraceStoreError, TraceWriterClosedError
 from promptdag.provenance import sha256_text
 from promptdag.redaction import redact_urls
@@ -179,14 +179,8 @@ def _newer(path: Path, version: int) -> str:
 
 @contextlib.contextmanager
 def _transaction(conn: sqlite3.Connection, lock: _WriterLock) -> Iterator[None]:
-    with lock.held():
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    with lock.held(), write_transaction(conn):
+        yield
 
 
 @contextlib.contextmanager
