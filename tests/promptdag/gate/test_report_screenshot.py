@@ -5,9 +5,7 @@ the DAG with its changed node. Skipped when Chromium is missing, unless CI is se
 from __future__ import annotations
 
 import copy
-import os
 import re
-import shutil
 import struct
 import subprocess
 import zlib
@@ -19,6 +17,7 @@ import pytest
 
 from promptdag.gate.report import compare
 from promptdag.gate.snapshot import take_snapshot
+from tests.browsers import chromium_binary
 
 ROOT = Path(__file__).resolve().parents[3]
 V2 = "default/chunk_summary_prompt@v2"
@@ -27,16 +26,6 @@ _NEW = "Extract the key points, with their evidence."
 # RGB the page must show: diff words (added, removed) and the changed node of the DAG.
 ADDED_ROW, REMOVED_ROW, CHANGED_NODE = (0xDC, 0xFC, 0xE7), (0xFE, 0xE2, 0xE2), (0xFD, 0xBA, 0x74)
 LLM_NODE = (0xE9, 0xD5, 0xFF)  # only the DAG uses it
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    reason = "headless Chromium is not installed (apt-get install chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run this test: install it in `make test`.")
-    pytest.skip(reason)
 
 
 def _run(browser: str, profile: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
@@ -106,7 +95,7 @@ def _count_near(colours: Counter[tuple[int, int, int]], rgb: tuple[int, int, int
 
 @pytest.fixture(scope="module")
 def browser() -> str:
-    return _chromium()
+    return chromium_binary()
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ Set PROMPTDAG_UI_SCREENSHOTS=DIR to keep the screenshots (the README's comes fro
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import pytest
 
 from promptdag.service.settings import ServiceSettings
 from promptdag.ui.feedback import feedback_for
+from tests.browsers import chromium_binary
 from tests.promptdag.service.conftest import KEY, POEM, write_tiny_project
 from tests.promptdag.service.threaded import ThreadedServer, threaded_server
 from tests.promptdag.ui.cdp import Chromium, near, png_colours
@@ -27,16 +27,6 @@ from tests.promptdag.ui.cdp import Chromium, near, png_colours
 HEADER = (0x1F, 0x29, 0x37)
 LLM_NODE = (0xE9, 0xD5, 0xFF)
 INSERTED, DELETED = (0xDC, 0xFC, 0xE7), (0xFE, 0xE2, 0xE2)
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    reason = "headless Chromium is not installed (apt-get install chromium)"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run this test: install it in `make test`.")
-    pytest.skip(reason)
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -97,7 +87,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 @pytest.fixture(scope="module")
 def browser(site: Site, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    with Chromium(_chromium(), tmp_path_factory.mktemp("profile")) as chromium:
+    with Chromium(chromium_binary(), tmp_path_factory.mktemp("profile")) as chromium:
         chromium.headers({"Authorization": f"Bearer {KEY}"})
         yield chromium
 
