@@ -634,7 +634,9 @@ class WorkerPool:
                 )
         reply = self._answer(index, worker, task)
         worker.calls += 1
-        if reply[0] != "ok" or worker.calls >= self.max_calls_per_worker:
+        # A call that raised leaves its worker healthy (the exception came back as a message);
+        # one that ran out of memory may have left native state behind, so that worker goes.
+        if reply[0] == "memory" or worker.calls >= self.max_calls_per_worker:
             self._retire(index, worker)
         if reply[0] == "ok":
             return reply[1]

@@ -100,7 +100,9 @@ def test_errors_arrive_typed_and_an_unexpected_one_carries_the_worker_traceback(
     with pytest.raises(ValueError, match="broken inside the worker") as err:
         pool.call(fail, timeout=PROMPTLY)
     assert any("In the worker process" in n for n in err.value.__notes__)
+    before = pool.pids()
     assert pool.call(add, 1, 1, timeout=PROMPTLY) == 2  # the worker survived both
+    assert pool.pids() == before  # and serves on: a failed document's fallback needs no new one
 
 
 def test_the_time_cap_kills_the_worker_inside_the_call_and_the_pool_keeps_serving(
