@@ -242,6 +242,16 @@ class InputsStore:
             )
         return {rid: json.loads(text) for rid, text in rows}
 
+    def configs(self, request_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The config each of `request_ids` with stored inputs was served with (no input read)."""
+        if not self.path.is_file() or not request_ids:
+            return {}
+        with self._lock:
+            rows = _rows_for(
+                self._connect(), "SELECT request_id, config FROM requests WHERE", request_ids
+            )
+        return {rid: json.loads(text) for rid, text in rows}
+
     def stored_ids(self, request_ids: list[str]) -> set[str]:
         """Which of `request_ids` have stored inputs."""
         if not self.path.is_file() or not request_ids:

@@ -1,6 +1,8 @@
 """The process that re-runs recorded requests inside one tree (a git worktree of the ref to
 replay at): `python -P -c "from promptdag.replay.child import main; main()"` in the tree's
-project directory, a JSON job on stdin, one JSON result per request on stdout.
+project directory, a JSON job on stdin, one JSON result per request on stdout. A job of
+`graphs` (pipeline, variant, config each) answers with each build's DAG instead (the traces
+page draws a run's DAG as its recorded SHA defined it).
 
 It imports that tree's dataflows and prompts, so two refs never mix in one process; the trace
 adapters are not attached (a replay is not a served request), the response cache is the
@@ -22,7 +24,7 @@ from promptdag.project import load_project
 from promptdag.provenance import sha256_text
 from promptdag.tracing.context import RequestContext, new_request_id, request_scope
 
-__all__ = ["main", "replay_jobs"]
+__all__ = ["build_graphs", "main", "replay_jobs"]
 
 
 def _result(out: RunResult) -> dict[str, Any]:
@@ -96,10 +98,43 @@ async def replay_jobs(
         store.close()
 
 
+async def build_graphs(root: Path, builds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each build's DAG (`graph_of`) and Hamilton graph version in the project at `root`."""
+    from promptdag.ui.graph import graph_of
+
+    project = load_project(root)
+    out: list[dict[str, Any]] = []
+    for b in builds:
+        try:
+            pipeline = build_pipeline(
+                pipeline=b["pipeline"],
+                variant=b.get("variant") or None,
+                overrides=b.get("config") or {},
+                project=project,
+                git={"available": False, "reason": "a DAG for the traces page"},
+            )
+        except PromptdagError as exc:
+            out.append({"error": f"{type(exc).__name__}: {exc}"})
+            continue
+        try:
+            out.append(
+                {
+                    "graph": graph_of(pipeline),
+                    "graph_version": pipeline.build_info()["graph_version"],
+                }
+            )
+        finally:
+            await pipeline.aclose()
+    return out
+
+
 def main() -> None:
     job = json.loads(sys.stdin.read())
     try:
-        results = asyncio.run(replay_jobs(Path.cwd(), Path(job["inputs_db"]), job["jobs"]))
+        if "graphs" in job:
+            results = asyncio.run(build_graphs(Path.cwd(), job["graphs"]))
+        else:
+            results = asyncio.run(replay_jobs(Path.cwd(), Path(job["inputs_db"]), job["jobs"]))
     except PromptdagError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -27,7 +27,14 @@ from promptdag.gate.worddiff import Piece, word_diff, word_diff_plain, words_cha
 from promptdag.inputs_store import INPUTS_FILE, InputsStore, StoredRequest
 from promptdag.project import find_project
 
-__all__ = ["ReplayError", "ReplayResult", "replay_many", "replay_request", "stored_request"]
+__all__ = [
+    "ReplayError",
+    "ReplayResult",
+    "graphs_at",
+    "replay_many",
+    "replay_request",
+    "stored_request",
+]
 
 _CHILD_TIMEOUT_S = 1800
 
@@ -128,13 +135,12 @@ def _tail(stderr: str, lines: int = 6) -> str:
     return " / ".join(kept[-lines:])
 
 
-def _run_child(
-    tree: Path, inputs_db: Path, data: Path, jobs: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _run_child(tree: Path, data: Path, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """`job` (replays, or DAGs to draw) run by `promptdag.replay.child` in the tree at `tree`."""
     env = {k: v for k, v in os.environ.items() if k != "PROMPTDAG_PROJECT"}
     env["PROMPTDAG_DATA_DIR"] = str(data)  # the project's response cache
     cmd = [sys.executable, "-P", "-c", "from promptdag.replay.child import main; main()"]
-    payload = json.dumps({"inputs_db": str(inputs_db), "jobs": jobs})
+    payload = json.dumps(job)
     try:
         proc = subprocess.run(
             cmd, cwd=tree, env=env, input=payload, capture_output=True, text=True,
@@ -305,7 +311,9 @@ def _replay_at(
         sha = resolve_ref(repo, ref)
         with ref_worktree(repo, sha) as tree:
             results = _run_child(
-                tree / project.resolve().relative_to(repo), inputs_db, data_dir(project), jobs
+                tree / project.resolve().relative_to(repo),
+                data_dir(project),
+                {"inputs_db": str(inputs_db), "jobs": jobs},
             )
     except GateError as exc:
         raise ReplayError(f"cannot replay at {ref!r}: {exc}") from exc
@@ -372,3 +380,23 @@ def replay_many(
     for ref, items in by_ref.items():
         results.extend(_replay_at(ref, items, at or "recorded", extra, project_root))
     return results, skipped
+
+
+def graphs_at(
+    sha: str, builds: Sequence[Mapping[str, Any]], project_root: Path | None = None
+) -> list[dict[str, Any]]:
+    """The DAGs of `builds` (each: pipeline, variant, config) as the commit `sha` defines them,
+    built in a worktree of it (`promptdag.ui.graph.graph_of` in the tree's own process); each
+    result holds `graph` and `graph_version`, or `error` when that commit cannot build it."""
+    project = find_project(project_root)
+    try:
+        repo = repo_root(project)
+        commit = resolve_ref(repo, sha)
+        with ref_worktree(repo, commit) as tree:
+            return _run_child(
+                tree / project.resolve().relative_to(repo),
+                data_dir(project),
+                {"graphs": [dict(b) for b in builds]},
+            )
+    except GateError as exc:
+        raise ReplayError(f"cannot read the DAG at {sha[:12]}: {exc}") from exc

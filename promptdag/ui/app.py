@@ -2,9 +2,11 @@
 service mounts it at /ui behind its API keys (`mount_ui`).
 
 Pages: runs (filters: pipeline, variant, prompt version, SHA prefix, status, since), one run
-(its DAG, each LLM call's rendered prompt, answer, tokens, cost, latency and finish reason, the
-feedback form, the replay button), variants compared, two variants side by side, cost per day;
-a run's replay diff and its export as an eval case.
+(the DAG it ran, `promptdag.ui.graph`; each LLM call's rendered prompt, answer, tokens, cost,
+latency and finish reason, the feedback form, the replay button), variants compared, two
+variants side by side, cost per day; a run's replay and its export as an eval case. A replay
+runs in the background (`promptdag.ui.jobs`): the button leads to the replay's page, which
+shows it running, reloads itself, and shows the diff when it is done.
 
 Behind keys, a browser signs in with HTTP Basic auth (any user name, the API key as password:
 the browser asks for it) or sends `Authorization: Bearer KEY`. Forms are POSTs checked against
@@ -37,11 +39,13 @@ from promptdag.inputs_store import INPUTS_FILE, InputsStore
 from promptdag.ui import pages
 from promptdag.ui.data import RunFilters, Traces
 from promptdag.ui.feedback import all_feedback, feedback_for, set_feedback
+from promptdag.ui.graph import Current, RunDags, graph_of, graph_version_of
+from promptdag.ui.jobs import ReplayJobs
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from promptdag.pipeline import Pipeline
+    from promptdag.replay.core import ReplayResult
     from promptdag.service.app import ServiceState
     from promptdag.service.keys import KeyRing
 
@@ -56,7 +60,6 @@ _HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-Graphs = Callable[[str, str], dict[str, Any] | None]
 
 
 @dataclass
@@ -65,7 +68,9 @@ class UIConfig:
 
     traces_db: Path
     project_root: Path
-    graphs: Graphs = field(default=lambda pipeline, variant: None)
+    # The running build's DAG and graph version of (pipeline, variant), if any: a run whose
+    # recorded graph version is that one is drawn from it, any other from its recorded SHA.
+    graphs: Current = field(default=lambda pipeline, variant: None)
     keys: Callable[[], KeyRing | None] | None = None  # None: no key needed (local `promptdag ui`)
     replay: bool = True
     # The Host names accepted (None: any). Without keys, a page on this machine only answers to
@@ -73,38 +78,12 @@ class UIConfig:
     hosts: tuple[str, ...] | None = None
 
 
-def graph_of(pipeline: Pipeline) -> dict[str, Any]:
-    """A built pipeline's DAG as nodes and edges (what the page draws): the nodes its outputs
-    depend on, without the config values and the LLM client every node could take."""
-    from promptdag.factory import _upstream
-    from promptdag.pipeline import LLM_INPUT
-
-    hamilton_graph = pipeline.graph
-    graph = {n.name: n for n in hamilton_graph.nodes}
-    needed = _upstream(hamilton_graph, pipeline.spec.final_vars)
-    hidden = {LLM_INPUT, *pipeline.config}
-    nodes = sorted(
-        (graph[n] for n in needed if not (graph[n].is_external_input and n in hidden)),
-        key=lambda n: n.name,
-    )
-    kept = {n.name for n in nodes}
-    return {
-        "nodes": [{"name": n.name, "external": n.is_external_input} for n in nodes],
-        "edges": [
-            [d, n.name]
-            for n in nodes
-            for d in (*n.required_dependencies, *n.optional_dependencies)
-            if d in kept
-        ],
-    }
-
-
-def project_graphs(project_root: Path) -> Graphs:
+def project_graphs(project_root: Path) -> Current:
     """DAGs built on demand from the project as it is now (once per pipeline and variant)."""
-    cache: dict[tuple[str, str], dict[str, Any] | None] = {}
+    cache: dict[tuple[str, str], tuple[dict[str, Any], str] | None] = {}
     lock = threading.Lock()
 
-    def graphs(pipeline: str, variant: str) -> dict[str, Any] | None:
+    def graphs(pipeline: str, variant: str) -> tuple[dict[str, Any], str] | None:
         import asyncio
 
         from promptdag.factory import build_pipeline
@@ -123,7 +102,7 @@ def project_graphs(project_root: Path) -> Graphs:
                     log.info("no DAG for %s/%s: %s", pipeline, variant, exc)
                     cache[(pipeline, variant)] = None
                 else:
-                    cache[(pipeline, variant)] = graph_of(built)
+                    cache[(pipeline, variant)] = graph_of(built), graph_version_of(built)
                     asyncio.run(built.aclose())
             return cache[(pipeline, variant)]
 
@@ -150,6 +129,8 @@ def _html(text: str, status: int = 200) -> HTMLResponse:
 def create_ui(config: UIConfig) -> Starlette:
     """The page's app; mount it anywhere (its links follow the mount path)."""
     traces = Traces(config.traces_db)
+    dags = RunDags(config.traces_db.parent / "dags", config.graphs, _graphs_at(config))
+    jobs = ReplayJobs(_replayer(config))
 
     def base(request: Request) -> str:
         return str(request.scope.get("root_path", "")).rstrip("/")
@@ -216,15 +197,15 @@ def create_ui(config: UIConfig) -> Starlette:
         if found is None:
             return _html(pages.message_page(base(request), "No such run", f"No run {rid}."), 404)
         request_row, calls = found
-        graph = config.graphs(request_row.get("pipeline") or "", request_row.get("variant") or "")
-        dag = pages.dag_svg(graph, {c["node"] for c in calls if c.get("node")})
+        served_with = _stored_config(config, rid)
+        dag = dags.for_run(request_row, served_with)
         text = pages.run_page(
             base(request),
             request_row,
             calls,
-            dag,
+            pages.dag_section(dag, {c["node"] for c in calls if c.get("node")}),
             feedback_for(config.traces_db.parent, rid),
-            config.replay and _stored(config, rid),
+            config.replay and served_with is not None,
         )
         return _html(text)
 
@@ -281,16 +262,31 @@ def create_ui(config: UIConfig) -> Starlette:
             return _html(
                 pages.message_page(base(request), "Replay is off", "Replay is off here."), 403
             )
-        from promptdag.replay.core import replay_request
-
         rid = request.path_params["rid"]
         at = str((await request.form()).get("at", "")).strip() or None
-        try:
-            result = await run_in_threadpool(
-                replay_request, rid, at=at, project_root=config.project_root
+        if await run_in_threadpool(traces.run, rid) is None:
+            return _html(pages.message_page(base(request), "No such run", f"No run {rid}."), 404)
+        job = jobs.start(rid, at)
+        return RedirectResponse(f"{base(request)}/replays/{quote(job.id)}", status_code=303)
+
+    def replay_job(request: Request) -> Response:
+        job = jobs.get(request.path_params["job"])
+        if job is None:
+            return _html(
+                pages.message_page(
+                    base(request),
+                    "No such replay",
+                    "No replay with this id: replays are kept while the page's server runs "
+                    "(the most recent 100). Start it again from the run's page.",
+                ),
+                404,
             )
+        if not job.done:
+            return _html(pages.replay_running_page(base(request), job))
+        try:
+            result = job.future.result()
         except PromptdagError as exc:
-            return _html(pages.message_page(base(request), "Cannot replay", str(exc)), 400)
+            return _html(pages.message_page(base(request), "Cannot replay", str(exc)))
         return _html(pages.replay_page(base(request), result))
 
     routes = [
@@ -299,6 +295,7 @@ def create_ui(config: UIConfig) -> Starlette:
         Route("/runs/{rid}/case.toml", guarded(case), methods=["GET"]),
         Route("/runs/{rid}/feedback", feedback, methods=["POST"]),
         Route("/runs/{rid}/replay", replay, methods=["POST"]),
+        Route("/replays/{job}", guarded(replay_job), methods=["GET"]),
         Route("/variants", guarded(variants), methods=["GET"]),
         Route("/compare", guarded(compare), methods=["GET"]),
         Route("/costs", guarded(costs), methods=["GET"]),
@@ -311,15 +308,34 @@ def create_ui(config: UIConfig) -> Starlette:
     return Starlette(routes=routes, middleware=middleware)
 
 
-def _stored(config: UIConfig, request_id: str) -> bool:
+def _stored_config(config: UIConfig, request_id: str) -> dict[str, Any] | None:
+    """The config the request was served with, when its inputs are stored (else None)."""
     path = config.traces_db.parent / INPUTS_FILE
     if not path.is_file():
-        return False
+        return None
     store = InputsStore(path)
     try:
-        return bool(store.stored_ids([request_id]))
+        return store.configs([request_id]).get(request_id)
     finally:
         store.close()
+
+
+def _graphs_at(config: UIConfig) -> Callable[[str, Any], list[dict[str, Any]]]:
+    def at(sha: str, builds: Any) -> list[dict[str, Any]]:
+        from promptdag.replay.core import graphs_at
+
+        return graphs_at(sha, builds, config.project_root)
+
+    return at
+
+
+def _replayer(config: UIConfig) -> Callable[[str, str | None], ReplayResult]:
+    def replay(request_id: str, at: str | None) -> ReplayResult:
+        from promptdag.replay.core import replay_request
+
+        return replay_request(request_id, at=at, project_root=config.project_root)
+
+    return replay
 
 
 def mount_ui(app: FastAPI, state: ServiceState) -> None:
@@ -330,9 +346,9 @@ def mount_ui(app: FastAPI, state: ServiceState) -> None:
 
     root = find_project(state.settings.project)
 
-    def graphs(pipeline: str, variant: str) -> dict[str, Any] | None:
+    def graphs(pipeline: str, variant: str) -> tuple[dict[str, Any], str] | None:
         built = state.pipelines.get(pipeline, {}).get(variant)
-        return None if built is None else graph_of(built)
+        return None if built is None else (graph_of(built), graph_version_of(built))
 
     def keys() -> KeyRing | None:
         return state.keys

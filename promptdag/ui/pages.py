@@ -13,13 +13,16 @@ from urllib.parse import quote
 
 from promptdag.gate.report_html import usd
 from promptdag.gate.worddiff import word_diff_html
+from promptdag.ui.graph import RunDag
 
 __all__ = [
     "compare_page",
     "costs_page",
+    "dag_section",
     "dag_svg",
     "message_page",
     "replay_page",
+    "replay_running_page",
     "run_page",
     "runs_page",
     "variants_page",
@@ -66,7 +69,7 @@ def _e(value: Any) -> str:
     return html.escape("" if value is None else str(value))
 
 
-def _page(base: str, current: str, title: str, body: str) -> str:
+def _page(base: str, current: str, title: str, body: str, refresh_s: int | None = None) -> str:
     links = " ".join(
         f'<a href="{_e(base)}/{path}"{" aria-current=page" if key == current else ""}>{label}</a>'
         for key, path, label in _NAV
@@ -74,7 +77,8 @@ def _page(base: str, current: str, title: str, body: str) -> str:
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)} · promptdag traces</title><style>{_CSS}</style></head><body>"
+        + ("" if refresh_s is None else f'<meta http-equiv="refresh" content="{refresh_s}">')
+        + f"<title>{_e(title)} · promptdag traces</title><style>{_CSS}</style></head><body>"
         '<a class="skip" href="#main">Skip to content</a>'
         f'<header><nav aria-label="Sections"><span class="brand">promptdag</span>{links}</nav></header>'
         f'<main id="main" tabindex="-1"><h1>{_e(title)}</h1>{body}</main></body></html>'
@@ -224,6 +228,14 @@ def dag_svg(graph: Mapping[str, Any] | None, highlight: set[str]) -> str:
     return (
         f'<div class="dag" tabindex="0" aria-label="DAG (scrolls sideways)">{"".join(parts)}</div>'
     )
+
+
+def dag_section(dag: RunDag, highlight: set[str]) -> str:
+    """The run's DAG with where it comes from, and a warning when it may not be the run's."""
+    warning = "" if dag.warning is None else f'<p class="error" role="note">{_e(dag.warning)}</p>'
+    if dag.graph is None:
+        return warning or "<p class=muted>The DAG is not available for this run.</p>"
+    return f"<p class=muted>{_e(dag.source)}</p>{warning}{dag_svg(dag.graph, highlight)}"
 
 
 def _text(kind: str, body: str | None, sha: str | None) -> str:
@@ -413,6 +425,27 @@ def costs_page(base: str, days: Sequence[Mapping[str, Any]]) -> str:
     return _page(
         base, "costs", "Cost per day (last 30 days)", f'<div class="dag">{chart}</div>{table}'
     )
+
+
+def replay_running_page(base: str, job: Any) -> str:
+    """A replay still running (or waiting for another to finish): the page reloads itself
+    every 2 s (a meta refresh, no script) until it shows the diff."""
+    rid = job.request_id
+    at = "its recorded SHA" if job.at is None else job.at
+    if job.started_at is None:
+        state = "Waiting for another replay to finish (one runs at a time)."
+    else:
+        state = (
+            f"Running for {job.seconds():.0f} s: the commit is checked out in a git worktree "
+            "and the request re-run there."
+        )
+    body = (
+        f'<p><a href="{_e(base)}/runs/{quote(rid)}">Back to the run</a></p>'
+        f'<p class=verdict role="status">Replaying at {_e(at)}…</p><p>{_e(state)}</p>'
+        f"<p class=muted>This page reloads itself every 2 seconds until the diff is ready; "
+        f'other pages keep working meanwhile. <a href="">Reload now</a></p>'
+    )
+    return _page(base, "runs", f"Replay of {rid[:12]}", body, refresh_s=2)
 
 
 def replay_page(base: str, result: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,13 +170,32 @@ def test_variants_compared_and_side_by_side(browser: Chromium, site: Site):
     _shot(browser, site, "compare")
 
 
+def _replay_verdict(browser: Chromium, polls: int = 1200) -> str:
+    """The replay page's verdict once it no longer says it is running (a page reloading itself
+    may be caught between two documents: then ask again). Bounded by a count, not a clock."""
+    verdict = ""
+    for _ in range(polls):
+        try:
+            verdict = browser.eval(
+                "(document.querySelector('.verdict') || {textContent: ''}).textContent"
+            )
+        except AssertionError:  # the document was replaced while evaluating
+            verdict = ""
+        if verdict and not verdict.startswith("Replaying"):
+            return str(verdict)
+        time.sleep(0.25)
+    raise AssertionError(f"the replay never finished: {verdict!r}")
+
+
 def test_the_replay_button_shows_the_diff_at_head(browser: Chromium, site: Site):
     rid = site.ids[("a", "the sea")]
     browser.go(site.url(f"/runs/{rid}"))
     assert browser.eval("document.querySelector('input[name=at]').value") == "HEAD"
     browser.tab_to("el.tagName === 'BUTTON' && el.textContent === 'Replay and diff'")
     browser.press("Enter", wait_load=True)
-    verdict = browser.eval("document.querySelector('.verdict').textContent")
+    # The replay runs beside the server: its page says so and reloads itself until the diff.
+    assert "/ui/replays/" in browser.eval("location.pathname")
+    verdict = _replay_verdict(browser)
     assert verdict.startswith("The answer differs"), verdict
     assert "Rendered prompts differ: poem_prompt" in browser.eval("document.body.innerText")
     assert browser.eval("document.querySelectorAll('pre ins').length") > 0
