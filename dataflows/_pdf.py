@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 import unicodedata
 from collections.abc import Callable
@@ -91,6 +92,7 @@ PARALLEL_MIN_PAGES = 40
 SCAN_WORDS_PER_PAGE = 30
 # From this share of right-to-left letters on, the text is read by pypdf (see _in_reading_order).
 RTL_SHARE = 0.2
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 @dataclass(frozen=True)
@@ -248,8 +250,8 @@ def _document(parts: list[PdfPart], source: str, backend: str = "") -> PdfDocume
     """The parts joined, as extracted (not normalized), or the no-text error."""
     parts = sorted(parts, key=lambda p: p.start)
     texts = [t for p in parts for t in p.texts]
-    words = sum(len(t.split()) for t in texts)
     pictured = any(p.pictured for p in parts)
+    words = sum(len(t.split()) for t in texts) if pictured else 0
     if not any(t.strip() for t in texts) or (pictured and words < SCAN_WORDS_PER_PAGE * len(texts)):
         raise _no_text(parts, source)
     return PdfDocument(
@@ -379,9 +381,15 @@ async def aextract_pdf(
 def right_to_left(text: str) -> bool:
     """Whether at least RTL_SHARE of the letters are of a right-to-left script (Arabic, Hebrew,
     Syriac, Thaana, N'Ko and their presentation forms)."""
-    letters = [c for c in text if c.isalpha()]
-    rtl = sum(1 for c in letters if unicodedata.bidirectional(c) in ("R", "AL"))
-    return bool(letters) and rtl >= RTL_SHARE * len(letters)
+    # No ASCII character is right-to-left: most documents are settled by their few others.
+    rtl = sum(1 for c in _NON_ASCII.findall(text) if c.isalpha() and _is_rtl(c))
+    if not rtl:
+        return False
+    return rtl >= RTL_SHARE * sum(1 for c in text if c.isalpha())
+
+
+def _is_rtl(c: str) -> bool:
+    return unicodedata.bidirectional(c) in ("R", "AL")
 
 
 async def _in_reading_order(

@@ -20,6 +20,7 @@ MAX_TOKEN_CHARS = 128
 COUNT_PIECE_CHARS = 1 << 20
 
 _SPACES = re.compile(r"[ \t\f\v\u00a0]+")
+_SPACES_TO_COLLAPSE = ("  ", "\t", "\f", "\v", "\u00a0")  # what _SPACES changes
 _PARAGRAPHS = re.compile(r"\n\s*\n")
 _SENTENCE_END = re.compile(r"(?<=[.!?…؟。])[\"'”’)\]]*\s+")
 _CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
@@ -35,12 +36,14 @@ def clean_text(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _CONTROL.sub("", text)
     text = dehyphenate(text)
-    paragraphs = []
-    for block in _PARAGRAPHS.split(text):
-        joined = _SPACES.sub(" ", " ".join(line.strip() for line in block.split("\n"))).strip()
-        if joined:
-            paragraphs.append(joined)
-    return "\n\n".join(paragraphs)
+    # The paragraphs travel as one text, NUL-separated (no NUL is left in it), through the
+    # collapsing of spaces, which most texts do not need (one space between words).
+    joined = "\0".join(
+        " ".join(line.strip() for line in block.split("\n")) for block in _PARAGRAPHS.split(text)
+    )
+    if any(s in joined for s in _SPACES_TO_COLLAPSE):
+        joined = _SPACES.sub(" ", joined)
+    return "\n\n".join(p for p in (block.strip() for block in joined.split("\0")) if p)
 
 
 def bounded_count(

@@ -7,6 +7,8 @@ Outputs: tokenizer, document_tokens, text_chunks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from dataflows._text import MAX_TOKEN_CHARS, bounded_count, token_windows
 from promptdag import ConfigError, InputError, LimitExceededError, TokenCounter, token_counter
 
@@ -62,7 +64,14 @@ def text_chunks(
         document_text,
         window=chunk_tokens,
         overlap=chunk_overlap_tokens,
-        count=tokenizer.count,
-        encode=tokenizer.encode,
+        count=_counter(tokenizer),
+        encode=enc.encode_ordinary,
         decode=enc.decode,
     )
+
+
+def _counter(tokenizer: TokenCounter) -> Callable[[str], int]:
+    """`tokenizer.count` without its scan for special tokens: it allows none, so they count as
+    plain text either way, and `encode_ordinary` gives the same tokens."""
+    encode = tokenizer.encoding.encode_ordinary
+    return lambda text: len(encode(text))

@@ -158,3 +158,25 @@ def test_the_run_notes_name_the_backend_that_read_the_pdf(backend: str) -> None:
 def test_a_text_document_has_no_extraction_note() -> None:
     out = run({"text": "The machine sent a cat over the wire. It arrived well."})
     assert not [n for n in out.notes if n.startswith("text extracted by")]
+
+
+def test_chunks_count_special_token_text_as_plain_text_as_the_tokenizer_does() -> None:
+    """text_chunks counts with `encode_ordinary` (no scan for special tokens): the same windows
+    as the tokenizer's own count and encode, which allow no special token."""
+    from dataflows._text import token_windows
+    from promptdag.llm.tokens import token_counter
+
+    counter = token_counter("gpt-4o-mini")
+    text = " ".join(
+        f"Sentence {i} quotes <|endoftext|> and <|fim_prefix|>{'x' * (i % 7)}." for i in range(300)
+    )
+    ours = chunking.text_chunks(text, 0, counter, 64, 8)
+    theirs = token_windows(
+        text,
+        window=64,
+        overlap=8,
+        count=counter.count,
+        encode=counter.encode,
+        decode=counter.encoding.decode,
+    )
+    assert len(ours) > 10 and ours == theirs

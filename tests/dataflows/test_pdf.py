@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import time
 import zlib
@@ -342,6 +343,36 @@ def test_right_to_left_is_told_by_the_share_of_rtl_letters() -> None:
     assert right_to_left("שלום עולם and a little English")
     assert not right_to_left("An English page that quotes one word: حَبيبي, and goes on in English.")
     assert not right_to_left("") and not right_to_left("12 34 ...")
+    # Only letters count, whatever the script of the others: 2 Hebrew letters in 10 is 20%.
+    assert right_to_left("שׁ «éèàçôûïë» “12” ש")
+    assert not right_to_left("ש «éèàçôûïëæ» “12”")
+    assert not right_to_left("“Curly quotes”, ﬁ ligatures, Ελληνικά and ελληνικά")
+
+
+def test_pdfium_gives_what_pypdfium2s_bounded_text_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pdfium reader calls PDFium's C API with one reused buffer: page for page, the text
+    of pypdfium2's `get_text_bounded()`; so does its fallback (the exact two calls pypdfium2
+    makes), taken for text beyond U+FFFF."""
+    import pypdfium2 as pdfium
+
+    from dataflows import _pdfium
+
+    for name in ("the-man-without-a-body.pdf", "multicolumn.pdf", "google-doc-document.pdf"):
+        data = shared(name)
+        doc = pdfium.PdfDocument(data)
+        try:
+            expected = []
+            for i in range(len(doc)):
+                page = doc[i]
+                expected.append(page.get_textpage().get_text_bounded())
+                page.close()
+        finally:
+            doc.close()
+        assert extract_part(data, "", name, LIMITS, 0, None, "pdfium").texts == tuple(expected)
+        with monkeypatch.context() as m:
+            m.setattr(_pdfium, "_ASTRAL", re.compile(r"[\s\S]"))
+            fallback = extract_part(data, "", name, LIMITS, 0, None, "pdfium").texts
+        assert fallback == tuple(expected)
 
 
 def test_arabic_is_read_in_reading_order_by_pypdf_under_the_default_backend() -> None:

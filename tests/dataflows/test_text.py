@@ -108,3 +108,11 @@ def test_counting_stops_once_past_the_cap() -> None:
 
 def test_clean_text_drops_control_characters_but_keeps_paragraphs() -> None:
     assert clean_text("A\x00 b\x1b\x07c.\n\n\x0cNext\x9b para.") == "A bc.\n\nNext para."
+
+
+def test_clean_text_collapses_runs_of_spaces_tabs_and_no_break_spaces() -> None:
+    text = "One  two\tthree\u00a0four \v five\f six.  \n  Seven\u2003eight.\n \n\tNine  ten."
+    assert clean_text(text) == "One two three four five six. Seven\u2003eight.\n\nNine ten."
+    assert clean_text("Single spaces only.\nA wrapped line.") == (
+        "Single spaces only. A wrapped line."
+    )
