@@ -17,6 +17,7 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from itertools import repeat
 
 __all__ = [
     "EDGE_LINES",
@@ -154,9 +155,13 @@ def dehyphenate(text: str) -> str:
     if not breaks:
         return text
     # The text's words and hyphenated compounds, punctuation stripped, each break's two
-    # fragments not counted as words ("ex-" and "pressed" are no evidence for "ex").
-    words = Counter(t.strip(_PUNCTUATION) for t in text.lower().split())
-    words.subtract(w.lower() for _, _, a, b in breaks for w in (a, b))
+    # fragments not counted as words ("ex-" and "pressed" are no evidence for "ex"); only those
+    # the breaks ask about are counted.
+    pairs = [(a.lower(), b.lower()) for _, _, a, b in breaks]
+    asked = {w for la, lb in pairs for w in (la, lb, la + lb, f"{la}-{lb}")}
+    stripped = map(str.strip, text.lower().split(), repeat(_PUNCTUATION))
+    words = Counter(filter(asked.__contains__, stripped))
+    words.subtract(w for pair in pairs for w in pair)
     pieces: list[str] = []
     at = 0
     for start, end, a, b in breaks:
