@@ -135,13 +135,20 @@ def _not_one(request_id: str, found: int, db: str | Path | TraceStore) -> NoRetu
 
 
 def stats(
-    db: str | Path | TraceStore, by: str = "variant", since: timedelta | None = None
+    db: str | Path | TraceStore,
+    by: str = "variant",
+    since: timedelta | None = None,
+    pipeline: str | None = None,
 ) -> pd.DataFrame:
     """Per group of `by` (variant, prompt_version, model): requests, p50/p95 latency (s), tokens
-    (sum and mean), cost (sum) and error rates: all, input (4xx), model and server (5xx)."""
+    (sum and mean), cost (sum) and error rates: all, input (4xx), model and server (5xx); of
+    one `pipeline`'s requests only when given."""
     if by not in STATS_GROUPS:
         raise ValueError(f"--by {by!r} is not a grouping. Use one of: {', '.join(STATS_GROUPS)}.")
     where, params = _since(since)
+    if pipeline:
+        where += (" AND" if where else " WHERE") + " pipeline = ?"
+        params.append(pipeline)
     with _reader(db) as conn:
         status = "http_status" if "http_status" in _columns(conn) else "NULL AS http_status"
         sql = (

@@ -211,13 +211,22 @@ def create_ui(config: UIConfig) -> Starlette:
 
     def variants(request: Request) -> Response:
         since = request.query_params.get("since", "").strip()
-        return _html(pages.variants_page(base(request), traces.variants(since), since))
+        pipeline = request.query_params.get("pipeline", "").strip()
+        tables = traces.variants_by_pipeline(since, pipeline)
+        choices = traces.choices()["pipeline"]
+        return _html(pages.variants_page(base(request), tables, since, pipeline, choices))
 
     def compare(request: Request) -> Response:
         a = request.query_params.get("a", "").strip()
         b = request.query_params.get("b", "").strip()
-        pairs = traces.side_by_side(a, b) if a and b else []
-        return _html(pages.compare_page(base(request), traces.choices()["variant"], a, b, pairs))
+        pipeline = request.query_params.get("pipeline", "").strip()
+        pairs = traces.side_by_side(a, b, pipeline=pipeline) if a and b else []
+        choices = traces.choices()
+        return _html(
+            pages.compare_page(
+                base(request), choices["variant"], a, b, pairs, pipeline, choices["pipeline"]
+            )
+        )
 
     def costs(request: Request) -> Response:
         return _html(pages.costs_page(base(request), traces.costs_per_day()))

@@ -135,10 +135,21 @@ class Traces:
             request["prompt_versions"] = json.loads(request["prompt_versions"])
         return request, [dict(c) for c in calls]
 
-    def variants(self, since: str = "") -> list[dict[str, Any]]:
-        """Per variant: runs, error rates with 95% intervals, p50/p95 latency, tokens and cost
-        per run."""
-        df = stats(self.traces_db, "variant", parse_since(since) if since else None)
+    def variants_by_pipeline(
+        self, since: str = "", pipeline: str = ""
+    ) -> list[tuple[str, list[dict[str, Any]]]]:
+        """`variants` of `pipeline`, or of each pipeline in turn: a comparison never mixes the
+        runs of two pipelines (variants of one are not variants of the other)."""
+        pipelines = [pipeline] if pipeline else self.choices()["pipeline"]
+        return [(p, self.variants(since, p)) for p in pipelines]
+
+    def variants(self, since: str = "", pipeline: str = "") -> list[dict[str, Any]]:
+        """Per variant (of `pipeline`'s runs, when given): runs, error rates with 95%
+        intervals, p50/p95 latency, tokens and cost per run."""
+        window = parse_since(since) if since else None
+        if not self.runs(RunFilters(pipeline=pipeline, since=since), limit=1):
+            return []  # (stats cannot take quantiles of no rows)
+        df = stats(self.traces_db, "variant", window, pipeline or None)
         out = []
         for row in df.to_dict("records"):
             n = int(row["requests"])
@@ -195,21 +206,26 @@ class Traces:
                     out[rid] = (text, "last LLM response")
         return out
 
-    def side_by_side(self, a: str, b: str, limit: int = 50) -> list[dict[str, Any]]:
+    def side_by_side(
+        self, a: str, b: str, limit: int = 50, pipeline: str = ""
+    ) -> list[dict[str, Any]]:
         """The latest answers of variants `a` and `b` on the same inputs (the stored inputs'
-        content, else the subject id), newest first."""
+        content, else the subject id, within one pipeline: `pipeline`'s when given), newest
+        first."""
+        only = " AND pipeline = ?" if pipeline else ""
         with self._conn() as conn:
             rows = conn.execute(
-                "SELECT request_id, variant, subject_id, started_at FROM requests "
-                "WHERE variant IN (?, ?) AND status = 'ok' ORDER BY started_ts DESC LIMIT 5000",
-                (a, b),
+                "SELECT request_id, pipeline, variant, subject_id, started_at FROM requests "
+                f"WHERE variant IN (?, ?) AND status = 'ok'{only} "
+                "ORDER BY started_ts DESC LIMIT 5000",
+                (a, b, *([pipeline] if pipeline else [])),
             ).fetchall()
         ids = [r["request_id"] for r in rows]
         digests = self._input_digests(ids)
         latest: dict[tuple[str, str], dict[str, Any]] = {}
         for r in rows:
             key = digests.get(r["request_id"]) or (
-                f"subject {r['subject_id']}" if r["subject_id"] else ""
+                f"{r['pipeline']}: subject {r['subject_id']}" if r["subject_id"] else ""
             )
             if key:
                 latest.setdefault((key, r["variant"]), dict(r))

@@ -327,12 +327,36 @@ def run_page(
     return _page(base, "runs", f"Run {rid[:12]}", body)
 
 
-def variants_page(base: str, rows: Sequence[Mapping[str, Any]], since: str) -> str:
+def variants_page(
+    base: str,
+    tables: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    since: str,
+    pipeline: str,
+    pipelines: Sequence[str],
+) -> str:
+    """One table per pipeline (`tables`: pipeline, its variants' rows): variants are compared
+    within a pipeline, never across two."""
     form = (
-        f'<form class="filters" method="get" action="{_e(base)}/variants">'
-        f'<label>Since (30m, 24h, 7d)<input name="since" value="{_e(since)}" size="6"></label>'
+        f'<form class="filters" method="get" action="{_e(base)}/variants" aria-label="Filter variants">'
+        + _select("pipeline", "Pipeline", pipelines, pipeline)
+        + f'<label>Since (30m, 24h, 7d)<input name="since" value="{_e(since)}" size="6"></label>'
         '<button class="primary" type="submit">Show</button></form>'
     )
+    note = (
+        "<p class=muted>Intervals are 95% Wilson score intervals: two variants whose intervals "
+        "overlap widely are not shown to differ yet.</p>"
+    )
+    parts = [
+        (f"<h2>Pipeline {_e(name)}</h2>" if len(tables) > 1 or not pipeline else "")
+        + _variants_table(rows)
+        for name, rows in tables
+    ]
+    return _page(
+        base, "variants", "Variants compared", form + ("".join(parts) or "<p>No runs.</p>") + note
+    )
+
+
+def _variants_table(rows: Sequence[Mapping[str, Any]]) -> str:
     head = (
         "<tr><th>Variant</th><th class=num>Runs</th><th class=num>Error rate (95% CI)</th>"
         "<th class=num>Input errors (4xx)</th><th class=num>Model/server errors (5xx)</th>"
@@ -349,19 +373,21 @@ def variants_page(base: str, rows: Sequence[Mapping[str, Any]], since: str) -> s
         f"<td class=num>{usd(r['cost_usd'])}</td></tr>"
         for r in rows
     )
-    note = (
-        "<p class=muted>Intervals are 95% Wilson score intervals: two variants whose intervals "
-        "overlap widely are not shown to differ yet.</p>"
-    )
-    table = f"<table>{head}{body}</table>" if rows else "<p>No runs.</p>"
-    return _page(base, "variants", "Variants compared", form + table + note)
+    return f"<table>{head}{body}</table>" if rows else "<p>No runs.</p>"
 
 
 def compare_page(
-    base: str, variants: Sequence[str], a: str, b: str, pairs: Sequence[Mapping[str, Any]]
+    base: str,
+    variants: Sequence[str],
+    a: str,
+    b: str,
+    pairs: Sequence[Mapping[str, Any]],
+    pipeline: str = "",
+    pipelines: Sequence[str] = (),
 ) -> str:
     form = (
         f'<form class="filters" method="get" action="{_e(base)}/compare">'
+        + _select("pipeline", "Pipeline", pipelines, pipeline)
         + _select("a", "Variant A", variants, a)
         + _select("b", "Variant B", variants, b)
         + '<button class="primary" type="submit">Compare</button></form>'

@@ -148,3 +148,18 @@ def test_a_local_page_answers_only_to_its_own_host_names(tmp_path):
     assert "No traces yet" in client.get("/").text
     rebound = TestClient(create_ui(config), base_url="http://attacker.example")
     assert rebound.get("/").status_code == 400
+
+
+def test_variants_are_compared_within_one_pipeline(served):
+    client, _ = served
+    page = client.get("/ui/variants", headers=AUTH).text
+    assert "<h2>Pipeline poem</h2>" in page and "<h2>Pipeline words</h2>" in page
+    poem = client.get("/ui/variants?pipeline=poem", headers=AUTH).text
+    assert '<option value="poem" selected>' in poem and "Pipeline words" not in poem
+    assert "<td>a</td><td class=num>2</td>" in poem and "<td>b</td><td class=num>2</td>" in poem
+    words = client.get("/ui/variants?pipeline=words", headers=AUTH).text
+    (row,) = words.split("</th></tr>")[1].split("</tr>")[:-1]
+    assert "</td><td class=num>1</td>" in row  # its one run, in whichever variant it fell
+    assert "No runs." in client.get("/ui/variants?pipeline=nope", headers=AUTH).text
+    pairs = client.get("/ui/compare?a=a&b=b&pipeline=words", headers=AUTH).text
+    assert "No inputs were answered by both variants" in pairs
