@@ -172,8 +172,11 @@ class InputsStore:
                     ),
                 )
 
-    def put_result(self, request_id: str, result: RunResult) -> None:
-        """Add what the request's run produced: its answer, outputs and rendered-prompt hashes."""
+    def put_result(
+        self, request_id: str, result: RunResult, lock: Mapping[str, str] | None = None
+    ) -> None:
+        """Add what the request's run produced: its answer, outputs and rendered-prompt hashes,
+        and the dependency lock it was served under (`provenance.dependency_lock`)."""
         from promptdag.pipeline import _jsonable
 
         record = {
@@ -185,6 +188,7 @@ class InputsStore:
             },
             "fingerprint": result.fingerprint["id"],
             "libraries": result.fingerprint.get("libraries"),
+            "dependency_lock": None if lock is None else dict(lock),
         }
         text = json.dumps(record, ensure_ascii=False, sort_keys=True)
         with self._lock:
@@ -394,5 +398,19 @@ async def stored_run(
         subject_id=ctx.subject_id,
     )
     result = await pipeline.run(inputs)
-    await asyncio.to_thread(store.put_result, ctx.request_id, result)
+    lock = _served_lock(pipeline.project.root)
+    await asyncio.to_thread(store.put_result, ctx.request_id, result, lock)
     return result
+
+
+_LOCKS: dict[Path, dict[str, str] | None] = {}
+
+
+def _served_lock(root: Path) -> dict[str, str] | None:
+    """The dependency lock this process serves `root` under, read once: the environment was
+    installed from it when the service started, whatever the file holds later."""
+    from promptdag.provenance import dependency_lock
+
+    if root not in _LOCKS:
+        _LOCKS[root] = dependency_lock(root)
+    return _LOCKS[root]

@@ -14,7 +14,9 @@ from typing import Any
 from promptdag.errors import DirtyTreeError
 
 __all__ = [
+    "DEPENDENCY_LOCKS",
     "STAMP_FILE",
+    "dependency_lock",
     "fingerprint_id",
     "git_state",
     "library_versions",
@@ -27,6 +29,9 @@ __all__ = [
 STAMP_FILE = ".promptdag-stamp.json"
 
 _LIBRARIES = ("apache-hamilton", "openai", "tiktoken", "pypdf", "pypdfium2")
+# The dependency lock files looked for, in this order, in the project directory and then in
+# each directory above it up to the git repository's top.
+DEPENDENCY_LOCKS = ("uv.lock", "poetry.lock", "pdm.lock", "Pipfile.lock", "requirements.lock")
 
 
 def sha256_text(text: str) -> str:
@@ -128,6 +133,21 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[name.replace("apache-", "")] = "not installed"
     return out
+
+
+def dependency_lock(root: Path) -> dict[str, str] | None:
+    """The project's dependency lock file (its path from `root`, POSIX) and its sha256; None
+    when there is none between `root` and the top of its git repository."""
+    here = Path(root).resolve()
+    for up, directory in enumerate((here, *here.parents)):
+        for name in DEPENDENCY_LOCKS:
+            path = directory / name
+            if path.is_file():
+                rel = "/".join([".."] * up + [name])
+                return {"file": rel, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        if (directory / ".git").exists():
+            return None
+    return None
 
 
 def fingerprint_id(parts: dict[str, Any]) -> str:

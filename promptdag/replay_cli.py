@@ -34,6 +34,13 @@ REPLAY_EPILOG = (
 )
 
 
+_LOCK = {
+    None: "not recorded with the run (stored before lock hashes were)",
+    False: "the same as recorded",
+    True: "changed since the recorded run",
+}
+
+
 def _show(result: ReplayResult) -> None:
     at = "its recorded SHA" if result.at == "recorded" else result.at
     typer.echo(
@@ -58,6 +65,7 @@ def _show(result: ReplayResult) -> None:
             where, pieces = result.prompt_diff
             typer.echo(f"\nprompt of call {where} ([-recorded-]{{+replayed+}}):\n")
             typer.echo(word_diff_plain(pieces) + "\n")
+    typer.echo(f"dependency lock: {_LOCK[result.dependency_lock_changed]}")
     for note in result.notes:
         typer.echo(f"note: {note}")
     cost = "-" if result.cost_usd is None else f"${result.cost_usd:.6f}"

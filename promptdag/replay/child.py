@@ -21,15 +21,17 @@ from promptdag.factory import build_pipeline
 from promptdag.inputs_store import InputsStore
 from promptdag.pipeline import RunResult, _jsonable
 from promptdag.project import load_project
-from promptdag.provenance import sha256_text
+from promptdag.provenance import dependency_lock, sha256_text
 from promptdag.tracing.context import RequestContext, new_request_id, request_scope
 
 __all__ = ["build_graphs", "main", "replay_jobs"]
 
 
-def _result(out: RunResult) -> dict[str, Any]:
-    """What the parent compares: the answer, the rendered-prompt hashes, each call's prompt hash."""
+def _result(out: RunResult, lock: dict[str, str] | None) -> dict[str, Any]:
+    """What the parent compares: the answer, the rendered-prompt hashes, each call's prompt hash,
+    the tree's dependency lock."""
     return {
+        "dependency_lock": lock,
         "answer_text": out.answer_text(),
         "answer": _jsonable(out.answer),
         "outputs": _jsonable(out.outputs),
@@ -53,7 +55,9 @@ def _result(out: RunResult) -> dict[str, Any]:
     }
 
 
-async def _one(project: Any, store: InputsStore, job: dict[str, Any]) -> dict[str, Any]:
+async def _one(
+    project: Any, store: InputsStore, job: dict[str, Any], lock: dict[str, str] | None
+) -> dict[str, Any]:
     stored = store.get(job["request_id"])
     if stored is None:
         return {"request_id": job["request_id"], "error": "its stored inputs are gone"}
@@ -79,7 +83,7 @@ async def _one(project: Any, store: InputsStore, job: dict[str, Any]) -> dict[st
     try:
         with request_scope(ctx):
             out = await pipeline.run(stored.inputs)
-        return {"request_id": job["request_id"], **_result(out)}
+        return {"request_id": job["request_id"], **_result(out, lock)}
     except PromptdagError as exc:
         return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
     finally:
@@ -91,9 +95,10 @@ async def replay_jobs(
 ) -> list[dict[str, Any]]:
     """Each job (request_id, overrides) re-run in the project at `root`, in order."""
     project = load_project(root)
+    lock = dependency_lock(root)
     store = InputsStore(inputs_db)
     try:
-        return [await _one(project, store, job) for job in jobs]
+        return [await _one(project, store, job, lock) for job in jobs]
     finally:
         store.close()
 

@@ -69,6 +69,9 @@ class ReplayResult:
     calls: int = 0
     cost_usd: float | None = None
     error: str | None = None
+    # Whether the dependency lock file differs between the recorded run and the replayed tree
+    # (None: the recording kept no lock hash, from before they were stored).
+    dependency_lock_changed: bool | None = None
 
     @property
     def words_changed(self) -> int:
@@ -213,9 +216,31 @@ def _first_prompt_diff(calls: Any, replayed: dict[str, Any]) -> tuple[str, list[
     return None
 
 
+def _lock_change(stored: StoredRequest, replayed: dict[str, Any]) -> tuple[bool | None, str]:
+    """Whether the dependency lock changed from the recording to the replayed tree, and a note
+    saying how (empty when it did not)."""
+    result = stored.result or {}
+    if "dependency_lock" not in result:
+        return None, ""
+    then, now = result["dependency_lock"], replayed.get("dependency_lock")
+    if then == now:
+        return False, ""
+
+    def name(lock: Mapping[str, str] | None) -> str:
+        return "none" if lock is None else f"{lock['file']} sha256 {lock['sha256'][:12]}"
+
+    return True, (
+        f"the dependency lock changed between the recorded run and the replayed tree: "
+        f"{name(then)} → {name(now)}. The replay ran with this environment's installed libraries."
+    )
+
+
 def _why(request: Mapping[str, Any], stored: StoredRequest, replayed: dict[str, Any]) -> list[str]:
     """What may explain rendered prompts that differ at the recorded SHA."""
     notes = []
+    changed_lock, lock_note = _lock_change(stored, replayed)
+    if changed_lock:
+        notes.append(lock_note)
     then = (stored.result or {}).get("libraries") or {}
     now = replayed.get("libraries") or {}
     changed = [f"{k} {then[k]} → {now.get(k)}" for k in sorted(then) if then[k] != now.get(k)]
@@ -234,9 +259,13 @@ def _why(request: Mapping[str, Any], stored: StoredRequest, replayed: dict[str, 
         if isinstance(meta, dict) and now != meta.get("version"):
             notes.append(f"{node} was v{meta.get('version')} when recorded, {now} in the replay.")
     if not notes:
+        lock = (
+            "the dependency lock is the same, so a library outside it"
+            if changed_lock is False
+            else "a dependency (the lock file, a library version)"
+        )
         notes.append(
-            "same SHA, config and prompt versions: a dependency (the lock file, a library "
-            "version) or data outside git must differ."
+            f"same SHA, config and prompt versions: {lock} or data outside git must differ."
         )
     return notes
 
@@ -268,13 +297,17 @@ def _compare(
             f"the recorded run ended without an answer ({request.get('error_type') or 'no result stored'}): "
             "nothing to compare the replay's answer with."
         )
+    changed_lock, lock_note = _lock_change(stored, replayed)
     if at == "recorded" and changes:
         notes.extend(_why(request, stored, replayed))
-    elif at == "recorded" and request.get("git_dirty"):
-        notes.append(
-            "the request was served from a tree with uncommitted changes; the replay ran the "
-            "committed tree at its SHA, and they did not change the rendered prompts."
-        )
+    else:
+        if changed_lock:
+            notes.append(lock_note)
+        if at == "recorded" and request.get("git_dirty"):
+            notes.append(
+                "the request was served from a tree with uncommitted changes; the replay ran "
+                "the committed tree at its SHA, and they did not change the rendered prompts."
+            )
     answer = replayed["answer_text"]
     usage = replayed.get("usage") or {}
     return ReplayResult(
@@ -289,6 +322,7 @@ def _compare(
         cached_calls=int(usage.get("cached_calls") or 0),
         calls=int(usage.get("calls") or 0),
         cost_usd=usage.get("cost_usd"),
+        dependency_lock_changed=changed_lock,
     )
 
 

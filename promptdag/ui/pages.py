@@ -509,6 +509,11 @@ def replay_page(base: str, result: Any) -> str:
             else "The answer differs in punctuation or spacing only."
         )
         diff = f'<pre aria-label="Word diff: deleted words struck, inserted words underlined">{word_diff_html(result.diff)}</pre>'
+    lock = {
+        None: "Dependency lock: not recorded with the run.",
+        False: "Dependency lock: the same as recorded.",
+        True: "Dependency lock: changed since the recorded run (see below).",
+    }[result.dependency_lock_changed]
     notes = "".join(f"<li>{_e(n)}</li>" for n in result.notes)
     calls = f"{result.calls} calls, {result.cached_calls} from the response cache, cost {usd(result.cost_usd)}."
     prompt_diff = ""
@@ -521,7 +526,8 @@ def replay_page(base: str, result: Any) -> str:
     body = (
         back
         + head
-        + f"<p class=verdict>{_e(verdict)}</p><p>{_e(prompts)}</p><p>{_e(calls)}</p>"
+        + f"<p class=verdict>{_e(verdict)}</p><p>{_e(prompts)}</p><p>{_e(lock)}</p>"
+        + f"<p>{_e(calls)}</p>"
         + (f"<ul>{notes}</ul>" if notes else "")
         + "<h2>Recorded answer → replayed answer (word diff)</h2>"
         + diff

@@ -28,6 +28,7 @@ def _git(repo: Path, *args: str) -> str:
 def repo(tmp_path) -> Path:
     root = write_tiny_project(tmp_path / "tiny")
     (root / ".gitignore").write_text(".promptdag/\n", encoding="utf-8")
+    (root / "requirements.lock").write_text("openai==3.1.0\n", encoding="utf-8")
     _git(root, "init", "-q", "-b", "main")
     _git(root, "add", "-A")
     _git(root, "commit", "-q", "-m", "tiny")
@@ -66,6 +67,7 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
     assert out["same_prompts"] is True and out["prompt_changes"] == []
     assert out["same_output"] is True and out["replayed_answer"] == body["answer"]
     assert out["calls"] == 1 and out["cached_calls"] == 0
+    assert out["dependency_lock_changed"] is False
 
     # A prompt change committed on top: --at HEAD shows what it changes, word by word.
     prompts = repo / "prompts" / "variants.toml"
@@ -73,9 +75,13 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
         prompts.read_text().replace('poem_prompt_version = "v1"', 'poem_prompt_version = "v2"'),
         encoding="utf-8",
     )
-    _git(repo, "commit", "-q", "-am", "variant a uses poem v2")
+    (repo / "requirements.lock").write_text("openai==3.2.0\n", encoding="utf-8")
+    _git(repo, "commit", "-q", "-am", "variant a uses poem v2; openai 3.2")
     result = _replay(rid, "--at", "HEAD")
     assert result.exit_code == 0, result.output
+    assert "dependency lock: changed since the recorded run" in result.output
+    assert "note: the dependency lock changed" in result.output
+    assert "requirements.lock sha256" in result.output
     assert "replayed at HEAD" in result.output
     assert "rendered prompts: differ from the recorded ones" in result.output
     assert "poem_prompt: rendered sha256" in result.output
@@ -88,6 +94,7 @@ def test_replay_reproduces_the_recording_at_its_sha_and_diffs_at_head(
     result = _replay(rid, "--json")
     out = json.loads(result.output)
     assert out["same_output"] is True and out["cached_calls"] == out["calls"] == 1
+    assert out["dependency_lock_changed"] is False  # the recorded tree's lock
 
     # Many at once, into Parquet.
     import pandas as pd
@@ -191,3 +198,57 @@ def test_a_replay_that_does_not_reproduce_says_what_may_differ():
     assert result.words_changed == 2 and _failed(result)
     at_head = _compare(request, calls, stored, replayed, "HEAD", "b" * 40)
     assert at_head.notes == [] and not _failed(at_head)
+
+
+def test_a_changed_dependency_lock_is_reported_and_explains_a_difference_at_the_sha():
+    import pandas as pd
+
+    from promptdag.inputs_store import StoredRequest
+    from promptdag.replay.core import _compare
+
+    request = {"request_id": "r" * 32, "git_sha": "a" * 40, "prompt_versions": {}}
+    calls = pd.DataFrame([{"step": "s", "chunk_index": None, "prompt_sha256": "h1"}])
+    then = {"file": "uv.lock", "sha256": "1" * 64}
+    now = {"file": "uv.lock", "sha256": "2" * 64}
+
+    def stored(result: dict) -> StoredRequest:
+        return StoredRequest("r" * 32, 0.0, None, "pipe", "v", {}, {}, result)
+
+    def replayed(prompt: str, lock: dict | None) -> dict:
+        return {
+            "answer_text": "x", "prompts": {"p": prompt}, "prompt_versions": {},
+            "calls": [{"step": "s", "chunk_index": None, "prompt_sha256": prompt}],
+            "usage": {}, "dependency_lock": lock,
+        }  # fmt: skip
+
+    recorded = {"answer_text": "x", "prompts": {"p": "h1"}, "dependency_lock": then}
+    moved = _compare(request, calls, stored(recorded), replayed("h2", now), "recorded", "a" * 40)
+    assert moved.dependency_lock_changed is True
+    assert any(
+        "uv.lock sha256 111111111111 → uv.lock sha256 222222222222" in n for n in moved.notes
+    )
+    same = _compare(request, calls, stored(recorded), replayed("h2", then), "recorded", "a" * 40)
+    assert same.dependency_lock_changed is False
+    assert any("the dependency lock is the same" in n for n in same.notes)
+    at_head = _compare(request, calls, stored(recorded), replayed("h1", None), "HEAD", "b" * 40)
+    assert at_head.dependency_lock_changed is True and "→ none" in at_head.notes[0]
+    old = {"answer_text": "x", "prompts": {"p": "h1"}}  # stored before lock hashes were
+    unknown = _compare(request, calls, stored(old), replayed("h1", now), "HEAD", "b" * 40)
+    assert unknown.dependency_lock_changed is None and unknown.notes == []
+
+
+def test_dependency_lock_is_found_up_to_the_repository_top(tmp_path):
+    from promptdag.provenance import dependency_lock
+
+    repo = tmp_path / "repo"
+    project = repo / "apps" / "one"
+    project.mkdir(parents=True)
+    (repo / ".git").mkdir()
+    assert dependency_lock(project) is None
+    (tmp_path / "uv.lock").write_text("outside the repository", encoding="utf-8")
+    assert dependency_lock(project) is None
+    (repo / "uv.lock").write_text("pinned", encoding="utf-8")
+    found = dependency_lock(project)
+    assert found is not None and found["file"] == "../../uv.lock"
+    (project / "requirements.lock").write_text("x==1", encoding="utf-8")
+    assert dependency_lock(project)["file"] == "requirements.lock"  # type: ignore[index]
