@@ -13,11 +13,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
-from itertools import repeat
 
 __all__ = [
     "EDGE_LINES",
@@ -35,10 +35,10 @@ _MIN_PAGES = 3
 # ...and, when it holds a number (a chapter heading "Chapter 3" masks like a header), only when
 # it is on at least this share of the pages.
 _NUMBERED_SHARE = 0.25
-_RARE_BREAKS = re.compile(r"[\u2028\u2029\x85]")
+_RARE_BREAKS = ("\u2028", "\u2029", "\x85")
 # PDFium marks a hyphen at a line end with U+0002 (get_text_bounded) or U+FFFE (get_text_range)
 # and drops the line break.
-_PDFIUM_HYPHEN = re.compile(r"[\ufffe\x02]")
+_PDFIUM_HYPHENS = ("\x02", "\ufffe")
 _SOFT_HYPHEN_AT_END = re.compile(r"\u00ad[ \t]*\n")
 # A control character is a glyph without a meaning (a broken font map): a space, so that it
 # cannot glue its neighbours together ("ϲΒϴΒ\x03habibi"). Private-use characters (icons, symbol
@@ -60,9 +60,11 @@ def normalize_page(text: str) -> str:
     """One page's extracted text, normalized (see the module docstring)."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = _PDFIUM_HYPHEN.sub("-\n", text)
+    for mark in _PDFIUM_HYPHENS:  # str.replace: a scan in C, where a regex steps in Python
+        text = text.replace(mark, "-\n")
     if not text.isascii():
-        text = _RARE_BREAKS.sub("\n", text)
+        for mark in _RARE_BREAKS:
+            text = text.replace(mark, "\n")
         text = _SOFT_HYPHEN_AT_END.sub("-\n", text)
         if not unicodedata.is_normalized("NFKC", text):
             text = unicodedata.normalize("NFKC", text)
@@ -78,8 +80,10 @@ def line_key(line: str) -> str:
 
 def _edges(lines: list[str]) -> set[int]:
     """Indexes of the first and last EDGE_LINES non-empty lines."""
-    filled = [i for i, line in enumerate(lines) if line.strip()]
-    return set(filled[:EDGE_LINES] + filled[-EDGE_LINES:])
+    first = list(itertools.islice((i for i, line in enumerate(lines) if line.strip()), EDGE_LINES))
+    up = range(len(lines) - 1, -1, -1)
+    last = list(itertools.islice((i for i in up if lines[i].strip()), EDGE_LINES))
+    return set(first + last)
 
 
 def strip_running_lines(pages: Sequence[str]) -> tuple[list[str], int]:
@@ -102,10 +106,21 @@ def strip_running_lines(pages: Sequence[str]) -> tuple[list[str], int]:
         at_edge.update(set(keys.values()))
     candidates = {k for k, n in at_edge.items() if k and (n >= 2)}
     inside: set[str] = set()
-    # A line inside a page can only have a candidate's key if it starts like one (a digit for #).
+    # A line has a candidate's key only if it holds the key's longest word without a number
+    # (its anchor): a page whose anchors all stand at its edges only is not read line by line.
+    # The lines read are those that start like a candidate (a digit for #).
+    anchors = {
+        k: max((w for w in k.split(" ") if "#" not in w), key=len, default="") for k in candidates
+    }
     starts = {k[0] for k in candidates}
-    if candidates:
-        for lines, keys in zip(split, edge_keys, strict=True):
+    for page, lines, keys in zip(pages, split, edge_keys, strict=True):
+        live = [
+            k
+            for k, anchor in anchors.items()
+            if k not in inside
+            and (not anchor or page.count(anchor) > sum(lines[i].count(anchor) for i in keys))
+        ]
+        if live:
             for i, line in enumerate(lines):
                 head = line.lstrip()[:1]
                 if i in keys or not head or ("#" if head.isdigit() else head) not in starts:
@@ -159,7 +174,7 @@ def dehyphenate(text: str) -> str:
     # the breaks ask about are counted.
     pairs = [(a.lower(), b.lower()) for _, _, a, b in breaks]
     asked = {w for la, lb in pairs for w in (la, lb, la + lb, f"{la}-{lb}")}
-    stripped = map(str.strip, text.lower().split(), repeat(_PUNCTUATION))
+    stripped = map(str.strip, text.lower().split(), itertools.repeat(_PUNCTUATION))
     words = Counter(filter(asked.__contains__, stripped))
     words.subtract(w for pair in pairs for w in pair)
     pieces: list[str] = []
