@@ -55,21 +55,47 @@ def _result(out: RunResult, lock: dict[str, str] | None) -> dict[str, Any]:
     }
 
 
+# Replays run at once in the child (their LLM calls overlap, as a served request's do).
+_CONCURRENCY = 4
+
+
+class _Builds:
+    """Each (pipeline, variant, config) built once for every job that replays with it."""
+
+    def __init__(self, project: Any):
+        self.project = project
+        self.built: dict[str, Any] = {}  # a Pipeline, or the PromptdagError building it raised
+
+    def get(self, stored: Any, overrides: dict[str, Any]) -> Any:
+        config = {**stored.config, **overrides}
+        key = json.dumps([stored.pipeline, stored.variant, config], sort_keys=True, default=str)
+        if key not in self.built:
+            try:
+                self.built[key] = build_pipeline(
+                    pipeline=stored.pipeline,
+                    variant=stored.variant,
+                    overrides=config,
+                    project=self.project,
+                )
+            except PromptdagError as exc:
+                self.built[key] = exc
+        return self.built[key]
+
+    async def aclose(self) -> None:
+        for built in self.built.values():
+            if not isinstance(built, PromptdagError):
+                await built.aclose()
+
+
 async def _one(
-    project: Any, store: InputsStore, job: dict[str, Any], lock: dict[str, str] | None
+    builds: _Builds, store: InputsStore, job: dict[str, Any], lock: dict[str, str] | None
 ) -> dict[str, Any]:
     stored = store.get(job["request_id"])
     if stored is None:
         return {"request_id": job["request_id"], "error": "its stored inputs are gone"}
-    try:
-        pipeline = build_pipeline(
-            pipeline=stored.pipeline,
-            variant=stored.variant,
-            overrides={**stored.config, **job.get("overrides", {})},
-            project=project,
-        )
-    except PromptdagError as exc:
-        return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
+    pipeline = builds.get(stored, job.get("overrides", {}))
+    if isinstance(pipeline, PromptdagError):
+        return {"request_id": job["request_id"], "error": f"{type(pipeline).__name__}: {pipeline}"}
     # The recorded request's API key id and subject: the service's response cache is namespaced
     # by key id (so unchanged calls are hits), and entries written now are erased with the subject.
     ctx = RequestContext(
@@ -86,20 +112,26 @@ async def _one(
         return {"request_id": job["request_id"], **_result(out, lock)}
     except PromptdagError as exc:
         return {"request_id": job["request_id"], "error": f"{type(exc).__name__}: {exc}"}
-    finally:
-        await pipeline.aclose()
 
 
 async def replay_jobs(
     root: Path, inputs_db: Path, jobs: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Each job (request_id, overrides) re-run in the project at `root`, in order."""
-    project = load_project(root)
+    """Each job (request_id, overrides) re-run in the project at `root`, up to _CONCURRENCY at
+    once, each pipeline built once; the results in the jobs' order."""
+    builds = _Builds(load_project(root))
     lock = dependency_lock(root)
     store = InputsStore(inputs_db)
+    slots = asyncio.Semaphore(_CONCURRENCY)
+
+    async def bounded(job: dict[str, Any]) -> dict[str, Any]:
+        async with slots:
+            return await _one(builds, store, job, lock)
+
     try:
-        return [await _one(project, store, job, lock) for job in jobs]
+        return list(await asyncio.gather(*(bounded(job) for job in jobs)))
     finally:
+        await builds.aclose()
         store.close()
 
 

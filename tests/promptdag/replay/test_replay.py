@@ -252,3 +252,36 @@ def test_dependency_lock_is_found_up_to_the_repository_top(tmp_path):
     assert found is not None and found["file"] == "../../uv.lock"
     (project / "requirements.lock").write_text("x==1", encoding="utf-8")
     assert dependency_lock(project)["file"] == "requirements.lock"  # type: ignore[index]
+
+
+def test_the_replay_child_builds_each_pipeline_once_and_keeps_the_jobs_order(
+    make_client, tiny_project, tmp_path, monkeypatch
+):
+    import asyncio
+
+    import promptdag.replay.child as child
+
+    client = make_client(project=tiny_project, store_inputs="on")
+    topics = ["harbour", "rain", "snow", "wind", "the sea"]
+    ids = []
+    for topic in topics:
+        response = client.post(POEM, json={"topic": topic}, headers=AUTH)
+        assert response.status_code == 200, response.text
+        ids.append(response.json()["request_id"])
+    built = []
+    real = child.build_pipeline
+
+    def counting(**kwargs):
+        built.append((kwargs["pipeline"], kwargs["variant"]))
+        return real(**kwargs)
+
+    monkeypatch.setattr(child, "build_pipeline", counting)
+    jobs = [{"request_id": rid, "overrides": {}} for rid in [*ids, "gone"]]
+    results = asyncio.run(
+        child.replay_jobs(tiny_project, tmp_path / "data" / "inputs.sqlite", jobs)
+    )
+    assert [r["request_id"] for r in results] == [*ids, "gone"]
+    assert results[-1]["error"] == "its stored inputs are gone"
+    assert [r.get("error") for r in results[:-1]] == [None] * 5
+    assert all(t in r["calls"][0]["prompt_text"] for t, r in zip(topics, results, strict=False))
+    assert len(built) == len(set(built)) < len(topics)  # once per variant, not per request
