@@ -106,21 +106,10 @@ def strip_running_lines(pages: Sequence[str]) -> tuple[list[str], int]:
         at_edge.update(set(keys.values()))
     candidates = {k for k, n in at_edge.items() if k and (n >= 2)}
     inside: set[str] = set()
-    # A line has a candidate's key only if it holds the key's longest word without a number
-    # (its anchor): a page whose anchors all stand at its edges only is not read line by line.
-    # The lines read are those that start like a candidate (a digit for #).
-    anchors = {
-        k: max((w for w in k.split(" ") if "#" not in w), key=len, default="") for k in candidates
-    }
+    # A line inside a page can only have a candidate's key if it starts like one (a digit for #).
     starts = {k[0] for k in candidates}
-    for page, lines, keys in zip(pages, split, edge_keys, strict=True):
-        live = [
-            k
-            for k, anchor in anchors.items()
-            if k not in inside
-            and (not anchor or page.count(anchor) > sum(lines[i].count(anchor) for i in keys))
-        ]
-        if live:
+    if candidates:
+        for lines, keys in zip(split, edge_keys, strict=True):
             for i, line in enumerate(lines):
                 head = line.lstrip()[:1]
                 if i in keys or not head or ("#" if head.isdigit() else head) not in starts:
