@@ -141,13 +141,17 @@ def prompts_snapshot() -> None:
 @prompts_app.command(
     "lock",
     epilog="Examples:\n\n  promptdag prompts lock\n\n  promptdag prompts lock --check\n\n"
-    "  promptdag prompts lock --check --base origin/main",
+    "  promptdag prompts lock --check --base origin/main\n\n"
+    "  promptdag prompts lock --accept-refactor default/summary_prompt@v2 --reason 'helper "
+    "extracted'",
 )
 def prompts_lock(
     check: Annotated[
         bool,
         typer.Option(
-            "--check", help="Fail (exit 1) if the lock is stale or a released version was edited."
+            "--check",
+            help="Fail (exit 1) if the lock is stale, a released version was edited or removed "
+            "while a variant selects it, or a variant does not build.",
         ),
     ] = False,
     base: Annotated[
@@ -156,10 +160,24 @@ def prompts_lock(
             help="The ref whose lock defines the released versions (default: HEAD, in git)."
         ),
     ] = None,
+    accept_refactor: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--accept-refactor",
+            metavar="PACK/NODE@VERSION",
+            help="Record that this released version's source change is a pure refactor (every "
+            "fixture renders identically); needs --reason. Repeatable.",
+        ),
+    ] = None,
+    reason: Annotated[
+        str | None,
+        typer.Option(help="Why the refactor is safe: shown by `--check` and the gate."),
+    ] = None,
 ) -> None:
     """Write prompts.lock (or check it): the hashes of every prompt version and variant."""
     from promptdag.gate.lockfile import (
         LOCK_FILE,
+        broken_variants,
         check_lock,
         lock_from_snapshot,
         read_lock,
@@ -175,13 +193,28 @@ def prompts_lock(
             raise ConfigError(snapshot["problems"])
         fresh = lock_from_snapshot(snapshot)
         path = project.root / LOCK_FILE
+        broken = broken_variants(fresh)
+        if broken and not check:
+            for message in broken:
+                err(f"error: {message}")
+            err(
+                f"error: {LOCK_FILE} not written: a lock cannot record a variant that does not build."
+            )
+            raise typer.Exit(1)
+        if check and accept_refactor:
+            raise ValueError("--accept-refactor writes the lock: run it without --check.")
         if not check:
+            fresh = _with_refactors(
+                fresh, read_lock(path), accept_refactor or [], reason, project.root, base
+            )
             path.write_text(render_lock(fresh), encoding="utf-8")
             err(
                 f"wrote {LOCK_FILE}: {len(fresh['prompts'])} prompt versions, {len(fresh['variants'])} variants"
             )
             return
         result = check_lock(read_lock(path), fresh, _base_lock(project.root, base, LOCK_FILE))
+    for accepted in result.acknowledged:
+        err(f"note: {accepted}")
     if result.ok:
         err(f"{LOCK_FILE} is up to date ({len(fresh['prompts'])} prompt versions)")
         return
@@ -232,6 +265,39 @@ def prompts_diff(
         typer.echo(json.dumps(review.to_json(), indent=2, sort_keys=True))
     else:
         typer.echo(review.to_markdown())
+
+
+def _with_refactors(
+    fresh: dict[str, Any],
+    committed: dict[str, Any] | None,
+    keys: list[str],
+    reason: str | None,
+    root: Path,
+    base: str | None,
+) -> dict[str, Any]:
+    """`fresh` with the refactors recorded in the committed lock, plus one accepted for each of
+    `keys` (checked against the base's lock: the source changed, the text did not)."""
+    from promptdag.gate.lockfile import LOCK_FILE, refactor_entry
+
+    refactors = dict((committed or {}).get("refactors", {}))
+    if keys:
+        if reason is None:
+            raise ValueError("--accept-refactor needs --reason: say why the refactor is safe.")
+        released = (_base_lock(root, base, LOCK_FILE) or {}).get("prompts", {})
+        problems = []
+        for key in keys:
+            try:
+                refactors[key] = refactor_entry(
+                    key, released.get(key), fresh["prompts"].get(key), reason
+                )
+            except ValueError as exc:
+                problems.append(str(exc))
+        if problems:
+            for problem in problems:
+                err(f"error: {problem}")
+            err(f"error: {LOCK_FILE} not written.")
+            raise typer.Exit(1)
+    return {**fresh, "refactors": dict(sorted(refactors.items()))} if refactors else fresh
 
 
 def _base_lock(root: Path, ref: str | None, name: str) -> dict[str, Any] | None:

@@ -1,8 +1,10 @@
 """`promptdag gate BASE`: one verdict on a prompt change. Lock check + the review report of
 BASE → the working tree + the eval cases a changed prompt can affect (cases and thresholds read
 from BASE, so a change cannot loosen its own bar; a case is affected when an output of its suite's
-declared pipeline is downstream of a changed prompt node) + a pairwise regression judge on base vs
-head answers. Exit 0 pass, 1 gate failed, 2 could not run."""
+declared pipeline is downstream of a changed node, when an input file it reads changed, or when
+the change edits its definition) + a pairwise regression judge on base vs head answers. Each
+case's cost is estimated at the price of the model its variant configures, so a model switch
+shows as cost. Exit 0 pass, 1 gate failed, 2 could not run, 3 needs approval."""
 
 from __future__ import annotations
 
@@ -44,7 +46,7 @@ from promptdag.gate.refs import (
     snapshot_tree,
 )
 from promptdag.gate.report import Review, compare
-from promptdag.gate.selection import Selection, changed_nodes, select_cases
+from promptdag.gate.selection import Selection, changed_nodes, select_cases, with_reasons
 from promptdag.gate.snapshot import take_snapshot
 from promptdag.pipeline import LLM_INPUT
 from promptdag.project import find_project, project_imports
@@ -238,6 +240,42 @@ def _cases(
     ]
 
 
+def _file_bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def case_changes(
+    base_suite: Suite, head_suite: Suite | None, base_root: Path, head_root: Path
+) -> dict[str, str]:
+    """Why each case of the base suite is reached by a change outside the DAG: an input file it
+    reads differs between the two trees, or this change edits its definition in the suite (the
+    gate runs the base's definition; the edit takes effect once merged). Case id → why."""
+    head_cases = {c.id for c in head_suite.cases} if head_suite is not None else set()
+    out: dict[str, str] = {}
+    for case in base_suite.cases:
+        why = []
+        for rel in sorted(set(case.files.values())):
+            after = _file_bytes(head_root / rel)
+            if after is None:
+                why.append(f"its input file {rel} is missing at head")
+            elif _file_bytes(base_root / rel) != after:
+                why.append(f"its input file {rel} changed")
+        if head_suite is not None and case.id in head_cases:
+            old, new = base_suite.case_definition(case.id), head_suite.case_definition(case.id)
+            keys = sorted(k for k in {*old, *new} if old.get(k) != new.get(k))
+            if keys:
+                why.append(
+                    f"its definition in the suite changed ({', '.join(keys)}); the gate runs "
+                    "the base's definition until this is merged"
+                )
+        if why:
+            out[case.id] = "; ".join(why)
+    return out
+
+
 def _base_run(
     base_root: Path,
     suite: Suite,
@@ -369,6 +407,33 @@ class _Run:
     env: dict[str, str]
     judge: Judge | None
     calls: dict[str, int]
+    head_snap: dict[str, Any] = field(default_factory=dict)
+    base_snap: dict[str, Any] = field(default_factory=dict)
+
+
+def price_by_configured_model(result: dict[str, Any], snapshot: dict[str, Any]) -> None:
+    """Re-price each case's usage at the price of the model its variant configures (from that
+    side's snapshot), cached calls included: the cost users would pay, so a model switch shows
+    as cost even when both sides ran on the offline model. The run's own figure stays in
+    `run_cost_usd`; `cost_model` names the model priced (the cost is None when it has no price)."""
+    prices, variants = snapshot.get("prices", {}), snapshot.get("variants", {})
+    for case in result.get("cases", []):
+        usage = case.get("usage")
+        model = variants.get(case.get("variant") or "", {}).get("model")
+        if not usage or model is None:
+            continue
+        price = prices.get(model)
+        usage["run_cost_usd"] = usage.get("cost_usd")
+        usage["cost_model"] = model
+        usage["cost_usd"] = (
+            None
+            if price is None
+            else round(
+                (usage.get("input_tokens", 0) * price[0] + usage.get("output_tokens", 0) * price[1])
+                / 1_000_000,
+                6,
+            )
+        )
 
 
 async def _run_selected(
@@ -388,6 +453,7 @@ async def _run_selected(
         load=_base_loader(run.base_root),
     )
     gate.result = result.to_json()
+    price_by_configured_model(gate.result, run.head_snap)
     relative = base_suite.path.resolve().relative_to(run.base_root.resolve()).as_posix()
     gate.result["file"] = f"{run.opts.base}:{relative}"
     for case in gate.result["cases"]:
@@ -399,6 +465,7 @@ async def _run_selected(
         _base_run, run.base_root, base_suite, cases, run.opts.cache, run.env, variant
     )
     gate.base["file"] = gate.result["file"]  # not the temporary worktree's path
+    price_by_configured_model(gate.base, run.base_snap)
     for case, before, after in gate.pairs():
         rises, drops = usage_changes(
             case, (before or {}).get("usage"), (after or {}).get("usage"), gate.usage_growth
@@ -444,6 +511,7 @@ async def _evaluate(
     head_snap: dict[str, Any],
     base_snap: dict[str, Any],
     env: dict[str, str],
+    head_suites: dict[str, Suite] | None = None,
 ) -> tuple[list[SuiteGate], str, dict[str, int], list[str]]:
     """Every suite's selected cases; then every changed variant no selected case runs on, on
     the unpinned cases of each suite it affects. Returns (runs, judge note, LLM calls, the
@@ -452,7 +520,16 @@ async def _evaluate(
     contract: Contract = load_contract(head_root)
     judge = judge_from_config(opts.judge_config, project=head_root) if opts.judge_config else None
     note = "" if judge is not None else "skipped: no judge model configured (--judge-model MODEL)"
-    run = _Run(opts, head_root, base_root, env, judge, {"calls": 0, "cached_calls": 0})
+    run = _Run(
+        opts,
+        head_root,
+        base_root,
+        env,
+        judge,
+        {"calls": 0, "cached_calls": 0},
+        head_snap,
+        base_snap,
+    )
     gates: list[SuiteGate] = []
     covered: set[str] = set()
     uncovered: list[str] = []
@@ -460,8 +537,13 @@ async def _evaluate(
         for name, base_suite in sorted(suites.items()):
             spec = contract.pipeline(base_suite.pipeline or None)
             cases = _cases(base_suite, spec, head_snap, base_snap)
+            reached = case_changes(base_suite, (head_suites or {}).get(name), base_root, head_root)
             selection = _without_broken(
-                select_cases(cases, head_snap, changed, run_all=opts.run_all), cases, head_snap
+                with_reasons(
+                    select_cases(cases, head_snap, changed, run_all=opts.run_all), reached
+                ),
+                cases,
+                head_snap,
             )
             covered |= {c["variant"] for c in cases if c["id"] in selection.selected}
             gate = SuiteGate(name, selection, usage_growth=base_suite.usage_growth)
@@ -523,11 +605,6 @@ def run_gate(opts: GateOptions) -> GateResult:
         base_snap, head_snap = _snapshots(base_root, head_root, cache_dir)
         problems = [f"head: {p}" for p in head_snap.get("problems", [])]
         fresh = lock_from_snapshot(head_snap) if not problems else None
-        problems += [
-            f"variant {name} no longer builds: {v['error']}"
-            for name, v in sorted(head_snap.get("variants", {}).items())
-            if "error" in v
-        ]
         lock = (
             check_lock(read_lock(head_root / LOCK_FILE), fresh, read_lock(base_root / LOCK_FILE))
             if fresh
@@ -563,7 +640,9 @@ def run_gate(opts: GateOptions) -> GateResult:
         )
         try:
             gates, note, calls, uncovered = asyncio.run(
-                _evaluate(opts, head_root, base_root, base_suites, head_snap, base_snap, env)
+                _evaluate(
+                    opts, head_root, base_root, base_suites, head_snap, base_snap, env, head_suites
+                )
             )
         except PromptdagError as exc:
             if isinstance(exc, GateError):
@@ -584,6 +663,7 @@ def run_gate(opts: GateOptions) -> GateResult:
                 f"not evaluated: variant {variant} (no traffic) changed ({what}) and no eval "
                 f'case covers it: add a case with variant = "{variant}" to {where}'
             )
+    notes += lock.acknowledged
     notes += [
         f"{v.key}: not evaluated: no variant uses it"
         for v in (*review.added, *review.edited)

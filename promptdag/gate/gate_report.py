@@ -81,6 +81,15 @@ def _cost(case: dict[str, Any] | None) -> str:
     return usd(u.get("cost_usd")) if u else "—"
 
 
+def _costs(before: dict[str, Any] | None, after: dict[str, Any] | None) -> str:
+    """`$a → $b`, naming the priced models when the two sides price different ones (a model
+    switch)."""
+    models = [(_usage(c) or {}).get("cost_model") for c in (before, after)]
+    if None in models or models[0] == models[1]:
+        return f"{_cost(before)} → {_cost(after)}"
+    return f"{_cost(before)} ({models[0]}) → {_cost(after)} ({models[1]})"
+
+
 def _latency(case: dict[str, Any] | None) -> str:
     return "—" if case is None else f"{case.get('seconds', 0.0):.2f} s"
 
@@ -133,7 +142,7 @@ def _rows(suite: SuiteGate) -> list[list[str]]:
                 f"{_status(before)} → {_status(after)}",
                 f"{_tokens(before)} → {_tokens(after)}",
                 f"{_calls(before)} → {_calls(after)}",
-                f"{_cost(before)} → {_cost(after)}",
+                _costs(before, after),
                 f"{_latency(before)} → {_latency(after)}",
                 "same" if same else "changed",
             ]
@@ -276,7 +285,11 @@ def gate_json(result: GateResult) -> dict[str, Any]:
         "notes": result.notes,
         "approvals": result.approvals,
         "exit_code": result.exit_code,
-        "lock": {"ok": result.lock.ok, "messages": result.lock.messages()},
+        "lock": {
+            "ok": result.lock.ok,
+            "messages": result.lock.messages(),
+            "acknowledged": result.lock.acknowledged,
+        },
         "llm_calls": result.llm_calls,
         "judge": result.judge_note or "on",
         "suites": [

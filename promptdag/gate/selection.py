@@ -22,6 +22,7 @@ __all__ = [
     "changed_prompt_nodes",
     "downstream",
     "select_cases",
+    "with_reasons",
 ]
 
 
@@ -71,8 +72,15 @@ def changed_prompt_nodes(base: dict[str, Any], head: dict[str, Any]) -> dict[str
                 )
             elif old_version != new_version or _fingerprint(before[node]) is None:
                 reasons[node] = f"version {old_version} → {new_version}"
-            elif _fingerprint(before[node]) != _fingerprint(entry):
+            elif (
+                _fingerprint(entry) is None
+                or _fingerprint(before[node])[1] != _fingerprint(entry)[1]
+            ):
                 reasons[node] = f"{new_version} renders differently"
+            elif _fingerprint(before[node]) != _fingerprint(entry):
+                reasons[node] = (
+                    f"{new_version}'s source changed; it renders identically on every fixture"
+                )
         if reasons:
             out[name] = reasons
     return out
@@ -205,4 +213,16 @@ def select_cases(
             skipped[case["id"]] = (
                 f"nothing changed upstream of {', '.join(outputs)} in variant {variant}"
             )
+    return Selection(selected, skipped)
+
+
+def with_reasons(selection: Selection, reasons: dict[str, str]) -> Selection:
+    """`selection` with every case in `reasons` (case id → why) selected too: a skipped case
+    moves to the selected ones with that reason, a selected one gets it added to its own."""
+    if not reasons:
+        return selection
+    selected = dict(selection.selected)
+    for case, why in reasons.items():
+        selected[case] = f"{selected[case]}; {why}" if case in selected else why
+    skipped = {c: why for c, why in selection.skipped.items() if c not in reasons}
     return Selection(selected, skipped)

@@ -264,6 +264,16 @@ def chunk_summary_prompt__v4(content_type: str = "an academic paper", user_query
 '''
 
 
+def remove_version(repo: ThrowawayRepo, rel: str, node: str, version: str) -> None:
+    """Delete prompt version `node__version` (its decorator and function) from file `rel`."""
+    text = repo.read(rel)
+    start = text.index(f'@config.when({node}_version="{version}")')
+    end = text.find("\n\n\n", start)
+    (repo.path / rel).write_text(
+        text[:start].rstrip("\n") + ("\n" if end < 0 else text[end:]), encoding="utf-8"
+    )
+
+
 def set_fixture_input(repo: ThrowawayRepo, key: str, value: str) -> None:
     """Give every fixture in prompts/fixtures.toml the input `key` = `value`."""
     rel = "prompts/fixtures.toml"

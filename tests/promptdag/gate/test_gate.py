@@ -139,7 +139,7 @@ def test_gate_fails_an_edited_released_version(repo: ThrowawayRepo) -> None:
     released = f"default/chunk_summary_prompt@v2 (released): its source changed — {IMMUTABLE}"
     assert run.returncode == 1
     assert released in run.report["reasons"]
-    assert run.report["lock"] == {"ok": False, "messages": [released]}
+    assert run.report["lock"] == {"ok": False, "messages": [released], "acknowledged": []}
     assert f"gate: {released}" in run.stderr.splitlines()
     assert run.stderr.strip().splitlines()[-1].startswith("gate FAILED against HEAD~1; ")
     head, first = released.split(" — ")[0], run.markdown.splitlines()[2]  # Markdown-escaped

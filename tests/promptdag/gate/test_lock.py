@@ -17,6 +17,7 @@ from tests.promptdag.gate.repo import (
     ThrowawayRepo,
     declare_input,
     final_summary_version,
+    remove_version,
     set_fixture_input,
     switch_variant,
 )
@@ -250,3 +251,115 @@ def test_check_with_an_unreadable_base_ref_cannot_run(repo: ThrowawayRepo) -> No
     assert code == 2
     assert len(lines) == 1
     assert lines[0].startswith("error: git show no-such-ref:prompts.lock failed:")
+
+
+def test_check_and_lock_fail_on_a_variant_that_no_longer_builds(repo: ThrowawayRepo) -> None:
+    switch_variant(repo, "concise", "chunk_summary_prompt", "v9")
+    broken = (
+        "error: variant concise no longer builds: chunk_summary_prompt_version='v9' is not "
+        "defined in prompts/default.py. Defined: "
+    )
+    todo = (
+        "— fix its config in the variants file, or remove the variant (its eval cases cannot run)."
+    )
+    code, lines = check(repo)
+    assert code == 1
+    assert lines[0].startswith(broken) and lines[0].endswith(todo), lines
+    assert lines[1:] == [f"error: variant concise: its resolved prompt versions changed — {RELOCK}"]
+    before = repo.read("prompts.lock")
+    proc = repo.promptdag("prompts", "lock")  # re-locking cannot launder it either
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        lines[0],
+        "error: prompts.lock not written: a lock cannot record a variant that does not build.",
+    ]
+    assert repo.read("prompts.lock") == before
+
+
+def test_check_fails_when_a_released_version_a_base_variant_selects_is_removed(
+    repo: ThrowawayRepo,
+) -> None:
+    remove_version(repo, "prompts/default.py", "final_summary_prompt", "v2")
+    switch_variant(repo, "concise", "final_summary_prompt", "v1")  # concise still builds
+    repo.lock()
+    code, lines = check(repo)
+    assert code == 1
+    assert lines == [
+        "error: default/final_summary_prompt@v2 (released) was removed, but variant(s) concise "
+        "select it on the base — restore it: requests and traces of those variants still name "
+        "it; move the variants off it first, and remove it in a later change."
+    ]
+    repo.commit("concise: final v1, and final v2 removed")
+    assert check(repo, "--base", "HEAD~1")[0] == 1
+    assert check(repo)[0] == 0  # once on the base, no variant there selects it
+
+
+def test_check_passes_a_removed_released_version_no_base_variant_selects(
+    repo: ThrowawayRepo,
+) -> None:
+    repo.append("prompts/default.py", FINAL_V3)
+    repo.lock()
+    repo.commit("final_summary_prompt@v3, used by no variant")
+    remove_version(repo, "prompts/default.py", "final_summary_prompt", "v3")
+    repo.lock()
+    code, lines = check(repo)
+    assert code == 0, lines
+
+
+V2_KEY = "default/chunk_summary_prompt@v2"
+ACCEPTED = (
+    f"note: {V2_KEY} (released): its source changed and every fixture renders identically: "
+    "accepted as a refactor recorded in prompts.lock (an explicit + between the two strings)"
+)
+
+
+def test_a_pure_refactor_of_a_released_version_is_accepted_once_recorded(
+    repo: ThrowawayRepo,
+) -> None:
+    # Hamilton's hash sees the AST: an explicit `+` is another source, with the same text
+    repo.replace(
+        "prompts/default.py",
+        '        "Extract the key points with',
+        '        + "Extract the key points with',
+    )
+    code, lines = check(repo)
+    assert code == 1
+    assert lines[1] == (
+        f"error: {V2_KEY} (released): its source changed (every fixture renders identically: if "
+        f"this is a pure refactor, accept it with `promptdag prompts lock --accept-refactor "
+        f"{V2_KEY} --reason WHY`) — {IMMUTABLE}"
+    )
+    proc = repo.promptdag(
+        "prompts",
+        "lock",
+        "--accept-refactor",
+        V2_KEY,
+        "--reason",
+        "an explicit + between the two strings",
+    )
+    assert proc.returncode == 0, proc.stderr
+    entry = lock_of(repo)["refactors"][V2_KEY]
+    assert entry["reason"] == "an explicit + between the two strings"
+    assert entry["to_source_sha256"] == lock_of(repo)["prompts"][V2_KEY]["source_sha256"]
+    code, lines = check(repo)
+    n = len(lock_of(repo)["prompts"])
+    assert (code, lines) == (0, [ACCEPTED, f"prompts.lock is up to date ({n} prompt versions)"])
+
+    # A real edit on top cannot ride on the recorded refactor, nor be recorded as one.
+    repo.replace("prompts/default.py", V2_TEXT, "Extract the key points, with their evidence.")
+    proc = repo.promptdag("prompts", "lock", "--accept-refactor", V2_KEY, "--reason", "again")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {V2_KEY} is not a pure refactor: its rendered text on fixture 'paper' changed. "
+        "Restore it and add a new version (__vN+1).",
+        "error: prompts.lock not written.",
+    ]
+    repo.lock()  # keeps the recorded refactor, which no longer holds
+    assert V2_KEY in lock_of(repo)["refactors"]
+    code, lines = check(repo)
+    assert code == 1
+    assert lines == [
+        f"error: {V2_KEY} (released): its source changed (the refactor recorded in the lock does "
+        "not hold: it accepts only this source rendering identically on every fixture) — "
+        f"{IMMUTABLE}"
+    ]

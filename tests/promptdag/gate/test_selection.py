@@ -114,9 +114,10 @@ def test_a_selected_version_that_renders_differently_changes_every_variant_selec
 def test_a_source_change_with_the_same_rendered_text_still_counts() -> None:
     head = snapshot()
     head["prompts"]["p/prompt_a@v1"]["source_sha256"] = "another source"
+    why = "v1's source changed; it renders identically on every fixture"
     assert changed_prompt_nodes(snapshot(), head) == {
-        "one": {"prompt_a": "v1 renders differently"},
-        "two": {"prompt_a": "v1 renders differently"},
+        "one": {"prompt_a": why},
+        "two": {"prompt_a": why},
     }
 
 
