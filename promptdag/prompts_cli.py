@@ -142,8 +142,8 @@ def prompts_snapshot() -> None:
     "lock",
     epilog="Examples:\n\n  promptdag prompts lock\n\n  promptdag prompts lock --check\n\n"
     "  promptdag prompts lock --check --base origin/main\n\n"
-    "  promptdag prompts lock --accept-refactor default/summary_prompt@v2 --reason 'helper "
-    "extracted'",
+    "  promptdag prompts lock --accept-refactor PACK/NODE@VERSION --reason 'a helper "
+    "extracted; the same text'",
 )
 def prompts_lock(
     check: Annotated[
@@ -171,7 +171,9 @@ def prompts_lock(
     ] = None,
     reason: Annotated[
         str | None,
-        typer.Option(help="Why the refactor is safe: shown by `--check` and the gate."),
+        typer.Option(
+            metavar="WHY", help="Why the refactor is safe: shown by `--check` and the gate."
+        ),
     ] = None,
 ) -> None:
     """Write prompts.lock (or check it): the hashes of every prompt version and variant."""
