@@ -57,6 +57,15 @@ def _fingerprint(entry: dict[str, Any] | None) -> Any:
     return (entry["source_sha256"], sorted((f, r["sha256"]) for f, r in entry["rendered"].items()))
 
 
+def _renders_differently(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two prompt versions' texts differ on a fixture both rendered on (a fixture added
+    or removed says nothing about the prompt); on all, when they share none."""
+    common = set(a["rendered"]) & set(b["rendered"])
+    if not common:
+        return bool(_fingerprint(a)[1] != _fingerprint(b)[1])
+    return any(a["rendered"][f]["sha256"] != b["rendered"][f]["sha256"] for f in common)
+
+
 def changed_prompt_nodes(base: dict[str, Any], head: dict[str, Any]) -> dict[str, dict[str, str]]:
     """Per head variant: changed prompt node → why."""
     out: dict[str, dict[str, str]] = {}
@@ -66,18 +75,16 @@ def changed_prompt_nodes(base: dict[str, Any], head: dict[str, Any]) -> dict[str
         for node, entry in after.items():
             old_version = base.get("variants", {}).get(name, {}).get("prompts", {}).get(node)
             new_version = variant["prompts"][node]
+            released = before.get(node)
             if node not in before:
                 reasons[node] = (
                     "new in this variant" if name in base.get("variants", {}) else "new variant"
                 )
-            elif old_version != new_version or _fingerprint(before[node]) is None:
+            elif old_version != new_version or released is None:
                 reasons[node] = f"version {old_version} → {new_version}"
-            elif (
-                _fingerprint(entry) is None
-                or _fingerprint(before[node])[1] != _fingerprint(entry)[1]
-            ):
+            elif entry is None or _renders_differently(released, entry):
                 reasons[node] = f"{new_version} renders differently"
-            elif _fingerprint(before[node]) != _fingerprint(entry):
+            elif released["source_sha256"] != entry["source_sha256"]:
                 reasons[node] = (
                     f"{new_version}'s source changed; it renders identically on every fixture"
                 )

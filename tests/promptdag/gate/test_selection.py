@@ -121,6 +121,14 @@ def test_a_source_change_with_the_same_rendered_text_still_counts() -> None:
     }
 
 
+def test_a_fixture_added_or_removed_changes_no_prompt_node() -> None:
+    head = snapshot()
+    for entry in head["prompts"].values():
+        entry["rendered"]["fx3"] = {"sha256": "a new fixture"}
+        del entry["rendered"]["fx1"]
+    assert changed_prompt_nodes(snapshot(), head) == {}
+
+
 def test_a_version_no_variant_selects_changes_no_variant() -> None:
     head = snapshot()
     head["prompts"]["p/prompt_a@v2"]["rendered"]["fx1"]["sha256"] = "sha-edited"
