@@ -2,8 +2,9 @@
 row per LLM call.
 
 `TraceWriter` owns the only writing connection, in a background thread: it commits everything
-queued in one transaction (a group commit, `synchronous=FULL`) and only then resolves each
-submitter's future, so `await writer.submit(...)` returns once the rows are durable. A request
+queued in one transaction (a group commit, `synchronous=FULL`, at most one per
+`commit_interval_s` under load, each table's rows in a few multi-row INSERTs) and only then
+resolves each submitter's future, so `await writer.submit(...)` returns once the rows are durable. A request
 acknowledged after its submit is never lost, and a killed process leaves a consistent database
 (SQLite's write-ahead log). The event loop never touches SQLite. `TraceStore` opens the file
 read-only for `promptdag traces`. There is no column for headers or keys, and error messages
@@ -25,6 +26,7 @@ import asyncio
 import atexit
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -268,17 +270,41 @@ def _prepare(
     return req, rows
 
 
-def _insert_sql(table: str, columns: Sequence[str]) -> str:
-    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+# SQLite's default cap on the parameters of one statement (SQLITE_MAX_VARIABLE_NUMBER).
+_MAX_PARAMETERS = 32_766
 
 
-_INSERT_REQUEST = _insert_sql("requests", REQUEST_COLUMNS)
-_INSERT_CALL = _insert_sql("llm_calls", CALL_COLUMNS)
+@functools.cache
+def _insert_sql(table: str, columns: tuple[str, ...], rows: int) -> str:
+    """INSERT of `rows` rows in one statement."""
+    values = ", ".join([f"({', '.join('?' * len(columns))})"] * rows)
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES {values}"
 
 
-def _insert(conn: sqlite3.Connection, req: dict[str, Any], calls: list[dict[str, Any]]) -> None:
-    conn.execute(_INSERT_REQUEST, tuple(req[c] for c in REQUEST_COLUMNS))
-    conn.executemany(_INSERT_CALL, [tuple(c[k] for k in CALL_COLUMNS) for c in calls])
+def _insert_rows(
+    conn: sqlite3.Connection, table: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """`rows` in a few multi-row statements: one per set bit of their count (so a handful of
+    statement texts serve every batch size and stay prepared in the connection's cache), each
+    one step of the SQLite engine, i.e. one release of the GIL rather than one per row."""
+    most = 1 << ((_MAX_PARAMETERS // len(columns)).bit_length() - 1)
+    start = 0
+    while start < len(rows):
+        n = min(most, 1 << ((len(rows) - start).bit_length() - 1))
+        params = [v for row in rows[start : start + n] for v in row]
+        conn.execute(_insert_sql(table, columns, n), params)
+        start += n
+
+
+def _insert(
+    conn: sqlite3.Connection, rows: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
+) -> None:
+    """Every request of `rows` and its calls."""
+    _insert_rows(
+        conn, "requests", REQUEST_COLUMNS, [tuple(r[c] for c in REQUEST_COLUMNS) for r, _ in rows]
+    )
+    calls = [tuple(c[k] for k in CALL_COLUMNS) for _, cs in rows for c in cs]
+    _insert_rows(conn, "llm_calls", CALL_COLUMNS, calls)
 
 
 @dataclass
@@ -306,7 +332,13 @@ class TraceWriter:
     """This process's writer of a trace database: `start()`, `await submit(...)` per request, `close()`.
 
     `submit` returns once the request's rows are committed (or raises TraceStoreError); rows
-    queued together are committed in one transaction. `retain_days` prunes older traces at start
+    queued together are committed in one transaction. After committing several requests at
+    once (submits arriving side by side) the writer lets rows queue for the rest of
+    `commit_interval_s` before the next transaction, so that under load one transaction, one
+    lock and one wake-up of each thread serve many requests (each waits up to that long for
+    its commit); a batch of one request (one client, or a quiet spell) is not followed by a
+    pause.
+    `retain_days` prunes older traces at start
     and every `prune_every_s`; `redact` stores only sha256 hashes of prompts and responses;
     `exporter` (an OtlpExporter) gets every committed request.
     """
@@ -319,12 +351,16 @@ class TraceWriter:
         retain_days: float | None = None,
         exporter: SpanSink | None = None,
         prune_every_s: float = 600.0,
+        commit_interval_s: float = 0.05,
     ):
         _check_days(retain_days)
         self._wlock: _WriterLock | None = None
         self.path, self.redact, self.retain_days = Path(path), redact, retain_days
         self.exporter, self.prune_every_s = exporter, prune_every_s
-        self.committed = 0
+        self.commit_interval_s = commit_interval_s
+        self._hurry = threading.Event()  # flush() or close(): commit now, no pause
+        self.committed = 0  # requests stored
+        self.commits = 0  # transactions that stored them
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -371,6 +407,7 @@ class TraceWriter:
             if self._closed or self._thread is None:
                 return
             self._queue.put(done)
+            self._hurry.set()
         while not done.wait(0.1) and self._thread.is_alive():
             pass
 
@@ -379,6 +416,7 @@ class TraceWriter:
         with self._lock:
             if not self._closed and self._thread is not None:
                 self._queue.put(_STOP)
+                self._hurry.set()
             self._closed = True
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
@@ -417,8 +455,11 @@ class TraceWriter:
                 if self.retain_days is not None and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.prune_every_s
                     self._prune(conn, self.retain_days)
-                if self._process(conn, self._next_batch(next_prune)):
+                began, batch = time.monotonic(), self._next_batch(next_prune)
+                if self._process(conn, batch):
                     return
+                if sum(isinstance(b, _Item) for b in batch) > 1:  # submits arrive side by side
+                    self._pause(began + self.commit_interval_s)
         except Exception as exc:  # a bug: fail every waiting submit rather than hang it
             log.exception("the trace writer for %s stopped", self.path)
             with self._lock:
@@ -427,6 +468,16 @@ class TraceWriter:
             error = TraceStoreError(f"the trace writer for {self.path} stopped: {exc!r}")
             while not self._process(conn, self._next_batch(0.0), error):
                 pass
+
+    def _pause(self, until: float) -> None:
+        """Let submits queue up until `until` (monotonic), unless flush() or close() hurries:
+        under load, one transaction (and one wake-up of each thread) then serves many
+        requests. Called only after a batch of several requests: one client submitting one
+        request after another never waits for it."""
+        wait = until - time.monotonic()
+        if wait > 0 and not self._hurry.wait(wait):
+            return
+        self._hurry.clear()
 
     def _prune(self, conn: sqlite3.Connection, retain_days: float) -> None:
         try:
@@ -450,12 +501,12 @@ class TraceWriter:
         """Commit the batch's items, settle their futures, export them; True on _STOP."""
         items = [b for b in batch if isinstance(b, _Item)]
         errors: list[TraceStoreError | None] = [failed] * len(items)
-        if failed is None:
+        if failed is None and items:
             rows = [_prepare(i.request, i.calls, self.redact) for i in items]
             try:
                 with _transaction(conn, self._held):
-                    for req, calls in rows:
-                        _insert(conn, req, calls)
+                    _insert(conn, rows)
+                self.commits += 1
             except sqlite3.Error:  # one bad request fails only its own submit
                 errors = [self._commit_one(conn, req, calls) for req, calls in rows]
             self._export([r for r, e in zip(rows, errors, strict=True) if e is None])
@@ -483,7 +534,8 @@ class TraceWriter:
     ) -> TraceStoreError | None:
         try:
             with _transaction(conn, self._held):
-                _insert(conn, req, calls)
+                _insert(conn, [(req, calls)])
+            self.commits += 1
         except sqlite3.Error as exc:
             log.error("storing the trace of request %s failed: %s", req["request_id"], exc)
             return TraceStoreError(

@@ -5,6 +5,7 @@ retention and credential scrubbing."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import signal
 import sqlite3
@@ -453,3 +454,66 @@ def test_the_trace_database_is_private_to_its_owner(tmp_path: Path) -> None:
     writer.close()
     assert (tmp_path / "new" / "traces.sqlite").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "new").stat().st_mode & 0o777 == 0o700
+
+
+def test_one_request_at_a_time_is_committed_at_once_and_a_crowd_shares_transactions(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db, commit_interval_s=3600).start()  # a pause would hang the test
+    other = os.open(db.with_name(db.name + ".lock"), os.O_RDWR)  # another writer's lock
+
+    async def main() -> None:
+        for n in range(5):  # one client: each batch holds one request, never a pause
+            await asyncio.wait_for(writer.submit(request_row(f"a{n}"), [call_row()]), 60)
+        fcntl.flock(other, fcntl.LOCK_EX)  # the writer waits for it with what it took
+        crowd = [
+            asyncio.ensure_future(writer.submit(request_row(f"r{n:02d}"), [call_row()]))
+            for n in range(50)
+        ]
+        await asyncio.sleep(0)  # every submit is queued
+        fcntl.flock(other, fcntl.LOCK_UN)
+        # After several requests in one transaction the writer pauses for the interval;
+        # flush() (like close()) commits what is queued at once.
+        await asyncio.wait_for(asyncio.to_thread(writer.flush), 60)
+        await asyncio.wait_for(asyncio.gather(*crowd), 60)
+
+    try:
+        asyncio.run(main())
+    finally:
+        os.close(other)
+        writer.close()
+    assert writer.committed == 55
+    assert 6 <= writer.commits <= 7  # the 50 submitted side by side: one or two transactions
+    assert ids(db) == [*(f"a{n}" for n in range(5)), *(f"r{n:02d}" for n in range(50))]
+
+
+def test_a_batch_over_sqlites_parameter_cap_is_split_and_keeps_every_row(tmp_path: Path) -> None:
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db).start()
+    sizes = {"big": 1500, "small": 3, "none": 0}  # 1500 calls: more than one INSERT can take
+
+    async def main() -> None:
+        await asyncio.gather(
+            *(
+                writer.submit(request_row(rid), [call_row(chunk_index=i) for i in range(n)])
+                for rid, n in sizes.items()
+            )
+        )
+
+    asyncio.run(main())
+    writer.close()
+    with sqlite3.connect(db) as conn:
+        counts = dict(
+            conn.execute(
+                "SELECT request_id, count(*) FROM llm_calls GROUP BY request_id"
+            ).fetchall()
+        )
+        order = conn.execute(
+            "SELECT call_index, chunk_index FROM llm_calls WHERE request_id = 'big' "
+            "ORDER BY call_index"
+        ).fetchall()
+    conn.close()
+    assert counts == {"big": 1500, "small": 3}
+    assert order == [(i, i) for i in range(1500)]
+    assert ids(db) == ["big", "none", "small"]
