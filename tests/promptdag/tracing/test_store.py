@@ -517,3 +517,14 @@ def test_a_batch_over_sqlites_parameter_cap_is_split_and_keeps_every_row(tmp_pat
     assert counts == {"big": 1500, "small": 3}
     assert order == [(i, i) for i in range(1500)]
     assert ids(db) == ["big", "none", "small"]
+
+
+def test_new_request_ids_are_32_hex_digits_that_sort_by_time() -> None:
+    from promptdag.tracing.context import new_request_id
+
+    first = new_request_id()
+    time.sleep(0.002)  # the next millisecond at least
+    later = [new_request_id() for _ in range(100)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in [first, *later])
+    assert len(set(later)) == 100
+    assert all(first < i for i in later)
