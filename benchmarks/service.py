@@ -385,7 +385,11 @@ def _measure(sizes: Sizes) -> _Results:
             )
             baseline = _load(on, fake, body, 1, sizes.baseline, warmup=2)
             sweep = [_load(on, fake, body, c, sizes.sweep[c], warmup=c) for c in LEVELS]
-            _load(off, fake, body, GOAL_C, GOAL_C, warmup=GOAL_C)  # warm the untraced one
+            # The untraced service first serves as many requests as the traced one has, so the
+            # two compared are alike in age (heap, caches) and differ only in tracing.
+            served = sizes.memory_requests + 2 * GOAL_C + sizes.baseline + 2
+            served += sum(sizes.sweep.values()) + sum(LEVELS)
+            _load(off, fake, body, GOAL_C, served, warmup=GOAL_C)
             tracing: dict[bool, list[Run]] = {True: [], False: []}
             for rep in range(sizes.trace_reps):  # alternate, so that drift hits both alike
                 for svc in (on, off) if rep % 2 == 0 else (off, on):
@@ -544,8 +548,10 @@ def _report(res: _Results, sizes: Sizes) -> Report:
             "pipeline. CPU: utime + stime of each process (all threads) from /proc over the "
             "measured requests; RSS from /proc/PID/statm. Order: the memory run first, on the "
             "freshly started traced service; then 1 client; the sweep; then the tracing runs, "
-            "alternating which service goes first (by then the traced service has stored every "
-            "earlier request in its trace database, as a long-running one would). The p50 goal takes the median over every "
+            "alternating which service goes first, after the untraced service has served as many "
+            "requests as the traced one had (so both are alike in age; the traced one has stored "
+            "every earlier request in its trace database, as a long-running one would). The p50 "
+            "goal takes the median over every "
             f"traced run at {GOAL_C} clients (sweep and tracing runs). The RSS goal compares "
             f"every sample (one per {sizes.memory_every:,} answered requests) with the first."
         ),
@@ -578,7 +584,8 @@ def _report(res: _Results, sizes: Sizes) -> Report:
             "environment below), tiktoken, tracing and FastAPI/Starlette. "
             f"Tracing adds {tr.extra_cpu_ms:+.2f} ms of CPU per request: the adapter "
             "building the rows on the event loop, and the writer thread (same process, same GIL) "
-            "committing them to SQLite; each request also waits for its commit before it is "
+            "committing them to SQLite (under load, many requests per transaction); each request "
+            "also waits for its commit before it is "
             "answered. As the service is CPU-bound at this load, its "
             "throughput with a core to itself falls by that share, which is what the goal "
             "measures (requests per CPU-second of the service). The raw requests/s ratio, "
