@@ -231,7 +231,10 @@ class _Compare:
         self, node: str, before: str | None, after: str | None, models: Iterable[str]
     ) -> TextChange:
         old, new = self.bp.get(before or "", {}), self.hp.get(after or "", {})
-        names = sorted({*old.get("rendered", {}), *new.get("rendered", {})})
+        sides = (set(old.get("rendered", {})), set(new.get("rendered", {})))
+        # Two texts compare on the fixtures both sides rendered: a fixture the change adds (or
+        # removes) is no edit of the prompt. A version without the other side shows them all.
+        names = sorted(sides[0] & sides[1] if old and new else sides[0] | sides[1])
         fixtures = tuple(self.fixture(fx, before, after) for fx in names)
         costs = tuple(
             CallCost(
@@ -298,7 +301,10 @@ class _Compare:
     def is_edited(self, key: str) -> bool:
         old, new = self.bp[key], self.hp[key]
         hashes = [{f: r["sha256"] for f, r in e.get("rendered", {}).items()} for e in (old, new)]
-        return old.get("source_sha256") != new.get("source_sha256") or hashes[0] != hashes[1]
+        common = hashes[0].keys() & hashes[1].keys()  # a fixture added or removed edits nothing
+        return old.get("source_sha256") != new.get("source_sha256") or any(
+            hashes[0][f] != hashes[1][f] for f in common
+        )
 
     def switches(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[TextChange]:
         """Prompt nodes whose selected version differs between two variants that both build."""

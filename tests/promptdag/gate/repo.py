@@ -19,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,12 @@ def remove_version(repo: ThrowawayRepo, rel: str, node: str, version: str) -> No
     (repo.path / rel).write_text(
         text[:start].rstrip("\n") + ("\n" if end < 0 else text[end:]), encoding="utf-8"
     )
+
+
+def first_fixture(repo: ThrowawayRepo) -> str:
+    """The prompt fixture checks and reports name first (fixtures go in name order)."""
+    with (repo.path / "prompts" / "fixtures.toml").open("rb") as f:
+        return min(tomllib.load(f)["fixtures"])
 
 
 def set_fixture_input(repo: ThrowawayRepo, key: str, value: str) -> None:

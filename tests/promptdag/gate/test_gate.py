@@ -19,6 +19,7 @@ from tests.promptdag.gate.repo import (
     GateRun,
     ThrowawayRepo,
     final_summary_version,
+    first_fixture,
     promptdag_exe,
     switch_variant,
 )
@@ -194,8 +195,9 @@ def test_gate_catches_a_helper_change_and_shows_the_rendered_diff(repo: Throwawa
         "bullets/final_summary_prompt@v1",
     }
     assert {v["key"] for v in run.report["review"]["edited"]} == finals
+    first = first_fixture(repo)
     for key in finals:
-        reason = f"{key} (released): its rendered text on fixture 'paper' changed — {IMMUTABLE}"
+        reason = f"{key} (released): its rendered text on fixture '{first}' changed — {IMMUTABLE}"
         assert reason in run.report["reasons"]
         assert f"gate: {reason}" in run.stderr
     md = run.markdown

@@ -17,6 +17,7 @@ from tests.promptdag.gate.repo import (
     ThrowawayRepo,
     declare_input,
     final_summary_version,
+    first_fixture,
     remove_version,
     set_fixture_input,
     switch_variant,
@@ -141,6 +142,7 @@ def test_check_passes_a_docstring_and_comment_only_change(repo: ThrowawayRepo) -
 
 def test_check_catches_a_helper_change_through_the_rendered_text(repo: ThrowawayRepo) -> None:
     """`query_line` lives in prompts/_render.py: the final prompts' source hash cannot see it."""
+    first = first_fixture(repo)
     old = lock_of(repo)["prompts"]
     repo.replace("prompts/_render.py", 'label: str = "User query"', 'label: str = "Question"')
     code, lines = check(repo)
@@ -153,10 +155,10 @@ def test_check_catches_a_helper_change_through_the_rendered_text(repo: Throwaway
     } <= named
     assert not any("chunk_summary_prompt" in k or k.startswith("german/") for k in named)
     for key in named:
-        assert f"error: {key}: its rendered text on fixture 'paper' changed — {RELOCK}" in lines
+        assert f"error: {key}: its rendered text on fixture '{first}' changed — {RELOCK}" in lines
         assert (
-            f"error: {key} (released): its rendered text on fixture 'paper' changed — {IMMUTABLE}"
-            in lines
+            f"error: {key} (released): its rendered text on fixture '{first}' changed — "
+            f"{IMMUTABLE}" in lines
         )
     assert not any("source changed" in line for line in lines)
     repo.lock()
@@ -350,7 +352,8 @@ def test_a_pure_refactor_of_a_released_version_is_accepted_once_recorded(
     proc = repo.promptdag("prompts", "lock", "--accept-refactor", V2_KEY, "--reason", "again")
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [
-        f"error: {V2_KEY} is not a pure refactor: its rendered text on fixture 'paper' changed. "
+        f"error: {V2_KEY} is not a pure refactor: its rendered text on fixture "
+        f"'{first_fixture(repo)}' changed. "
         "Restore it and add a new version (__vN+1).",
         "error: prompts.lock not written.",
     ]
