@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from promptdag.gate.report_html import highlight_mermaid, render_html
+from promptdag.gate.selection import renders_differently
 
 __all__ = [
     "CallCost",
@@ -300,11 +301,8 @@ class _Compare:
 
     def is_edited(self, key: str) -> bool:
         old, new = self.bp[key], self.hp[key]
-        hashes = [{f: r["sha256"] for f, r in e.get("rendered", {}).items()} for e in (old, new)]
-        common = hashes[0].keys() & hashes[1].keys()  # a fixture added or removed edits nothing
-        return old.get("source_sha256") != new.get("source_sha256") or any(
-            hashes[0][f] != hashes[1][f] for f in common
-        )
+        # A fixture added or removed edits nothing: the texts compare where both sides rendered.
+        return old.get("source_sha256") != new.get("source_sha256") or renders_differently(old, new)
 
     def switches(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[TextChange]:
         """Prompt nodes whose selected version differs between two variants that both build."""

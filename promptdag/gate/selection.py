@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ __all__ = [
     "changed_nodes",
     "changed_prompt_nodes",
     "downstream",
+    "renders_differently",
     "select_cases",
     "with_reasons",
 ]
@@ -51,13 +53,13 @@ def _resolved(snapshot: dict[str, Any], variant: str) -> dict[str, dict[str, Any
     }
 
 
-def _fingerprint(entry: dict[str, Any] | None) -> Any:
+def _fingerprint(entry: Mapping[str, Any] | None) -> Any:
     if entry is None:
         return None
     return (entry["source_sha256"], sorted((f, r["sha256"]) for f, r in entry["rendered"].items()))
 
 
-def _renders_differently(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def renders_differently(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two prompt versions' texts differ on a fixture both rendered on (a fixture added
     or removed says nothing about the prompt); on all, when they share none."""
     common = set(a["rendered"]) & set(b["rendered"])
@@ -82,7 +84,7 @@ def changed_prompt_nodes(base: dict[str, Any], head: dict[str, Any]) -> dict[str
                 )
             elif old_version != new_version or released is None:
                 reasons[node] = f"version {old_version} → {new_version}"
-            elif entry is None or _renders_differently(released, entry):
+            elif entry is None or renders_differently(released, entry):
                 reasons[node] = f"{new_version} renders differently"
             elif released["source_sha256"] != entry["source_sha256"]:
                 reasons[node] = (
