@@ -9,13 +9,10 @@ shows as cost. Exit 0 pass, 1 gate failed, 2 could not run, 3 needs approval."""
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import dataclasses
 import importlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,17 +30,19 @@ from promptdag.evals import (
     run_suite,
     suite_changes,
 )
+from promptdag.gate.base_side import BaseSide
 from promptdag.gate.checks import static_findings
 from promptdag.gate.lockfile import LOCK_FILE, LockCheck, check_lock, lock_from_snapshot, read_lock
 from promptdag.gate.refs import (
+    absent_snapshot,
     default_base,
     git,
+    has_contract,
     head_label,
     project_subdir,
     ref_worktree,
     repo_root,
     resolve_ref,
-    snapshot_tree,
 )
 from promptdag.gate.report import Review, compare
 from promptdag.gate.selection import Selection, changed_nodes, select_cases, with_reasons
@@ -276,42 +275,6 @@ def case_changes(
     return out
 
 
-def _base_run(
-    base_root: Path,
-    suite: Suite,
-    case_ids: list[str],
-    cache: str,
-    env: dict[str, str],
-    variant: str | None = None,
-) -> dict[str, Any]:
-    """The selected cases run on the base tree (its pipeline, suite and checks), in a subprocess
-    in its worktree, through the shared response cache: `promptdag eval --json`'s result."""
-    cmd = [
-        sys.executable,
-        "-P",
-        "-c",
-        "from promptdag.cli import main; main()",
-        "eval",
-        "--suite",
-        str(suite.path),
-        "--json",
-        "--cache",
-        cache,
-    ]
-    for case in case_ids:
-        cmd += ["--case", case]
-    cmd += ["--variant", variant] if variant else []
-    proc = subprocess.run(
-        cmd, cwd=base_root, env=env, capture_output=True, text=True, timeout=1800, check=False
-    )
-    if proc.returncode not in (0, 1):
-        raise GateError(
-            f"running suite {suite.name} on the base tree failed: {proc.stderr.strip()[-500:]}"
-        )
-    data: dict[str, Any] = json.loads(proc.stdout)
-    return data
-
-
 def _base_loader(base_root: Path) -> Callable[[str], Any]:
     """Imports a suite's `python` check from the base tree, so a change cannot rewrite the code
     that judges it; a check the base does not define is a GateError."""
@@ -404,7 +367,7 @@ class _Run:
     opts: GateOptions
     head_root: Path
     base_root: Path
-    env: dict[str, str]
+    base_side: BaseSide | None  # None: the base has no promptdag contract, so no suites
     judge: Judge | None
     calls: dict[str, int]
     head_snap: dict[str, Any] = field(default_factory=dict)
@@ -461,8 +424,10 @@ async def _run_selected(
         run.calls["cached_calls"] += (case.get("usage") or {}).get("cached_calls", 0)
     if not on_base:
         return
+    if run.base_side is None:
+        raise GateError(f"suite {gate.name} has no base tree to run on.")
     gate.base = await asyncio.to_thread(
-        _base_run, run.base_root, base_suite, cases, run.opts.cache, run.env, variant
+        run.base_side.run_cases, base_suite.path, cases, run.opts.cache, variant
     )
     gate.base["file"] = gate.result["file"]  # not the temporary worktree's path
     price_by_configured_model(gate.base, run.base_snap)
@@ -510,7 +475,7 @@ async def _evaluate(
     suites: dict[str, Suite],
     head_snap: dict[str, Any],
     base_snap: dict[str, Any],
-    env: dict[str, str],
+    base_side: BaseSide | None,
     head_suites: dict[str, Suite] | None = None,
 ) -> tuple[list[SuiteGate], str, dict[str, int], list[str]]:
     """Every suite's selected cases; then every changed variant no selected case runs on, on
@@ -524,7 +489,7 @@ async def _evaluate(
         opts,
         head_root,
         base_root,
-        env,
+        base_side,
         judge,
         {"calls": 0, "cached_calls": 0},
         head_snap,
@@ -591,18 +556,19 @@ def run_gate(opts: GateOptions) -> GateResult:
     head_root = find_project()
     repo, sub = repo_root(head_root), project_subdir(head_root)
     cache_dir = data_dir(head_root)
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "PROMPTDAG_PROJECT"},
-        "PROMPTDAG_DATA_DIR": str(cache_dir),
-    }
     if opts.base is None:
         base_ref, base_label = default_base(repo)
     else:
         base_ref = base_label = opts.base
     opts = dataclasses.replace(opts, base=base_label)
-    with ref_worktree(repo, base_ref) as tree:
+    with ref_worktree(repo, base_ref) as tree, contextlib.ExitStack() as stack:
         base_root = tree / sub
-        base_snap, head_snap = _snapshots(base_root, head_root, cache_dir)
+        base_side = (
+            stack.enter_context(BaseSide.start(base_root, cache_dir, head_root))
+            if has_contract(base_root)
+            else None
+        )
+        base_snap, head_snap = _snapshots(base_side, head_root)
         problems = [f"head: {p}" for p in head_snap.get("problems", [])]
         fresh = lock_from_snapshot(head_snap) if not problems else None
         lock = (
@@ -641,7 +607,14 @@ def run_gate(opts: GateOptions) -> GateResult:
         try:
             gates, note, calls, uncovered = asyncio.run(
                 _evaluate(
-                    opts, head_root, base_root, base_suites, head_snap, base_snap, env, head_suites
+                    opts,
+                    head_root,
+                    base_root,
+                    base_suites,
+                    head_snap,
+                    base_snap,
+                    base_side,
+                    head_suites,
                 )
             )
         except PromptdagError as exc:
@@ -714,19 +687,15 @@ def _unjudged(head: dict[str, Any], changed: dict[str, dict[str, str]]) -> list[
 
 
 def _snapshots(
-    base_root: Path, head_root: Path, cache_dir: Path
+    base_side: BaseSide | None, head_root: Path
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(base, head) snapshots, taken at once: the base's in a subprocess (its modules never mix
-    with the head's), the head's in this process, which runs the head's code anyway."""
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        base = pool.submit(snapshot_tree, base_root, cache_dir)
-        try:
-            head = json.loads(json.dumps(take_snapshot(head_root)))  # as the base's: JSON
-        except PromptdagError as exc:
-            raise GateError(f"cannot load the prompts of {head_root}: {exc}") from exc
-        finally:
-            base_snap = base.result()
-    return base_snap, head
+    """(base, head) snapshots, taken at once: the base's in its own process (its modules never
+    mix with the head's), the head's in this process, which runs the head's code anyway."""
+    try:
+        head = json.loads(json.dumps(take_snapshot(head_root)))  # as the base's: JSON
+    except PromptdagError as exc:
+        raise GateError(f"cannot load the prompts of {head_root}: {exc}") from exc
+    return (absent_snapshot() if base_side is None else base_side.snapshot()), head
 
 
 def _suite_files(head_root: Path, suites: dict[str, Suite]) -> str:

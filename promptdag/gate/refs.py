@@ -20,8 +20,10 @@ from promptdag.errors import GateError
 from promptdag.project import find_project
 
 __all__ = [
+    "absent_snapshot",
     "default_base",
     "git",
+    "has_contract",
     "head_label",
     "project_subdir",
     "ref_worktree",
@@ -136,7 +138,7 @@ def _tail(stderr: str, lines: int = 6) -> str:
     return " / ".join([ln for ln in kept if ln][-lines:])
 
 
-def _has_contract(project_dir: Path) -> bool:
+def has_contract(project_dir: Path) -> bool:
     """Whether the tree declares a promptdag contract; a pyproject.toml that does not parse
     counts (the snapshot process reports why)."""
     path = project_dir / CONTRACT_FILE
@@ -150,21 +152,26 @@ def _has_contract(project_dir: Path) -> bool:
     return isinstance(tool, dict) and isinstance(tool.get("promptdag"), dict)
 
 
+def absent_snapshot() -> dict[str, Any]:
+    """The snapshot of a tree with no promptdag contract yet: everything in the other is new."""
+    return {
+        "prompts": {},
+        "variants": {},
+        "default_variant": None,
+        "fixtures": [],
+        "prices": {},
+        "problems": [],
+        "absent": True,
+    }
+
+
 def snapshot_tree(project_dir: Path, data_dir: Path) -> dict[str, Any]:
     """The snapshot of the project at `project_dir`, taken in a separate Python process. A tree
     with no promptdag contract yet (no `[tool.promptdag]` in its pyproject.toml) gives an empty
     snapshot: everything in the other is new. A contract that does not load is the subprocess's
     error to report."""
-    if not _has_contract(project_dir):
-        return {
-            "prompts": {},
-            "variants": {},
-            "default_variant": None,
-            "fixtures": [],
-            "prices": {},
-            "problems": [],
-            "absent": True,
-        }
+    if not has_contract(project_dir):
+        return absent_snapshot()
     env = {k: v for k, v in os.environ.items() if k != "PROMPTDAG_PROJECT"}
     env["PROMPTDAG_DATA_DIR"] = str(data_dir)
     # -P: the tree's own directories never shadow the installed promptdag on sys.path.
