@@ -10,6 +10,7 @@ output exists without --resume or --overwrite), 3 an input given to every item i
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -166,6 +167,8 @@ def batch_command(
             require_clean=require_clean,
             progress=not quiet,
             log_every=log_every,
+            # the service's variable for the LLM's HTTP stack: auto, aiohttp or httpx
+            http_client=os.environ.get("PROMPTDAG_LLM_HTTP_CLIENT", "auto"),
         )
         import asyncio
 

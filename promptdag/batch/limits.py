@@ -23,6 +23,7 @@ provider sees keeps to the rate.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import time
@@ -94,24 +95,71 @@ class _Ticket:
     slot: bool
 
 
+class _Slots:
+    """A FIFO counting semaphore that can also be taken without waiting (`try_take`), so a
+    request finding a free slot is granted at once, with no task or future."""
+
+    def __init__(self, count: int):
+        self.free = count
+        self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def try_take(self) -> bool:
+        if self.free > 0 and not self.waiting:
+            self.free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():  # handed a slot as it was cancelled
+                self.give()
+            raise
+
+    def give(self) -> None:
+        """A slot back: to the first caller still waiting, else free."""
+        while self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
+
+
 class LimiterCore:
     """The batch-wide limiter state. `acquire` waits for a concurrency slot (FIFO), then
-    reserves the rate slots and returns the ticket and how long the caller must still wait;
-    `release` frees the slot and settles the tokens. Lives on one event loop."""
+    reserves the rate slots and returns the ticket and how long the caller must still wait
+    (`try_acquire`: the same when a slot is free now, else None); `release` frees the slot and
+    settles the tokens. Lives on one event loop."""
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self._slots = asyncio.Semaphore(limits.concurrency) if limits.concurrency else None
+        self._slots = _Slots(limits.concurrency) if limits.concurrency else None
         self._requests = _Pace(limits.rpm, 1) if limits.rpm else None
         self._tokens = _Pace(limits.tpm, 1) if limits.tpm else None
         self._tickets: dict[int, _Ticket] = {}
         self._ids = itertools.count(1)
         self.granted = 0
 
+    def try_acquire(self, worker: str, tokens: int) -> Grant | None:
+        """A grant at once if a concurrency slot is free (or there is no concurrency limit)."""
+        if self._slots is not None and not self._slots.try_take():
+            return None
+        return self._reserve(worker, tokens, time.monotonic())
+
     async def acquire(self, worker: str, tokens: int) -> Grant:
         arrived = time.monotonic()
         if self._slots is not None:
-            await self._slots.acquire()
+            await self._slots.take()
+        return self._reserve(worker, tokens, arrived)
+
+    def _reserve(self, worker: str, tokens: int, arrived: float) -> Grant:
+        """The rate slots for a request that holds its concurrency slot."""
         now = time.monotonic()
         paces = [(p, c) for p, c in ((self._requests, 1), (self._tokens, tokens)) if p]
         start = max([now, *(p.earliest(now) for p, _ in paces)])
@@ -130,7 +178,7 @@ class LimiterCore:
         if self._tokens is not None:
             self._tokens.adjust(used_tokens - held.tokens)
         if held.slot and self._slots is not None:
-            self._slots.release()
+            self._slots.give()
 
     def release_worker(self, worker: str) -> int:
         """Free what a worker that died still held; how many tickets that was."""

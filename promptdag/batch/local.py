@@ -31,7 +31,7 @@ from typing import Any
 
 from promptdag.batch.limits import Grant, LimiterCore
 from promptdag.batch.sources import BatchItem
-from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
+from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup, settle_worker_process
 from promptdag.errors import ConfigError, PromptdagError
 
 __all__ = ["LocalEngine", "worker_main"]
@@ -42,14 +42,41 @@ _HEADER = struct.Struct("!I")
 _ENTRY = "from promptdag.batch.local import worker_main; worker_main()"
 
 
-def _frame(message: Any) -> bytes:
-    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+def _frame(messages: list[Any]) -> bytes:
+    data = pickle.dumps(messages, protocol=pickle.HIGHEST_PROTOCOL)
     return _HEADER.pack(len(data)) + data
 
 
-async def _recv(reader: asyncio.StreamReader) -> Any:
+async def _recv(reader: asyncio.StreamReader) -> list[Any]:
+    """The messages of the next frame."""
     (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-    return pickle.loads(await reader.readexactly(size))
+    messages = pickle.loads(await reader.readexactly(size))
+    if not isinstance(messages, list):
+        raise pickle.UnpicklingError(f"a frame holds a list of messages, not {type(messages)}")
+    return messages
+
+
+class _Outbox:
+    """Messages to the other end of a connection, sent together: all those given during one
+    pass of the event loop go out as one frame (one pickle, one write), so a worker running
+    many LLM calls at once does not pay a system call (and a wake-up of the other process) for
+    every limiter request, grant and release."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self.writer = writer
+        self.queue: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        if self.writer.is_closing():
+            return
+        if not self.queue:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self.queue.append(message)
+
+    def flush(self) -> None:
+        queue, self.queue = self.queue, []
+        if queue and not self.writer.is_closing():
+            self.writer.write(_frame(queue))
 
 
 # --- in the worker process --------------------------------------------------------------------
@@ -58,8 +85,8 @@ async def _recv(reader: asyncio.StreamReader) -> Any:
 class _StreamRemote:
     """The batch's limiter, reached over the worker's connection."""
 
-    def __init__(self, writer: asyncio.StreamWriter):
-        self.writer = writer
+    def __init__(self, outbox: _Outbox):
+        self.outbox = outbox
         self.waiting: dict[int, asyncio.Future[Grant]] = {}
         self.ids = itertools.count(1)
 
@@ -67,7 +94,7 @@ class _StreamRemote:
         rid = next(self.ids)
         future: asyncio.Future[Grant] = asyncio.get_running_loop().create_future()
         self.waiting[rid] = future
-        self.writer.write(_frame(("acquire", rid, tokens)))
+        self.outbox.send(("acquire", rid, tokens))
         return await future
 
     def granted(self, rid: int, grant: Grant) -> None:
@@ -78,52 +105,57 @@ class _StreamRemote:
             future.set_result(grant)
 
     def release(self, ticket: int, used_tokens: int) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(_frame(("release", ticket, used_tokens)))
+        self.outbox.send(("release", ticket, used_tokens))
 
 
 async def _work(port: int, token: str, key: str, setup: WorkerSetup) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(_frame(("hello", token, key)))
-    remote = _StreamRemote(writer) if setup.limits.active else None
+    writer.write(_frame([("hello", token, key)]))
+    outbox = _Outbox(writer)
+    remote = _StreamRemote(outbox) if setup.limits.active else None
     try:
         worker = BatchWorker(setup, remote)
+        await worker.start()
+        settle_worker_process()
     except Exception as exc:  # reported to the batch, which stops with this message
-        writer.write(_frame(("failed", type(exc).__name__, str(exc))))
+        writer.write(_frame([("failed", type(exc).__name__, str(exc))]))
         await writer.drain()
         writer.close()
         return
-    writer.write(_frame(("ready", worker.name, worker.build_id)))
+    outbox.send(("ready", worker.name, worker.build_id))
     tasks: dict[int, asyncio.Task[None]] = {}
 
     async def one(task_id: int, item: BatchItem) -> None:
         try:
             row = await worker.run(item)
-            writer.write(_frame(("row", task_id, row)))
+            outbox.send(("row", task_id, row))
             await writer.drain()
         finally:
             tasks.pop(task_id, None)
 
     try:
-        while True:
+        stop = False
+        while not stop:
             try:
-                message = await _recv(reader)
+                messages = await _recv(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
                 break  # the batch process is gone: stop
-            kind = message[0]
-            if kind == "item":
-                tasks[message[1]] = asyncio.create_task(one(message[1], message[2]))
-            elif kind == "grant" and remote is not None:
-                remote.granted(message[1], message[2])
-            elif kind == "cancel" and message[1] in tasks:
-                tasks[message[1]].cancel()
-            elif kind == "stop":
-                break
+            for message in messages:
+                kind = message[0]
+                if kind == "item":
+                    tasks[message[1]] = asyncio.create_task(one(message[1], message[2]))
+                elif kind == "grant" and remote is not None:
+                    remote.granted(message[1], message[2])
+                elif kind == "cancel" and message[1] in tasks:
+                    tasks[message[1]].cancel()
+                elif kind == "stop":
+                    stop = True
     finally:
         for task in list(tasks.values()):
             task.cancel()
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         await worker.aclose()
+        outbox.flush()
         writer.close()
 
 
@@ -147,6 +179,7 @@ class _Proc:
     process: asyncio.subprocess.Process | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.StreamWriter | None = None
+    outbox: _Outbox | None = None
     name: str = ""
     lost: bool = False
     pending: dict[int, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
@@ -160,8 +193,8 @@ class _Proc:
         return not self.lost and self.ready.done() and not self.ready.exception()
 
     def send(self, message: Any) -> None:
-        if self.writer is not None and not self.writer.is_closing():
-            self.writer.write(_frame(message))
+        if self.outbox is not None:
+            self.outbox.send(message)
 
 
 class LocalEngine:
@@ -253,19 +286,25 @@ class LocalEngine:
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, pickle.PickleError):
             writer.close()
             return
-        ok = isinstance(hello, tuple) and len(hello) == 3 and hello[0] == "hello"
-        if not ok or not hmac.compare_digest(str(hello[1]), self._token):
+        ok = len(hello) == 1 and isinstance(hello[0], tuple) and len(hello[0]) == 3
+        if (
+            not ok
+            or hello[0][0] != "hello"
+            or not hmac.compare_digest(str(hello[0][1]), self._token)
+        ):
             writer.close()
             return
-        found = [p for p in self._procs if p.key == hello[2] and p.writer is None and not p.lost]
+        key = hello[0][2]
+        found = [p for p in self._procs if p.key == key and p.writer is None and not p.lost]
         if not found:
             writer.close()
             return
         proc = found[0]
-        proc.writer = writer
+        proc.writer, proc.outbox = writer, _Outbox(writer)
         try:
             while True:
-                self._handle(proc, await _recv(reader))
+                for message in await _recv(reader):
+                    self._handle(proc, message)
         except (asyncio.IncompleteReadError, ConnectionError):
             pass  # the worker exited; _exited handles it once the process is gone
         finally:
@@ -278,7 +317,11 @@ class LocalEngine:
             if future is not None and not future.done():
                 future.set_result(message[2])
         elif kind == "acquire" and self.core is not None:
-            self._later(self._grant(proc, message[1], message[2]))
+            grant = self.core.try_acquire(proc.key, message[2])
+            if grant is None:  # no slot free: wait for one
+                self._later(self._grant(proc, message[1], message[2]))
+            else:
+                proc.send(("grant", message[1], grant))
         elif kind == "release" and self.core is not None:
             self.core.release(message[1], message[2])
         elif kind == "ready":

@@ -23,7 +23,7 @@ from typing import Any
 
 from promptdag.batch.limits import Grant, LimiterCore, Limits
 from promptdag.batch.sources import BatchItem
-from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
+from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup, settle_worker_process
 from promptdag.errors import ConfigError, PromptdagError
 
 __all__ = ["RayEngine"]
@@ -85,6 +85,9 @@ class _WorkerActor:
         self.worker = BatchWorker(setup, remote, name=name)
 
     async def ready(self) -> tuple[str, str]:
+        if not self.worker.started:
+            await self.worker.start()
+            settle_worker_process()  # the actor's process runs nothing else
         return self.worker.name, self.worker.build_id
 
     async def run(self, item: BatchItem) -> dict[str, Any]:

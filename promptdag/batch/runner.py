@@ -33,6 +33,7 @@ from promptdag.batch.store import Previous, ResultStore
 from promptdag.batch.worker import WorkerLost, WorkerSetup, build_id_of
 from promptdag.errors import ConfigError, ForbiddenInputError, PromptdagError
 from promptdag.inputs import coerce_input
+from promptdag.llm.client import resolve_http_client
 from promptdag.pipeline import usage_of
 
 __all__ = ["ENGINES", "BatchOptions", "BatchSummary", "Engine", "run_batch"]
@@ -81,6 +82,7 @@ class BatchOptions:
     require_clean: bool = False
     progress: bool = True
     log_every: float = 10.0
+    http_client: str = "auto"  # the LLM's HTTP stack in the workers (llm.client.HTTP_CLIENTS)
 
 
 @dataclass
@@ -201,6 +203,10 @@ def _check_options(options: BatchOptions) -> None:
         problems.append(f"--max-cost-usd {options.max_cost_usd:g}: give an amount > 0.")
     if options.ray_address and options.engine != "ray":
         problems.append("--ray-address is for --engine ray.")
+    try:
+        resolve_http_client(options.http_client)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
     if options.resume and options.overwrite:
         problems.append("--resume continues the output, --overwrite replaces it: choose one.")
     if problems:
@@ -482,6 +488,7 @@ async def run_batch(
         git=git,
         batch_run=batch_run,
         limits=options.limits,
+        http_client=resolve_http_client(options.http_client),
     )
     engine = _engine(options, setup, options.workers, options.in_flight)
     try:

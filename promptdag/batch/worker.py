@@ -20,7 +20,27 @@ from promptdag.pipeline import Pipeline, usage_of
 from promptdag.provenance import fingerprint_id
 from promptdag.tracing.context import RequestContext, current_request, request_scope
 
-__all__ = ["BatchWorker", "WorkerLost", "WorkerSetup", "build_id_of"]
+__all__ = ["BatchWorker", "WorkerLost", "WorkerSetup", "build_id_of", "settle_worker_process"]
+
+# The collector's thresholds in a worker process once it has built (Python's default: 700, 10,
+# 10). See settle_worker_process.
+_GC_THRESHOLDS = (20_000, 20, 10)
+
+
+def settle_worker_process() -> None:
+    """For a process that only runs batch items (a local worker, a Ray actor), once its
+    pipeline is built: the objects made so far (modules, the graph, the SDK's types) are moved
+    out of the garbage collector's sight (`gc.freeze`), and it collects the young generation
+    every 20,000 allocations instead of 700. Each run allocates thousands of tracked objects
+    (asyncio tasks, Hamilton's per-node state), so with the defaults the collector ran hundreds
+    of times per second, each full pass walking every object of the imported libraries:
+    measured, it took a third of a worker's CPU on a latency-bound batch. Cycles are still
+    collected, on the same three generations."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*_GC_THRESHOLDS)
 
 
 class WorkerLost(Exception):
@@ -46,6 +66,7 @@ class WorkerSetup:
     git: dict[str, Any]
     batch_run: str
     limits: Limits = field(default_factory=Limits)
+    http_client: str = "httpx"  # the SDK's HTTP stack for a real endpoint: "httpx" or "aiohttp"
 
 
 class BatchWorker:
@@ -86,6 +107,7 @@ class BatchWorker:
                 counter = token_counter(self.pipeline.llm.settings.model).count
             self.pipeline.llm.limiter = SharedLimiter(remote, count_tokens=counter)
         self._calls: dict[str, list[LLMCall]] = {}
+        self.started = False
         CALL_LISTENERS.append(self._on_call)
 
     def _on_call(self, call: LLMCall) -> None:
@@ -94,8 +116,18 @@ class BatchWorker:
         if ctx is not None and ctx.request_id in self._calls:
             self._calls[ctx.request_id].append(call)
 
+    async def start(self) -> None:
+        """Ready to run, on the event loop that will run the items: the LLM on the batch's HTTP
+        stack (an aiohttp session belongs to one loop). Once only."""
+        if self.started:
+            return
+        self.started = True
+        await self.pipeline.llm.use_http_client(self.setup.http_client)
+        self.pipeline.llm_token_note()  # loads the model's tokenizer now, not in the first run
+
     async def run(self, item: BatchItem) -> dict[str, Any]:
         """The item's row; a failure of the item is its row's error, never an exception."""
+        await self.start()
         started = time.perf_counter()
         request_id = f"{self.setup.batch_run}-{item.index}"
         self._calls[request_id] = []
