@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 from hamilton.async_driver import AsyncDriver
 from hamilton.graph_types import HamiltonGraph
-from hamilton.lifecycle.base import BasePreNodeExecuteAsync
+from hamilton.lifecycle.base import BasePreNodeExecute
 
 from promptdag.catalog import PromptVersion, version_key
 from promptdag.config import canonical_config
@@ -138,29 +138,30 @@ class RunResult:
         }
 
 
-class NodeScope(BasePreNodeExecuteAsync):
-    """Hands each node that takes the LLM a view bound to the node's declared step (Hamilton
-    calls the node with the very kwargs dict this hook receives), so every call is tied to its
-    step and prompt, and an undeclared node cannot call the model.
+class NodeScope(BasePreNodeExecute):
+    """Hands each node that takes the LLM a view bound to the node's declared step, so every
+    call is tied to its step and prompt, and an undeclared node cannot call the model.
 
-    Hamilton's async driver runs this hook before every node and gathers what it returns. The
-    binding is synchronous, so the hook does it at once and returns an already-completed future:
-    a coroutine would cost one asyncio task per node, which measured as much as the node itself
-    (benchmarks/overhead.py)."""
+    A synchronous hook: Hamilton's async driver calls it during its graph walk, with the very
+    kwargs dict it then hands to the node's task (the LLM is a request input, so it is there
+    already, never a pending task). An async hook would cost a future and an `asyncio.gather`
+    per node on every run (benchmarks/overhead.py measured it)."""
 
     def __init__(self, steps: Mapping[str, str]):
         self.steps = dict(steps)  # node calling the LLM → its declared step
-        self.names = list(self.steps)
+        self.names = tuple(sorted(self.steps))
 
-    def pre_node_execute(  # type: ignore[override]  # an awaitable, not a coroutine: see above
-        self, *, run_id: str, node_: Any, kwargs: dict[str, Any], task_id: str | None = None
-    ) -> asyncio.Future[None]:
+    def pre_node_execute(
+        self,
+        *,
+        run_id: str,
+        node_: Any,
+        kwargs: dict[str, Any],
+        task_id: str | None = None,
+    ) -> None:
         llm = kwargs.get(LLM_INPUT)
         if isinstance(llm, LLM):
             kwargs[LLM_INPUT] = llm.bound(node_.name, self.steps.get(node_.name), self.names)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
 
 
 class _DropHamiltonErrorLogs(logging.Filter):
