@@ -10,6 +10,7 @@ warm cache), (b) `promptdag gate HEAD~1 --all --cache off` (every case, every ca
 
 from __future__ import annotations
 
+import resource
 import shutil
 import tempfile
 import time
@@ -31,16 +32,24 @@ FINAL_V3 = final_summary_version(
 )
 
 
-def _timed(repo: ThrowawayRepo, base: str, *args: str) -> tuple[GateRun, float]:
-    """One gate run, timed; it must pass, or (a live variant's prompt changed and no judge
-    runs offline) end in exit 3, needs a judge or a reviewer's approval."""
+def _cpu_of_children() -> float:
+    """CPU seconds (user + system) of this process's ended children (and theirs, reaped)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _timed(repo: ThrowawayRepo, base: str, *args: str) -> tuple[GateRun, float, float]:
+    """One gate run: (run, wall seconds, CPU seconds of the gate and every process it started).
+    It must pass, or (a live variant's prompt changed and no judge runs offline) end in exit
+    3, needs a judge or a reviewer's approval."""
+    cpu = _cpu_of_children()
     start = time.perf_counter()
     gate = repo.gate(base, *args)
     seconds = time.perf_counter() - start
     require(
         gate.returncode in (0, 3), f"promptdag gate {base} {' '.join(args)}: {gate.stderr[-800:]}"
     )
-    return gate, seconds
+    return gate, seconds, _cpu_of_children() - cpu
 
 
 def _measure(where: Path, reps: int) -> Report:
@@ -54,7 +63,7 @@ def _measure(where: Path, reps: int) -> Report:
     repo.lock()
     repo.commit("final_summary_prompt@v3 for concise")
 
-    runs: dict[str, list[tuple[GateRun, float]]] = {"gate": [], "full": [], "none": []}
+    runs: dict[str, list[tuple[GateRun, float, float]]] = {"gate": [], "full": [], "none": []}
     commands = {
         "gate": ("HEAD~1",),
         "full": ("HEAD~1", "--all", "--cache", "off"),
@@ -67,16 +76,17 @@ def _measure(where: Path, reps: int) -> Report:
                 shutil.rmtree(repo.data_dir)
                 shutil.copytree(warm_dir, repo.data_dir)
             runs[key].append(_timed(repo, *commands[key]))
-    for gate, _ in runs["gate"]:
+    for gate, _, _ in runs["gate"]:
         require(set(gate.suite()["selected"]) == AFFECTED, "the gate selected other cases")
-    for gate, _ in runs["full"]:
+    for gate, _, _ in runs["full"]:
         require(gate.suite()["skipped"] == {}, "--all skipped cases")
-    for gate, _ in runs["none"]:
+    for gate, _, _ in runs["none"]:
         require(gate.suite()["selected"] == {}, "the gate selected cases on an unchanged tree")
 
-    made = {k: [g.llm_calls_made() for g, _ in v] for k, v in runs.items()}
-    total = {k: [g.report["llm_calls"]["calls"] for g, _ in v] for k, v in runs.items()}
-    secs = {k: [s for _, s in v] for k, v in runs.items()}
+    made = {k: [g.llm_calls_made() for g, _, _ in v] for k, v in runs.items()}
+    total = {k: [g.report["llm_calls"]["calls"] for g, _, _ in v] for k, v in runs.items()}
+    secs = {k: [s for _, s, _ in v] for k, v in runs.items()}
+    cpus = {k: [c for _, _, c in v] for k, v in runs.items()}
     cases = {k: len(v[0][0].suite()["selected"]) for k, v in runs.items()}
     gate_calls, full_calls = median(made["gate"]), median(made["full"])
     gate_s, full_s, fixed_s = (median(secs[k]) for k in ("gate", "full", "none"))
@@ -96,6 +106,7 @@ def _measure(where: Path, reps: int) -> Report:
             f"{median(made[key]):.0f} of {median(total[key]):.0f}",
             f"{median(secs[key]):.1f} s",
             spread(secs[key], 1, 1),
+            f"{median(cpus[key]):.1f} s",
         ]
 
     return Report(
@@ -112,7 +123,14 @@ def _measure(where: Path, reps: int) -> Report:
                 1,
             ),
         ],
-        headers=["Run", "Cases run", "LLM calls made (of calls)", "Wall time", "Range (s)"],
+        headers=[
+            "Run",
+            "Cases run",
+            "LLM calls made (of calls)",
+            "Wall time",
+            "Range (s)",
+            "CPU time",
+        ],
         rows=[
             row("`promptdag gate HEAD~1` (selected cases, warm cache)", "gate"),
             row("`promptdag gate HEAD~1 --all --cache off` (full run)", "full"),

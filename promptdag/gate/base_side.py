@@ -272,11 +272,12 @@ def _become_base(root: Path, data_dir: Path, head_root: Path, log_fd: int) -> No
 
 
 def serve(root: Path, inbox: IO[bytes], outbox: IO[bytes]) -> int:
-    """Send the snapshot of the project at `root`, then answer each request line with its
+    """Send the snapshot of the project at `root` (its token counts left to the gate, which
+    counts the head's anyway: `snapshot.fill_tokens`), then answer each request line with its
     cases' result, until the requests end; 0 when every reply was delivered."""
     from promptdag.gate.snapshot import take_snapshot
 
-    _reply(outbox, _answer(lambda: take_snapshot(root)))
+    _reply(outbox, _answer(lambda: take_snapshot(root, count_tokens=False)))
     for line in inbox:
         request = json.loads(line)
         _reply(outbox, _answer(functools.partial(asyncio.run, _run_cases(root, **request))))

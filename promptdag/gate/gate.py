@@ -46,7 +46,7 @@ from promptdag.gate.refs import (
 )
 from promptdag.gate.report import Review, compare
 from promptdag.gate.selection import Selection, changed_nodes, select_cases, with_reasons
-from promptdag.gate.snapshot import take_snapshot
+from promptdag.gate.snapshot import fill_tokens, take_snapshot
 from promptdag.pipeline import LLM_INPUT
 from promptdag.project import find_project, project_imports
 
@@ -695,7 +695,11 @@ def _snapshots(
         head = json.loads(json.dumps(take_snapshot(head_root)))  # as the base's: JSON
     except PromptdagError as exc:
         raise GateError(f"cannot load the prompts of {head_root}: {exc}") from exc
-    return (absent_snapshot() if base_side is None else base_side.snapshot()), head
+    if base_side is None:
+        return absent_snapshot(), head
+    base = base_side.snapshot()
+    fill_tokens(base, head)
+    return base, head
 
 
 def _suite_files(head_root: Path, suites: dict[str, Suite]) -> str:

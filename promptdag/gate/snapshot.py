@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hamilton.graph_types import hash_source_code
+from hamilton.graph_types import HamiltonGraph, HamiltonNode, hash_source_code
 
 from promptdag.catalog import PromptVersion, discover_prompts, load_fixtures, version_key
 from promptdag.errors import PromptdagError
@@ -23,11 +25,37 @@ from promptdag.provenance import sha256_text
 from promptdag.render import to_mermaid
 from promptdag.variants import load_variants
 
-__all__ = ["SNAPSHOT_VERSION", "prompt_key", "take_snapshot"]
+__all__ = ["SNAPSHOT_VERSION", "fill_tokens", "prompt_key", "take_snapshot"]
 
 SNAPSHOT_VERSION = 2
 # Snapshots record prompts, not provenance: the many Drivers built for one need no git reading.
 _NO_GIT = {"available": False, "reason": "not read for a prompt snapshot"}
+
+
+@dataclass
+class _Context:
+    """One snapshot's project and choices, and the source hashes computed so far (the variants
+    share most of their functions; hashing one reads and parses its module's source)."""
+
+    project: Project
+    count_tokens: bool = True
+    _sources: dict[Callable[..., Any], str] = field(default_factory=dict)
+    _versions: dict[Hashable, str | None] = field(default_factory=dict)
+
+    def source_hash(self, function: Callable[..., Any]) -> str:
+        if function not in self._sources:
+            self._sources[function] = hash_source_code(function, strip=True)
+        return self._sources[function]
+
+    def node_version(self, node: HamiltonNode) -> str | None:
+        """Hamilton's `node.version` (the hash of its first originating function's source),
+        computed once per function."""
+        functions = node.originating_functions
+        if not functions or not isinstance(functions[0], Hashable):
+            return node.version
+        if functions[0] not in self._versions:
+            self._versions[functions[0]] = node.version
+        return self._versions[functions[0]]
 
 
 def prompt_key(pack: str, node: str, version: str) -> str:
@@ -35,8 +63,7 @@ def prompt_key(pack: str, node: str, version: str) -> str:
     return f"{pack}/{node}@{version}"
 
 
-def _graph(pipeline: Pipeline) -> dict[str, Any]:
-    graph = pipeline.graph
+def _graph(pipeline: Pipeline, graph: HamiltonGraph) -> dict[str, Any]:
     nodes = sorted(graph.nodes, key=lambda n: n.name)
     edges = sorted(
         (dep, n.name) for n in nodes for dep in (*n.required_dependencies, *n.optional_dependencies)
@@ -49,7 +76,7 @@ def _graph(pipeline: Pipeline) -> dict[str, Any]:
 
 
 async def _render_version(
-    project: Project, pv: PromptVersion, others: dict[str, str], fixtures: dict[str, dict[str, Any]]
+    ctx: _Context, pv: PromptVersion, others: dict[str, str], fixtures: dict[str, dict[str, Any]]
 ) -> dict[str, Any]:
     overrides = {
         **others,
@@ -57,8 +84,8 @@ async def _render_version(
         version_key(pv.node): pv.version,
         "llm_cache": "off",
     }
-    pipeline = build_pipeline(project=project, overrides=overrides, git=_NO_GIT)
-    counter = token_counter(pipeline.config["llm_model"])
+    pipeline = build_pipeline(project=ctx.project, overrides=overrides, git=_NO_GIT)
+    model = pipeline.config["llm_model"]
     try:
         rendered = {}
         for name, fixture in fixtures.items():
@@ -66,7 +93,7 @@ async def _render_version(
             rendered[name] = {
                 "text": text,
                 "sha256": sha256_text(text),
-                "tokens": counter.count(text),
+                "tokens": token_counter(model).count(text) if ctx.count_tokens else None,
             }
     finally:
         await pipeline.aclose()
@@ -75,9 +102,10 @@ async def _render_version(
         "node": pv.node,
         "version": pv.version,
         "description": pv.description,
-        "defined_at": f"{project.relpath(pv.file)}:{pv.line}",
+        "defined_at": f"{ctx.project.relpath(pv.file)}:{pv.line}",
         "inputs": sorted(pv.inputs),
-        "source_sha256": hash_source_code(pv.function, strip=True),
+        "source_sha256": ctx.source_hash(pv.function),
+        "tokens_model": model,
         "rendered": rendered,
     }
 
@@ -92,7 +120,7 @@ def _resolved_config(pipeline: Pipeline) -> dict[str, Any]:
     }
 
 
-async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
+async def _variant(ctx: _Context, name: str, raw: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "weight": raw.weight,
         "description": raw.description,
@@ -100,7 +128,7 @@ async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
     }
     try:
         pipeline = build_pipeline(
-            project=project, variant=name, overrides={"llm_cache": "off"}, git=_NO_GIT
+            project=ctx.project, variant=name, overrides={"llm_cache": "off"}, git=_NO_GIT
         )
     except PromptdagError as exc:
         return {**out, "error": str(exc)}
@@ -108,17 +136,19 @@ async def _variant(project: Project, name: str, raw: Any) -> dict[str, Any]:
         out["pack"] = pipeline.config["prompt_pack"]
         out["prompts"] = {n: pipeline.config[version_key(n)] for n in sorted(pipeline.prompts)}
         out["model"] = pipeline.config["llm_model"]
-        out["graph"] = _graph(pipeline)
+        graph = pipeline.graph
+        out["graph"] = _graph(pipeline, graph)
         out["resolved"] = _resolved_config(pipeline)
         out["node_versions"] = {
-            n.name: n.version for n in pipeline.graph.nodes if not n.is_external_input
+            n.name: ctx.node_version(n) for n in graph.nodes if not n.is_external_input
         }
     finally:
         await pipeline.aclose()
     return out
 
 
-async def _take(project: Project) -> dict[str, Any]:
+async def _take(ctx: _Context) -> dict[str, Any]:
+    project = ctx.project
     catalog = discover_prompts(project)
     fixtures = load_fixtures(project)
     variants = load_variants(project.variants_path)
@@ -129,7 +159,7 @@ async def _take(project: Project) -> dict[str, Any]:
             for version in catalog.versions(pack, node):
                 pv = nodes[node][version]
                 prompts[prompt_key(pack, node, version)] = await _render_version(
-                    project, pv, first, fixtures
+                    ctx, pv, first, fixtures
                 )
     return {
         "snapshot_version": SNAPSHOT_VERSION,
@@ -138,18 +168,34 @@ async def _take(project: Project) -> dict[str, Any]:
         "default_variant": variants.default,
         "prices": {k: list(v) for k, v in sorted(variants.prices.items())},
         "prompts": dict(sorted(prompts.items())),
-        "variants": {
-            n: await _variant(project, n, v) for n, v in sorted(variants.variants.items())
-        },
+        "variants": {n: await _variant(ctx, n, v) for n, v in sorted(variants.variants.items())},
     }
 
 
-def take_snapshot(root: str | Path | None = None) -> dict[str, Any]:
-    """The snapshot of the project at `root` (default: the one holding the cwd)."""
+def take_snapshot(root: str | Path | None = None, *, count_tokens: bool = True) -> dict[str, Any]:
+    """The snapshot of the project at `root` (default: the one holding the cwd). Without
+    `count_tokens`, rendered texts carry `tokens: None`: `fill_tokens` counts them later, in a
+    process that counts anyway (loading an encoding costs about half a second)."""
     project = load_project(root)
     if discover_prompts(project).problems:
         return {
             "snapshot_version": SNAPSHOT_VERSION,
             "problems": list(discover_prompts(project).problems),
         }
-    return asyncio.run(_take(project))
+    return asyncio.run(_take(_Context(project, count_tokens)))
+
+
+def fill_tokens(snapshot: dict[str, Any], like: dict[str, Any]) -> None:
+    """Give every rendered text of `snapshot` left uncounted its token count: the count `like`
+    (another snapshot) has for the same version, fixture, text and model, else counted here."""
+    for key, prompt in snapshot.get("prompts", {}).items():
+        other = like.get("prompts", {}).get(key, {})
+        same_model = other.get("tokens_model") == prompt["tokens_model"]
+        for fixture, rendered in prompt["rendered"].items():
+            if rendered["tokens"] is not None:
+                continue
+            twin = other.get("rendered", {}).get(fixture, {}) if same_model else {}
+            if twin.get("sha256") == rendered["sha256"] and twin.get("tokens") is not None:
+                rendered["tokens"] = twin["tokens"]
+            else:
+                rendered["tokens"] = token_counter(prompt["tokens_model"]).count(rendered["text"])
