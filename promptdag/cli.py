@@ -466,6 +466,7 @@ def serve(
             if store_inputs_when_redacted
             else ("on" if store_inputs else "off"),
             otlp_endpoint=otlp_endpoint,
+            settle_gc=True,  # this process serves and nothing else
         )
         import asyncio
 

@@ -472,6 +472,11 @@ def create_app(settings: ServiceSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _start(state)
         app.openapi_schema = None  # now typed from the built graphs
+        # `promptdag serve` (a process of its own), never an app embedded in a caller's process
+        if state.settings.settle_gc:
+            from promptdag.gc_tuning import settle_process
+
+            settle_process()
         try:
             yield
         finally:

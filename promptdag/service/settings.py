@@ -56,6 +56,7 @@ class ServiceSettings:
     header_timeout_s: float = 10.0
     body_timeout_s: float = 60.0
     key_file_check_s: float = 1.0  # how often the key file's modification time is looked at
+    settle_gc: bool = False  # `promptdag serve`: promptdag.gc_tuning.settle_process once built
 
     def key_ring(self) -> KeyRing:
         """The keys, read now (a ConfigError lists every problem)."""
