@@ -150,7 +150,7 @@ class LimiterCore:
         """A grant at once if a concurrency slot is free (or there is no concurrency limit)."""
         if self._slots is not None and not self._slots.try_take():
             return None
-        return self._reserve(worker, tokens, time.monotonic())
+        return self._reserve(worker, tokens, None)
 
     async def acquire(self, worker: str, tokens: int) -> Grant:
         arrived = time.monotonic()
@@ -158,9 +158,11 @@ class LimiterCore:
             await self._slots.take()
         return self._reserve(worker, tokens, arrived)
 
-    def _reserve(self, worker: str, tokens: int, arrived: float) -> Grant:
-        """The rate slots for a request that holds its concurrency slot."""
+    def _reserve(self, worker: str, tokens: int, arrived: float | None) -> Grant:
+        """The rate slots for a request that holds its concurrency slot (`arrived`: when it
+        asked, if it had to wait for that slot)."""
         now = time.monotonic()
+        arrived = now if arrived is None else arrived
         paces = [(p, c) for p, c in ((self._requests, 1), (self._tokens, tokens)) if p]
         start = max([now, *(p.earliest(now) for p, _ in paces)])
         for pace, cost in paces:

@@ -140,3 +140,46 @@ def test_a_request_that_wakes_too_late_for_its_slot_asks_for_a_new_one() -> None
     late, granted = asyncio.run(go())
     assert late == 1 and granted == 4  # two taken, one missed, one used
     assert len(remote.released) == 2
+
+
+def test_a_free_slot_is_granted_at_once_and_a_full_cap_makes_the_caller_wait() -> None:
+    core = LimiterCore(Limits(concurrency=2))
+
+    async def go() -> None:
+        first = core.try_acquire("a", 0)
+        second = core.try_acquire("a", 0)
+        assert first is not None and second is not None
+        assert first.delay == 0 and first.queued == 0
+        assert core.try_acquire("b", 0) is None  # the cap is full: no grant without waiting
+        waiter = asyncio.create_task(core.acquire("b", 0))
+        await asyncio.sleep(0.02)
+        assert not waiter.done()
+        core.release(first.ticket, 0)
+        # the freed slot goes to the caller that waited, not to one that asks without waiting
+        assert core.try_acquire("c", 0) is None
+        grant = await asyncio.wait_for(waiter, 5)
+        assert grant.queued > 0.01
+        core.release(grant.ticket, 0)
+        core.release(second.ticket, 0)
+        assert core.try_acquire("c", 0) is not None
+
+    asyncio.run(go())
+
+
+def test_a_caller_cancelled_while_waiting_for_a_slot_takes_none_with_it() -> None:
+    core = LimiterCore(Limits(concurrency=1))
+
+    async def go() -> None:
+        held = core.try_acquire("a", 0)
+        assert held is not None
+        waiter = asyncio.create_task(core.acquire("b", 0))
+        await asyncio.sleep(0.01)
+        core.release(held.ticket, 0)  # handed to the waiter...
+        waiter.cancel()  # ...which is cancelled before it runs: the slot must come back
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        again = core.try_acquire("c", 0)
+        assert again is not None, "the cancelled caller kept the only slot"
+        assert core.try_acquire("d", 0) is None
+
+    asyncio.run(go())

@@ -128,3 +128,12 @@ def test_fail_fast_stops_at_the_first_failure(
         summary.stopped is not None and "--fail-fast: boom failed (ValueError)" in summary.stopped
     )
     assert summary.failed == 1 and summary.not_run == 9 and summary.exit_code == 1
+
+
+def test_an_unknown_llm_http_client_is_refused_before_the_batch_starts(
+    greet_project: Path, tmp_path: Path, batch: RunBatch
+) -> None:
+    source = _names(tmp_path / "rows.jsonl", ["Ada"])
+    with pytest.raises(ConfigError, match="auto, aiohttp, httpx"):
+        batch(greet_project, source, http_client="curl")
+    assert not list(tmp_path.glob("out-*"))
