@@ -31,8 +31,9 @@ from typing import Any
 
 from promptdag.batch.limits import Grant, LimiterCore
 from promptdag.batch.sources import BatchItem
-from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup, settle_worker_process
+from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
 from promptdag.errors import ConfigError, PromptdagError
+from promptdag.gc_tuning import settle_process
 
 __all__ = ["LocalEngine", "worker_main"]
 
@@ -116,7 +117,7 @@ async def _work(port: int, token: str, key: str, setup: WorkerSetup) -> None:
     try:
         worker = BatchWorker(setup, remote)
         await worker.start()
-        settle_worker_process()
+        settle_process()
     except Exception as exc:  # reported to the batch, which stops with this message
         writer.write(_frame([("failed", type(exc).__name__, str(exc))]))
         await writer.drain()

@@ -23,8 +23,9 @@ from typing import Any
 
 from promptdag.batch.limits import Grant, LimiterCore, Limits
 from promptdag.batch.sources import BatchItem
-from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup, settle_worker_process
+from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
 from promptdag.errors import ConfigError, PromptdagError
+from promptdag.gc_tuning import settle_process
 
 __all__ = ["RayEngine"]
 
@@ -87,7 +88,7 @@ class _WorkerActor:
     async def ready(self) -> tuple[str, str]:
         if not self.worker.started:
             await self.worker.start()
-            settle_worker_process()  # the actor's process runs nothing else
+            settle_process()  # the actor's process runs nothing else
         return self.worker.name, self.worker.build_id
 
     async def run(self, item: BatchItem) -> dict[str, Any]:

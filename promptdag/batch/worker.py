@@ -20,27 +20,7 @@ from promptdag.pipeline import Pipeline, usage_of
 from promptdag.provenance import fingerprint_id
 from promptdag.tracing.context import RequestContext, current_request, request_scope
 
-__all__ = ["BatchWorker", "WorkerLost", "WorkerSetup", "build_id_of", "settle_worker_process"]
-
-# The collector's thresholds in a worker process once it has built (Python's default: 700, 10,
-# 10). See settle_worker_process.
-_GC_THRESHOLDS = (20_000, 20, 10)
-
-
-def settle_worker_process() -> None:
-    """For a process that only runs batch items (a local worker, a Ray actor), once its
-    pipeline is built: the objects made so far (modules, the graph, the SDK's types) are moved
-    out of the garbage collector's sight (`gc.freeze`), and it collects the young generation
-    every 20,000 allocations instead of 700. Each run allocates thousands of tracked objects
-    (asyncio tasks, Hamilton's per-node state), so with the defaults the collector ran hundreds
-    of times per second, each full pass walking every object of the imported libraries:
-    measured, it took a third of a worker's CPU on a latency-bound batch. Cycles are still
-    collected, on the same three generations."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*_GC_THRESHOLDS)
+__all__ = ["BatchWorker", "WorkerLost", "WorkerSetup", "build_id_of"]
 
 
 class WorkerLost(Exception):
