@@ -413,6 +413,8 @@ class LocalEngine:
         """Stop every worker (their items in flight are cancelled), then the server."""
         self._closing = True
         for proc in self._procs:
+            if not proc.usable:  # still starting (the batch stopped before it ran): no items
+                self._kill(proc)
             proc.send(("stop",))
         for proc in self._procs:
             if proc.process is None:

@@ -1,14 +1,14 @@
 """`run_batch`: one declared pipeline over many inputs, on the local engine or on Ray.
 
-The batch process lists the inputs, starts the engine's workers (each builds the pipeline once
-through the one factory), builds the pipeline itself meanwhile (a bad config stops the batch
-before any item runs; its build fingerprint is the one every worker must match), hands the
-workers items (at most `in_flight` at a time), and writes each row as it comes back. `--resume` skips the inputs whose
-id and content hash already have an `ok` row made by this build. Limits on requests, tokens and
-calls in flight hold across all workers; `max_cost_usd` stops handing out items when the
-estimated spend (spent so far + the items in flight, at the mean cost of a finished item) would
-pass it. A failed item is a row with its error, and the batch goes on (`fail_fast`: stop at the
-first, cancelling the items in flight).
+The batch process starts the engine's workers (each builds the pipeline once through the one
+factory), lists the inputs and builds the pipeline itself meanwhile (a bad config stops the
+batch before any item runs; its build fingerprint is the one every worker must match), hands
+the workers items (at most `in_flight` at a time), and writes each row as it comes back.
+`--resume` skips the inputs whose id and content hash already have an `ok` row made by this
+build. Limits on requests, tokens and calls in flight hold across all workers; `max_cost_usd`
+stops handing out items when the estimated spend (spent so far + the items in flight, at the
+mean cost of a finished item) would pass it. A failed item is a row with its error, and the
+batch goes on (`fail_fast`: stop at the first, cancelling the items in flight).
 """
 
 from __future__ import annotations
@@ -475,7 +475,6 @@ async def run_batch(
     git = git_state(root)
     if options.require_clean:
         require_clean(git)
-    source = open_source(spec, options.source, id_column=options.id_column)
     store = ResultStore(Path(options.out))
     _check_output(store, options)
     batch_run = new_batch_run()
@@ -493,7 +492,11 @@ async def run_batch(
     engine = _engine(options, setup, options.workers, options.in_flight)
     try:
         if not (options.resume and store.exists()):
-            await engine.launch()  # the workers import and build while this process does too
+            # the workers import and build while this process lists the inputs and builds too
+            await engine.launch()
+        source = await asyncio.to_thread(
+            open_source, spec, options.source, id_column=options.id_column
+        )
         pipeline = await asyncio.to_thread(_build, options, root, spec.name, git)
         try:
             return await _run(
