@@ -103,7 +103,8 @@ class BatchWorker:
             return
         self.started = True
         await self.pipeline.llm.use_http_client(self.setup.http_client)
-        self.pipeline.llm_token_note()  # loads the model's tokenizer now, not in the first run
+        # the model's token encoding, loaded now rather than in the first item's run
+        self.pipeline.llm_token_note()
 
     async def run(self, item: BatchItem) -> dict[str, Any]:
         """The item's row; a failure of the item is its row's error, never an exception."""
