@@ -12,7 +12,8 @@ Cheap per run: no per-node hook (the async driver would start a task per node fo
 sync hook when the graph starts, and everything else once in `post_graph_execute`, which also
 computes the run's fingerprint once for `Pipeline.run`; hashing and SQL happen in the writer
 thread. A run refused by the input checks never starts its graph: `Pipeline.run` records it
-through `record_refusal`.
+through `record_refusal`. Each submit tells the writer whether other runs are in flight (more
+submits are coming), so that under load one transaction stores many runs.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class TraceAdapter(BasePreGraphExecute, BasePostGraphExecuteAsync):
         request = _request_row(run, ctx, build, graph, _status(success, error), results)
         request["http_status"] = http_status(error, request["error_type"])
         calls = [_call_row(i, c, build) for i, c in enumerate(run.calls)]
-        await self.writer.submit(request, calls)
+        # Other runs in flight will submit soon: the writer may commit them all together.
+        await self.writer.submit(request, calls, busy=bool(self.runs))
 
     async def record_refusal(
         self,
@@ -111,7 +113,7 @@ class TraceAdapter(BasePreGraphExecute, BasePostGraphExecuteAsync):
         run = _Run(started, clock, list(final_vars))
         request = _request_row(run, ctx, build, graph, _status(False, error), None)
         request["http_status"] = http_status(error)
-        await self.writer.submit(request, [])
+        await self.writer.submit(request, [], busy=bool(self.runs))
 
     def _graph_build(self, graph: graph.FunctionGraph) -> dict[str, Any]:
         """For runs outside a request: prompt versions and hashes from the graph, once per graph."""

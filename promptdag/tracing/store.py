@@ -4,7 +4,10 @@ row per LLM call.
 `TraceWriter` owns the only writing connection, in a background thread: it commits everything
 queued in one transaction (a group commit, `synchronous=FULL`, at most one per
 `commit_interval_s` under load, each table's rows in a few multi-row INSERTs) and only then
-resolves each submitter's future, so `await writer.submit(...)` returns once the rows are durable. A request
+resolves each submitter's future, so `await writer.submit(...)` returns once the rows are durable.
+A transaction costs about as much CPU as the rows it stores (locks, the log's fsync, waking both
+threads), so under load the writer lets submits gather for the rest of the interval rather than
+committing each on its own; a submit with nobody else in flight is committed at once. A request
 acknowledged after its submit is never lost, and a killed process leaves a consistent database
 (SQLite's write-ahead log). The event loop never touches SQLite. `TraceStore` opens the file
 read-only for `promptdag traces`. There is no column for headers or keys, and error messages
@@ -243,8 +246,9 @@ def erase_subject(path: Path, subject_id: str) -> tuple[int, int]:
 def _prepare(
     request: Mapping[str, Any], calls: Sequence[Mapping[str, Any]], redact: bool
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The rows as stored: ISO times, JSON, hashes, scrubbed errors, texts dropped if redacted."""
-    req: dict[str, Any] = {c: request.get(c) for c in REQUEST_COLUMNS}
+    """The rows as stored: ISO times, JSON, hashes, scrubbed errors, texts dropped if redacted.
+    Each dict holds its table's columns in their order (`_insert` reads its values as is)."""
+    req: dict[str, Any] = dict(zip(REQUEST_COLUMNS, map(request.get, REQUEST_COLUMNS), strict=True))
     for kind in ("started", "finished"):
         if req[f"{kind}_ts"] is None:
             req[f"{kind}_ts"] = time.time()
@@ -255,7 +259,7 @@ def _prepare(
     req["redacted"] = int(redact)
     rows = []
     for i, call in enumerate(calls):
-        row = {c: call.get(c) for c in CALL_COLUMNS}
+        row = dict(zip(CALL_COLUMNS, map(call.get, CALL_COLUMNS), strict=True))
         row["request_id"], row["call_index"] = req["request_id"], i
         for kind in ("prompt", "response"):
             text = row[f"{kind}_text"]
@@ -299,11 +303,10 @@ def _insert_rows(
 def _insert(
     conn: sqlite3.Connection, rows: Sequence[tuple[dict[str, Any], list[dict[str, Any]]]]
 ) -> None:
-    """Every request of `rows` and its calls."""
-    _insert_rows(
-        conn, "requests", REQUEST_COLUMNS, [tuple(r[c] for c in REQUEST_COLUMNS) for r, _ in rows]
-    )
-    calls = [tuple(c[k] for k in CALL_COLUMNS) for _, cs in rows for c in cs]
+    """Every request of `rows` (from `_prepare`: each dict's values are its columns in order)
+    and its calls."""
+    _insert_rows(conn, "requests", REQUEST_COLUMNS, [tuple(r.values()) for r, _ in rows])
+    calls = [tuple(c.values()) for _, cs in rows for c in cs]
     _insert_rows(conn, "llm_calls", CALL_COLUMNS, calls)
 
 
@@ -313,6 +316,7 @@ class _Item:
     calls: Sequence[Mapping[str, Any]]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
+    busy: bool  # the submitter had other requests in flight: more submits are coming
 
 
 def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
@@ -326,6 +330,10 @@ def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) ->
 
 
 _STOP = object()
+_MAX_BATCH = 1000  # requests in one transaction at most
+# After a transaction that served several requests (or during which more arrived), how long
+# the writer keeps treating submits as part of a crowd that is worth waiting for.
+_CROWD_HOLD_S = 1.0
 
 
 class TraceWriter:
@@ -336,8 +344,10 @@ class TraceWriter:
     once (submits arriving side by side) the writer lets rows queue for the rest of
     `commit_interval_s` before the next transaction, so that under load one transaction, one
     lock and one wake-up of each thread serve many requests (each waits up to that long for
-    its commit); a batch of one request (one client, or a quiet spell) is not followed by a
-    pause.
+    its commit). It waits only when more submits are coming: a submitter says so with
+    `busy=True` (the trace adapter does when other runs are in flight), and a transaction that
+    served several requests, or during which more were submitted, says so for the next
+    `_CROWD_HOLD_S`. One client submitting one request after another never waits.
     `retain_days` prunes older traces at start
     and every `prune_every_s`; `redact` stores only sha256 hashes of prompts and responses;
     `exporter` (an OtlpExporter) gets every committed request.
@@ -361,6 +371,7 @@ class TraceWriter:
         self._hurry = threading.Event()  # flush() or close(): commit now, no pause
         self.committed = 0  # requests stored
         self.commits = 0  # transactions that stored them
+        self._crowded_until = -1.0  # monotonic: until then, submits come in crowds
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -385,9 +396,15 @@ class TraceWriter:
         return self
 
     async def submit(
-        self, request_row: Mapping[str, Any], call_rows: Sequence[Mapping[str, Any]] = ()
+        self,
+        request_row: Mapping[str, Any],
+        call_rows: Sequence[Mapping[str, Any]] = (),
+        *,
+        busy: bool = False,
     ) -> None:
-        """Queue one request's rows; return when they are committed."""
+        """Queue one request's rows; return when they are committed. `busy`: the submitter
+        has other requests in flight, so more submits are coming: the writer may hold this one
+        for the rest of `commit_interval_s` to commit them together."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with self._lock:
@@ -397,7 +414,7 @@ class TraceWriter:
                     f"{'closed' if self._closed else 'not started (call start() first)'}: "
                     f"the trace of request {request_row.get('request_id')} was not stored."
                 )
-            self._queue.put(_Item(request_row, call_rows, loop, future))
+            self._queue.put(_Item(request_row, call_rows, loop, future, busy))
         await future
 
     def flush(self) -> None:
@@ -451,15 +468,18 @@ class TraceWriter:
     def _serve(self, conn: sqlite3.Connection) -> None:
         try:
             next_prune = time.monotonic() + self.prune_every_s
+            began = -1.0  # monotonic time the latest transaction began
             while True:
                 if self.retain_days is not None and time.monotonic() >= next_prune:
                     next_prune = time.monotonic() + self.prune_every_s
                     self._prune(conn, self.retain_days)
-                began, batch = time.monotonic(), self._next_batch(next_prune)
+                batch = self._next_batch(next_prune)
+                if self._worth_waiting(batch, began):
+                    self._pause(began + self.commit_interval_s)
+                    self._drain(batch)
+                began = time.monotonic()
                 if self._process(conn, batch):
                     return
-                if sum(isinstance(b, _Item) for b in batch) > 1:  # submits arrive side by side
-                    self._pause(began + self.commit_interval_s)
         except Exception as exc:  # a bug: fail every waiting submit rather than hang it
             log.exception("the trace writer for %s stopped", self.path)
             with self._lock:
@@ -469,11 +489,22 @@ class TraceWriter:
             while not self._process(conn, self._next_batch(0.0), error):
                 pass
 
+    def _worth_waiting(self, batch: list[Any], began: float) -> bool:
+        """Whether to let more submits join `batch` before committing it: the previous
+        transaction began less than `commit_interval_s` ago, and more submits are coming (a
+        submitter said it is busy, or submits came in a crowd within `_CROWD_HOLD_S`). Never
+        for flush(), close() or a full batch."""
+        now = time.monotonic()
+        if len(batch) >= _MAX_BATCH or now >= began + self.commit_interval_s:
+            return False
+        if any(not isinstance(b, _Item) for b in batch):  # flush(), close()
+            return False
+        return now < self._crowded_until or any(b.busy for b in batch)
+
     def _pause(self, until: float) -> None:
         """Let submits queue up until `until` (monotonic), unless flush() or close() hurries:
         under load, one transaction (and one wake-up of each thread) then serves many
-        requests. Called only after a batch of several requests: one client submitting one
-        request after another never waits for it."""
+        requests."""
         wait = until - time.monotonic()
         if wait > 0 and not self._hurry.wait(wait):
             return
@@ -491,9 +522,14 @@ class TraceWriter:
         batch: list[Any] = []
         with contextlib.suppress(queue.Empty):
             batch.append(self._queue.get(timeout=wait))
-            while len(batch) < 1000 and batch[-1] is not _STOP:
-                batch.append(self._queue.get_nowait())
+            self._drain(batch)
         return batch
+
+    def _drain(self, batch: list[Any]) -> None:
+        """Add what is queued now to `batch`, up to _MAX_BATCH items or _STOP."""
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < _MAX_BATCH and (not batch or batch[-1] is not _STOP):
+                batch.append(self._queue.get_nowait())
 
     def _process(
         self, conn: sqlite3.Connection, batch: list[Any], failed: TraceStoreError | None = None
@@ -509,6 +545,11 @@ class TraceWriter:
                 self.commits += 1
             except sqlite3.Error:  # one bad request fails only its own submit
                 errors = [self._commit_one(conn, req, calls) for req, calls in rows]
+            # Several requests together, or more submitted while this one committed (read
+            # before any submitter is answered, so one client's next submit cannot count):
+            # submits come in a crowd, and the next transactions may wait for it.
+            if len(items) > 1 or not self._queue.empty():
+                self._crowded_until = time.monotonic() + _CROWD_HOLD_S
             self._export([r for r, e in zip(rows, errors, strict=True) if e is None])
         by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
         for item, error in zip(items, errors, strict=True):

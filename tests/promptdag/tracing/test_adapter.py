@@ -229,6 +229,54 @@ def test_no_per_run_state_survives_a_thousand_runs(writer: TraceWriter, db: Path
     ]
 
 
+def test_a_run_ending_while_others_are_in_flight_tells_the_writer_more_are_coming(
+    db: Path,
+) -> None:
+    """The writer may hold a busy submit for its commit interval to commit several runs in one
+    transaction; a run with no other in flight (one client) is never held."""
+    pipeline = build_pipeline(overrides=SMALL_CHUNKS)
+    graph = pipeline.driver.graph
+
+    seen: list[tuple[str, bool]] = []
+
+    class Recording(TraceWriter):
+        async def submit(
+            self, request_row: Any, call_rows: Any = (), *, busy: bool = False
+        ) -> None:
+            seen.append((request_row["request_id"], busy))
+            await super().submit(request_row, call_rows, busy=busy)
+
+    writer = Recording(db).start()
+    adapter = TraceAdapter(writer)
+
+    def start(run_id: str) -> None:
+        adapter.pre_graph_execute(
+            run_id=run_id, graph=graph, final_vars=["summary"], inputs={}, overrides={}
+        )
+
+    async def end(run_id: str) -> None:
+        with request_scope(context(pipeline, f"req-{run_id}")):
+            await adapter.post_graph_execute(
+                run_id=run_id, graph=graph, success=True, error=None, results={}
+            )
+
+    async def main() -> None:
+        start("1")
+        start("2")
+        await end("1")  # run 2 still in flight
+        await end("2")  # the last one
+        start("3")
+        await end("3")  # alone
+
+    try:
+        asyncio.run(main())
+    finally:
+        writer.close()
+        asyncio.run(pipeline.aclose())
+    assert seen == [("req-1", True), ("req-2", False), ("req-3", False)]
+    assert rows(db, "SELECT count(*) AS n FROM requests") == [{"n": 3}]
+
+
 def test_the_adapter_adds_no_per_node_hook_and_computes_the_fingerprint_once(
     writer: TraceWriter, db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

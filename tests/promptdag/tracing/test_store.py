@@ -465,7 +465,11 @@ def test_one_request_at_a_time_is_committed_at_once_and_a_crowd_shares_transacti
 
     async def main() -> None:
         for n in range(5):  # one client: each batch holds one request, never a pause
-            await asyncio.wait_for(writer.submit(request_row(f"a{n}"), [call_row()]), 60)
+            await asyncio.wait_for(writer.submit(request_row(f"s{n}"), [call_row()]), 60)
+        for n in range(5):  # nor when it says nothing else is in flight
+            await asyncio.wait_for(
+                writer.submit(request_row(f"a{n}"), [call_row()], busy=False), 60
+            )
         fcntl.flock(other, fcntl.LOCK_EX)  # the writer waits for it with what it took
         crowd = [
             asyncio.ensure_future(writer.submit(request_row(f"r{n:02d}"), [call_row()]))
@@ -483,9 +487,43 @@ def test_one_request_at_a_time_is_committed_at_once_and_a_crowd_shares_transacti
     finally:
         os.close(other)
         writer.close()
-    assert writer.committed == 55
-    assert 6 <= writer.commits <= 7  # the 50 submitted side by side: one or two transactions
-    assert ids(db) == [*(f"a{n}" for n in range(5)), *(f"r{n:02d}" for n in range(50))]
+    assert writer.committed == 60
+    assert 11 <= writer.commits <= 12  # the 50 submitted side by side: one or two transactions
+    assert ids(db) == [
+        *(f"a{n}" for n in range(5)),
+        *(f"r{n:02d}" for n in range(50)),
+        *(f"s{n}" for n in range(5)),
+    ]
+
+
+def test_a_busy_submitter_waits_for_the_interval_and_shares_one_transaction(
+    tmp_path: Path,
+) -> None:
+    """A submit that says other requests are in flight is held for the rest of
+    commit_interval_s after the previous transaction, so that the next submits join it."""
+    db = tmp_path / "traces.sqlite"
+    writer = TraceWriter(db, commit_interval_s=3600).start()  # held until flush()
+
+    async def main() -> tuple[bool, bool]:
+        # The first transaction has no earlier one to space it from: committed at once.
+        await asyncio.wait_for(writer.submit(request_row("a"), [call_row()], busy=True), 60)
+        first = asyncio.ensure_future(writer.submit(request_row("b"), busy=True))
+        await asyncio.sleep(0.3)
+        held = not first.done()
+        second = asyncio.ensure_future(writer.submit(request_row("c"), [call_row()], busy=True))
+        await asyncio.sleep(0.3)
+        still_held = not first.done() and not second.done()
+        await asyncio.wait_for(asyncio.to_thread(writer.flush), 60)
+        await asyncio.wait_for(asyncio.gather(first, second), 60)
+        return held, still_held
+
+    try:
+        held, still_held = asyncio.run(main())
+    finally:
+        writer.close()
+    assert held and still_held
+    assert (writer.committed, writer.commits) == (3, 2)  # b and c in one transaction
+    assert ids(db) == ["a", "b", "c"]
 
 
 def test_a_batch_over_sqlites_parameter_cap_is_split_and_keeps_every_row(tmp_path: Path) -> None:
