@@ -246,6 +246,17 @@ async def _reap(tasks: list[asyncio.Task[Any]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def _fresh(value: Any) -> Any:
+    """A copy of a JSON-like value (dicts, lists, scalars) whose containers are all new: a
+    run's fingerprint shares its build's values, and the caller may change its own. A third
+    of `copy.deepcopy`'s cost, paid on every run."""
+    if isinstance(value, dict):
+        return {k: _fresh(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
+    return value
+
+
 def run_fingerprint(build: Mapping[str, Any], rendered: Mapping[str, str]) -> dict[str, Any]:
     """The one recipe of a run's fingerprint: the build info (`Pipeline.build_info`) plus the
     hash of each prompt as rendered in the run, and an id over all. Shares the build's values."""
@@ -416,7 +427,7 @@ class Pipeline:
             outputs={k: out[k] for k in self.spec.outputs},
             prompts=rendered,
             llm_calls=calls,
-            fingerprint=copy.deepcopy(
+            fingerprint=_fresh(
                 ctx.fingerprint
                 if ctx.fingerprint is not None and ctx.build is self._build()
                 else self.fingerprint(rendered)
