@@ -6,7 +6,7 @@ A throwaway git repository holds a copy of this project (tests/promptdag/gate/re
 `final_summary_prompt@v3` and switches variant `concise` to it (re-locked). Each rep restores the
 warm cache and times, in a fresh process each, (a) `promptdag gate HEAD~1` (the selected cases,
 warm cache), (b) `promptdag gate HEAD~1 --all --cache off` (every case, every call made) and
-(c) `promptdag gate HEAD` (no change, nothing selected: the gate's fixed cost)."""
+(c) `promptdag gate HEAD` (no change, nothing selected: the gate's fixed cost); wall and CPU time."""
 
 from __future__ import annotations
 
@@ -143,19 +143,22 @@ def _measure(where: Path, reps: int) -> Report:
             "variant `concise` to it. Each rep runs `promptdag gate HEAD~1` on that warm cache "
             "(restored first), `promptdag gate HEAD~1 --all --cache off` and `promptdag gate HEAD` "
             "(no change, nothing selected: the fixed cost), in an order that rotates from rep to "
-            "rep, each in a fresh process timed from start to exit. LLM calls made are "
-            f"report.json's `llm_calls.calls - cached_calls`. Medians of {reps} reps."
+            "rep, each in a fresh process timed from start to exit. CPU time is user + system "
+            "time of the gate and every process it started (git, its helper processes). LLM "
+            f"calls made are report.json's `llm_calls.calls - cached_calls`. Medians of {reps} "
+            "reps."
         ),
         explanation=(
             f"The gate selected the {cases['gate']} cases downstream of the changed prompt node "
             f"and made {gate_calls:.0f} LLM call(s): {only_finals}. The full run made "
             f"{full_calls:.0f}. Wall time: {gate_s:.1f} s against {full_s:.1f} s, and "
-            f"{fixed_s:.1f} s with nothing to evaluate: the fixed cost every gate run pays (the "
-            "base's prompt snapshot in a subprocess while the head's is taken in the gate's own "
-            "process, the lock check and the reports; it was two snapshot processes one after "
-            f"the other, {FIXED_BEFORE_S} s). Each selected case also runs on the base tree, in "
-            "one more subprocess, through the warm cache, so its output can be shown beside the "
-            "head's. "
+            f"{fixed_s:.1f} s with nothing to evaluate: the fixed cost every gate run pays "
+            "(importing Hamilton, pandas and the openai SDK once, the head's prompt snapshot in "
+            "the gate's process while the base's is taken in a process forked from it after "
+            "those imports, the lock check and the reports; it was two snapshot processes one "
+            f"after the other, {FIXED_BEFORE_S} s, then a fresh snapshot interpreter beside the "
+            "gate). Each selected case also runs on the base tree, in that same forked process, "
+            "through the warm cache, so its output can be shown beside the head's. "
             "The offline model answers in milliseconds, so the evals themselves add little: "
             f"{gate_evals:+.1f} s for the gate and {full_evals:+.1f} s for the full run (median "
             "paired differences to the fixed cost; compare them with the ranges, which show this "

@@ -185,9 +185,15 @@ def take_snapshot(root: str | Path | None = None, *, count_tokens: bool = True) 
     return asyncio.run(_take(_Context(project, count_tokens)))
 
 
-def fill_tokens(snapshot: dict[str, Any], like: dict[str, Any]) -> None:
+def fill_tokens(
+    snapshot: dict[str, Any],
+    like: dict[str, Any],
+    count: Callable[[str, list[str]], list[int]] | None = None,
+) -> None:
     """Give every rendered text of `snapshot` left uncounted its token count: the count `like`
-    (another snapshot) has for the same version, fixture, text and model, else counted here."""
+    (another snapshot) has for the same version, fixture, text and model, else one `count`
+    makes (model, texts → counts; default: here, `token_counter`), one call per model."""
+    todo: dict[str, list[dict[str, Any]]] = {}
     for key, prompt in snapshot.get("prompts", {}).items():
         other = like.get("prompts", {}).get(key, {})
         same_model = other.get("tokens_model") == prompt["tokens_model"]
@@ -198,4 +204,9 @@ def fill_tokens(snapshot: dict[str, Any], like: dict[str, Any]) -> None:
             if twin.get("sha256") == rendered["sha256"] and twin.get("tokens") is not None:
                 rendered["tokens"] = twin["tokens"]
             else:
-                rendered["tokens"] = token_counter(prompt["tokens_model"]).count(rendered["text"])
+                todo.setdefault(prompt["tokens_model"], []).append(rendered)
+    for model, entries in todo.items():
+        texts = [e["text"] for e in entries]
+        counts = count(model, texts) if count else [token_counter(model).count(t) for t in texts]
+        for entry, n in zip(entries, counts, strict=True):
+            entry["tokens"] = n
