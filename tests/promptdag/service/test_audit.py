@@ -193,7 +193,7 @@ def test_readyz_turns_unready_while_the_trace_store_cannot_write(
     real_submit = writer.submit
     path = db_of(tmp_path)
 
-    async def full(request_row, call_rows=()):
+    async def full(request_row, call_rows=(), *, busy=False):
         raise TraceStoreError(
             f"the trace of request {request_row['request_id']} could not be stored in "
             f"{path}: database or disk is full"
