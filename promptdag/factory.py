@@ -148,9 +148,13 @@ def _llm(config: dict[str, Any], project: Project, variants: VariantsFile) -> LL
         base_url=config["llm_base_url"] or os.environ.get("OPENAI_BASE_URL", ""),
         allow_incomplete=config["llm_allow_incomplete"],
     )
-    client = make_openai_client(settings, os.environ.get("OPENAI_API_KEY", ""))
+    key = os.environ.get("OPENAI_API_KEY", "")
     cache = ResponseCache(data_dir(project.root) / "llm-cache.sqlite", config["llm_cache"])
-    return LLM(settings, client, cache=cache, prices=variants.prices)
+    # The SDK client is made when the first call needs it: building, checking and rendering a
+    # pipeline never import the SDK.
+    return LLM(
+        settings, lambda: make_openai_client(settings, key), cache=cache, prices=variants.prices
+    )
 
 
 def _upstream(graph: HamiltonGraph, names: Sequence[str]) -> set[str]:

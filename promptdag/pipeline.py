@@ -388,6 +388,9 @@ class Pipeline:
                 raise
             finally:
                 _RUN_TASKS.reset(token)
+                # Each task's context holds this list, and the list its tasks: without this,
+                # every run's tasks stay alive as a cycle until the collector finds them.
+                tasks.clear()
                 if calls is not None:
                     calls.extend(state.calls)
 

@@ -27,14 +27,17 @@ import contextlib
 import contextvars
 import copy
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx2
 import jsonschema
-import openai
+
+if TYPE_CHECKING:  # the SDK (about a second of imports) loads when the first client is made
+    import httpx2
+    import openai
 
 from promptdag.errors import (
     CacheMissError,
@@ -230,6 +233,9 @@ def resolve_http_client(kind: str) -> str:
 
 
 def _http_client(backend: str, kind: str = "httpx") -> httpx2.AsyncClient:
+    import httpx2
+    import openai
+
     hooks = {"request": [_count_attempt]}
     if backend == "offline":
         from promptdag.llm.offline import OfflineTransport
@@ -242,6 +248,8 @@ def _http_client(backend: str, kind: str = "httpx") -> httpx2.AsyncClient:
 
 def make_openai_client(settings: LLMSettings, api_key: str) -> openai.AsyncOpenAI:
     """The SDK client for `settings`: the offline transport, or a real endpoint."""
+    import openai
+
     base_url = "http://offline.invalid/v1" if settings.backend == "offline" else settings.base_url
     return openai.AsyncOpenAI(
         api_key=api_key or "offline",
@@ -252,25 +260,54 @@ def make_openai_client(settings: LLMSettings, api_key: str) -> openai.AsyncOpenA
     )
 
 
+class _SharedClient:
+    """The SDK client of an LLM and of all its node views: made on first use (a pipeline that
+    is only built, checked or rendered never imports the SDK), once, whichever view asks."""
+
+    def __init__(self, make: Callable[[], openai.AsyncOpenAI]):
+        self.make = make
+        self.value: openai.AsyncOpenAI | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> openai.AsyncOpenAI:
+        value = self.value
+        if value is None:
+            with self._lock:
+                if self.value is None:
+                    self.value = self.make()
+                value = self.value
+        return value
+
+
 class LLM:
     """Chat completions with caching, bounded concurrency, deadlines and typed errors."""
 
     def __init__(
         self,
         settings: LLMSettings,
-        client: openai.AsyncOpenAI,
+        client: openai.AsyncOpenAI | Callable[[], openai.AsyncOpenAI],
         *,
         cache: ResponseCache | None = None,
         prices: Mapping[str, Sequence[float]] | None = None,
     ):
+        """`client`: the SDK client, or a function that makes it when a call first needs it."""
         self.settings = settings
-        self.client = client
+        self._client = _SharedClient(client if callable(client) else lambda: client)
         self.cache = cache if cache is not None and cache.mode != "off" else None
         self.prices = dict(prices or {})
         self.limiter: CallLimiter | None = None  # set by whoever shares limits (batch runs)
         self.node: str | None = None  # set on a view bound to one node of a run
         self.bound_step: str | None = None
         self.declared: tuple[str, ...] = ()
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client, made now if no call has needed it yet."""
+        return self._client.get()
+
+    @client.setter
+    def client(self, value: openai.AsyncOpenAI) -> None:
+        self._client.value = value
 
     async def use_http_client(self, kind: str) -> None:
         """Talk to a real endpoint through the HTTP stack `kind` (one of HTTP_CLIENTS) from now
@@ -282,6 +319,8 @@ class LLM:
         settings = replace(self.settings, http_client=resolve_http_client(kind))
         if settings.http_client == self.settings.http_client:
             return
+        import openai
+
         old = self.client
         self.client = openai.AsyncOpenAI(
             api_key=old.api_key,
@@ -524,6 +563,8 @@ class LLM:
         run = _RUN.get()
         deadline = None if run is None else run.deadline
         token = _ATTEMPTS.set(attempts)
+        import openai  # loaded with the client, above
+
         try:
             # The SDK retries (and sleeps for retry-after) inside this call: the run's deadline
             # bounds all of it, not only each attempt.
@@ -750,7 +791,8 @@ class LLM:
         return [t.result() for t in tasks]
 
     async def aclose(self) -> None:
-        await self.client.close()
+        if self._client.value is not None:  # never made: nothing to close
+            await self._client.value.close()
 
 
 def _record(call: LLMCall) -> None:
