@@ -4,7 +4,9 @@ when it cannot be forked (a fresh interpreter serves the same snapshot and cases
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -109,17 +111,38 @@ def thread_running() -> Iterator[None]:
 TEXTS = ["Summarize this text in three bullets.", "Zusammenfassung: Größe, Übung", ""]
 
 
+# Run in a fresh interpreter: this test process may have threads other tests left running, and
+# TokenCounts never forks beside a running thread.
+_COUNT_IN_A_PROCESS = """
+import json, os, sys
+from promptdag.gate.counting import TokenCounts
+texts = json.loads(sys.argv[1])
+with TokenCounts.start(fork=True) as counts:
+    assert counts.worker is not None and counts.worker.forked, "no counter process"
+    out = [counts.count(m, texts) for m in ("offline-extractive", "gpt-4o-mini")]
+    pid = counts.worker._pid
+try:
+    os.kill(pid, 0)
+    ended = False
+except ProcessLookupError:
+    ended = True
+print(json.dumps({"counts": out, "ended": ended}))
+"""
+
+
 @needs_fork
 def test_token_counts_from_the_counter_process_are_the_models_counts() -> None:
-    expected = [token_counter("offline-extractive").count(t) for t in TEXTS]
-    with TokenCounts.start(fork=True) as counts:
-        assert counts.worker is not None and counts.worker.forked
-        assert counts.count("offline-extractive", TEXTS) == expected
-        assert counts.count("gpt-4o-mini", TEXTS) == [
-            token_counter("gpt-4o-mini").count(t) for t in TEXTS
-        ]
-        pid = counts.worker._pid
-    assert _ended(pid)
+    expected = [
+        [token_counter(m).count(t) for t in TEXTS] for m in ("offline-extractive", "gpt-4o-mini")
+    ]
+    done = subprocess.run(
+        [sys.executable, "-c", _COUNT_IN_A_PROCESS, json.dumps(TEXTS)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"counts": expected, "ended": True}
 
 
 def test_token_counts_are_made_here_when_no_process_may_be_forked(thread_running: None) -> None:
