@@ -59,7 +59,9 @@ Benchmarks measure; they do not assert, and pytest never collects them (`benchma
 every figure is a median of several runs, and every comparison is a ratio or difference against a
 baseline measured in the same run, in the same process. Compare figures across machines by their
 ratios, not by their absolute times. The 1-minute load average is sampled while each benchmark
-runs (Summary, last column); a section that ran with more load than cores says so.
+runs (Summary, last column); a section that ran with more load than cores says so. So is the
+hypervisor's steal time (the share of the virtual cores' time given to other machines): it slows
+every figure, CPU time included, and the load average does not show it.
 """
 
 
@@ -113,7 +115,14 @@ def _page(
         "## Where and when\n\n" + table(["Item", "Value"], [[k, v] for k, v in info.items()]),
         f"## Summary\n\n{verdict}\n\n"
         + table(
-            ["Benchmark", "Metric", "Goal", "Measured", "Result", "Took (1-min load: median, max)"],
+            [
+                "Benchmark",
+                "Metric",
+                "Goal",
+                "Measured",
+                "Result",
+                "Took (1-min load: median, max; steal)",
+            ],
             summary,
         ),
         *(f'<a id="{r.name}"></a>\n\n' + render(r) for r in reports),
@@ -153,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             continue
         busy, peak = median(load.samples), max(load.samples)
-        took[name] = f"{time.perf_counter() - start:.0f} s (load {busy:.1f}, max {peak:.1f})"
+        steal = "" if load.steal is None else f", steal {load.steal:.0%}"
+        took[name] = f"{time.perf_counter() - start:.0f} s (load {busy:.1f}, max {peak:.1f}{steal})"
         if busy > cores:
             report.extra.insert(0, _CAUTION.format(busy=busy, peak=peak, cores=cores))
         reports.append(report)

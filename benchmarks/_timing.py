@@ -62,13 +62,26 @@ def fresh_process(code: str) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _cpu_times() -> list[int] | None:
+    """The machine's CPU time counters (/proc/stat's `cpu` line: user … steal), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            return [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+
+
 class LoadSampler:
     """`with LoadSampler() as load:` samples the 1-minute load average every `every` seconds
-    (in a thread) into `load.samples`, to show how busy the shared machine was meanwhile."""
+    (in a thread) into `load.samples`, to show how busy the shared machine was meanwhile, and
+    `load.steal`: the share of CPU time the hypervisor gave to other machines (a virtual
+    machine's cores are shared too; steal slows everything and the load average misses it)."""
 
     def __init__(self, every: float = 1.0) -> None:
         self.every = every
         self.samples: list[float] = []
+        self.steal: float | None = None
+        self._start: list[int] | None = None
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="load-sampler", daemon=True)
 
@@ -79,9 +92,14 @@ class LoadSampler:
                 return
 
     def __enter__(self) -> LoadSampler:
+        self._start = _cpu_times()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._done.set()
         self._thread.join()
+        end = _cpu_times()
+        if self._start is not None and end is not None and len(end) == 8:
+            spent = [b - a for a, b in zip(self._start, end, strict=True)]
+            self.steal = spent[7] / sum(spent) if sum(spent) > 0 else None
