@@ -12,6 +12,7 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from hamilton import async_driver, lifecycle
 from hamilton.graph_types import HamiltonGraph
@@ -26,6 +27,7 @@ from promptdag.llm.client import LLM, LLMSettings, make_openai_client
 from promptdag.pipeline import LLM_INPUT, NodeScope, Pipeline
 from promptdag.project import Project, load_project, project_modules
 from promptdag.provenance import git_state, require_clean
+from promptdag.redaction import redact_url
 from promptdag.variants import VariantsFile, load_variants
 
 __all__ = ["PromptGuard", "build_pipeline", "check_links", "resolve_config"]
@@ -148,6 +150,8 @@ def _llm(config: dict[str, Any], project: Project, variants: VariantsFile) -> LL
         base_url=config["llm_base_url"] or os.environ.get("OPENAI_BASE_URL", ""),
         allow_incomplete=config["llm_allow_incomplete"],
     )
+    if settings.backend != "offline" and settings.base_url:
+        _check_base_url(settings.base_url)
     key = os.environ.get("OPENAI_API_KEY", "")
     cache = ResponseCache(data_dir(project.root) / "llm-cache.sqlite", config["llm_cache"])
     # The SDK client is made when the first call needs it: building, checking and rendering a
@@ -155,6 +159,29 @@ def _llm(config: dict[str, Any], project: Project, variants: VariantsFile) -> LL
     return LLM(
         settings, lambda: make_openai_client(settings, key), cache=cache, prices=variants.prices
     )
+
+
+def _check_base_url(url: str) -> None:
+    """The endpoint's URL, checked when the pipeline is built (the SDK client is made only at
+    the first call): an http(s) URL with a host and a valid port, else a ConfigError."""
+    problem = None
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  # raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "it must start with http:// or https://"
+        elif not parts.hostname:
+            problem = "it names no host"
+    if problem:
+        raise ConfigError(
+            [
+                f"llm_base_url {redact_url(url)!r} is not a usable endpoint URL: {problem}. "
+                "Use e.g. http://127.0.0.1:8000/v1 or https://api.openai.com/v1."
+            ]
+        )
 
 
 def _upstream(graph: HamiltonGraph, names: Sequence[str]) -> set[str]:

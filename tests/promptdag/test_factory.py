@@ -240,3 +240,31 @@ def test_switching_the_pack_by_override_takes_that_packs_latest_versions() -> No
         ConfigError, match=r"'v9' is not defined in prompts/german.py\. Defined: v1"
     ):
         build_pipeline(overrides={"prompt_pack": "german", "final_summary_prompt_version": "v9"})
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("not a url", "it must start with http:// or https://"),
+        ("ftp://example.com/v1", "it must start with http:// or https://"),
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:99999/v1", "Port out of range"),
+        ("http:///v1", "it names no host"),
+        ("http://user:secret@:8000/v1", "it names no host"),
+    ],
+)
+def test_an_unusable_llm_base_url_is_refused_at_build_time(
+    url: str, why: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    with pytest.raises(ConfigError) as err:
+        build_pipeline(overrides={"llm_backend": "openai", "llm_base_url": url})
+    message = str(err.value)
+    assert "is not a usable endpoint URL" in message and why in message
+    assert "secret" not in message
+
+
+def test_a_usable_llm_base_url_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "x")
+    p = build_pipeline(overrides={"llm_backend": "openai", "llm_base_url": "http://127.0.0.1:8/v1"})
+    assert p.llm.settings.base_url == "http://127.0.0.1:8/v1"
