@@ -35,19 +35,28 @@ async def per_call(call: AsyncCall, n: int) -> tuple[float, float]:
 async def interleaved(
     paths: Mapping[str, AsyncCall], reps: int, batch: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Per-call wall and CPU seconds of each path, one value per rep, after a warm-up batch. The
-    order of the paths rotates from rep to rep."""
+    """Per-call wall and CPU seconds of each path, one value per rep (the median of its `batch`
+    calls), after a warm-up batch. Calls interleave one by one (a call of each path in turn, the
+    order rotating), so a burst of load or a slow spell of the machine hits every path alike and
+    paired differences stay meaningful on a noisy machine."""
     names = list(paths)
     for name in names:
         await per_call(paths[name], batch)
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            w, c = await per_call(paths[name], batch)
-            wall[name].append(w)
-            cpu[name].append(c)
+        walls: dict[str, list[float]] = {name: [] for name in names}
+        cpus: dict[str, list[float]] = {name: [] for name in names}
+        for i in range(batch):
+            shift = (rep + i) % len(names)
+            for name in names[shift:] + names[:shift]:
+                w, c = time.perf_counter(), time.process_time()
+                await paths[name]()
+                cpus[name].append(time.process_time() - c)
+                walls[name].append(time.perf_counter() - w)
+        for name in names:
+            wall[name].append(statistics.median(walls[name]))
+            cpu[name].append(statistics.median(cpus[name]))
     return wall, cpu
 
 

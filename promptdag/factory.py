@@ -24,6 +24,7 @@ from promptdag.contract import Contract, PipelineSpec
 from promptdag.errors import ConfigError
 from promptdag.llm.cache import CACHE_MODES, ResponseCache
 from promptdag.llm.client import LLM, LLMSettings, make_openai_client
+from promptdag.node_tasks import use_node_tasks
 from promptdag.pipeline import LLM_INPUT, NodeScope, Pipeline
 from promptdag.project import Project, load_project, project_modules
 from promptdag.provenance import git_state, require_clean
@@ -299,7 +300,7 @@ def build_pipeline(
     prompts = {n: catalog.packs[pack][n][config[version_key(n)]] for n in catalog.nodes(pack)}
     try:
         with project_modules(proj):
-            driver = (
+            driver = use_node_tasks(
                 async_driver.Builder()
                 .with_modules(*proj.dataflow_modules, proj.packs[pack])
                 .with_config(config)

@@ -6,7 +6,6 @@ carries its provenance fingerprint."""
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import copy
 import dataclasses
 import logging
@@ -26,6 +25,7 @@ from promptdag.errors import ConfigError, DeadlineExceededError, InputError, Tra
 from promptdag.inputs import check_inputs
 from promptdag.llm.client import LLM, LLMCall, run_scope
 from promptdag.llm.tokens import token_counter
+from promptdag.node_tasks import RUN_TASKS
 from promptdag.project import Project
 from promptdag.prompting import prompt_text
 from promptdag.provenance import fingerprint_id, library_versions, sha256_text
@@ -46,9 +46,6 @@ __all__ = [
 LLM_INPUT = "llm"
 
 log = logging.getLogger("promptdag.tracing")
-_RUN_TASKS: contextvars.ContextVar[list[asyncio.Task[Any]] | None] = contextvars.ContextVar(
-    "promptdag_run_tasks", default=None
-)
 _HAMILTON_LOGGERS = (
     "hamilton.async_driver",
     "hamilton.driver",
@@ -192,53 +189,6 @@ class _QuietHamilton:
                 logging.getLogger(name).removeFilter(self.filter)
 
 
-def _install_task_tracker(loop: asyncio.AbstractEventLoop) -> Any:
-    """Record the tasks Hamilton creates for a run (it makes one per node and abandons them on
-    failure), so a failed or timed-out run can cancel and reap its own tasks, and no others.
-    Returns the previous factory, which the run puts back when it ends."""
-    previous = loop.get_task_factory()
-    if getattr(previous, "_promptdag", False):
-        return previous
-
-    def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = (
-            previous(loop, coro, **kwargs) if previous else asyncio.Task(coro, loop=loop, **kwargs)  # type: ignore[assignment]
-        )
-        sink = _RUN_TASKS.get()
-        if sink is not None:
-            sink.append(task)
-        return task
-
-    factory._promptdag = True  # type: ignore[attr-defined]
-    factory._previous = previous  # type: ignore[attr-defined]
-    loop.set_task_factory(factory)  # type: ignore[arg-type]
-    return previous
-
-
-class _TrackedRuns:
-    """Counts the runs in flight per loop; the task factory goes back when the last one ends."""
-
-    active: ClassVar[dict[int, int]] = {}
-
-    def __init__(self, loop: asyncio.AbstractEventLoop):
-        self.loop = loop
-
-    def __enter__(self) -> None:
-        key = id(self.loop)
-        if self.active.get(key, 0) == 0:
-            _install_task_tracker(self.loop)
-        self.active[key] = self.active.get(key, 0) + 1
-
-    def __exit__(self, *exc: object) -> None:
-        key = id(self.loop)
-        self.active[key] -= 1
-        if self.active[key] == 0:
-            del self.active[key]
-            factory = self.loop.get_task_factory()
-            if getattr(factory, "_promptdag", False):
-                self.loop.set_task_factory(factory._previous)  # type: ignore[union-attr]
-
-
 async def _reap(tasks: list[asyncio.Task[Any]]) -> None:
     for task in tasks:
         if not task.done():
@@ -364,10 +314,9 @@ class Pipeline:
             self._ready = True
         hamilton_inputs = {**inputs, LLM_INPUT: self.llm}
         deadline = float(self.config["llm_deadline_s"])
-        loop = asyncio.get_running_loop()
-        tasks: list[asyncio.Task[Any]] = []
-        token = _RUN_TASKS.set(tasks)
-        with _QuietHamilton(), _TrackedRuns(loop), run_scope(deadline) as state:
+        tasks: list[asyncio.Task[Any]] = []  # the run's node tasks (NodeTasks records them)
+        token = RUN_TASKS.set(tasks)
+        with _QuietHamilton(), run_scope(deadline) as state:
             try:
                 async with asyncio.timeout(deadline):
                     return await self.driver.execute(
@@ -387,7 +336,7 @@ class Pipeline:
                 await _reap(tasks)
                 raise
             finally:
-                _RUN_TASKS.reset(token)
+                RUN_TASKS.reset(token)
                 # Each task's context holds this list, and the list its tasks: without this,
                 # every run's tasks stay alive as a cycle until the collector finds them.
                 tasks.clear()

@@ -107,7 +107,8 @@ def test_counting_stops_at_the_cap_and_never_hands_the_tokenizer_a_huge_string()
 @pytest.fixture
 def error_messages(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[int, int]]]:
     """(longest repr of an input, length of the message) for each input string Hamilton builds
-    when a node fails."""
+    when a node fails: none, as a pipeline's nodes run through `NodeTasks`, which never
+    formats a node's inputs (Hamilton's own async adapter logs them all)."""
     seen: list[tuple[int, int]] = []
     original = graph_functions.create_input_string
 
@@ -127,15 +128,14 @@ def test_a_failing_run_never_reprs_its_large_pdf(error_messages: list[tuple[int,
     with pytest.raises(DocumentError, match="damaged or truncated") as err:
         run({"pdf_bytes": broken, "pdf_password": "secret"})
     assert type(err.value).__name__ == "PdfUnreadableError"
-    assert error_messages, "the failing node's inputs were never formatted"
-    assert max(r for r, _ in error_messages) < 1000 and max(n for _, n in error_messages) <= 1003
+    assert error_messages == [], "a failing node's inputs were formatted"
 
 
 def test_a_failing_run_never_reprs_its_large_text(error_messages: list[tuple[int, int]]) -> None:
     text = "A sentence about the document, one of many. " * 50_000  # 2.2 M characters
     with pytest.raises(LimitExceededError, match="document length"):
         run({"text": text}, max_document_tokens=1000)
-    assert error_messages and max(r for r, _ in error_messages) < 1000
+    assert error_messages == [], "a failing node's inputs were formatted"
 
 
 def test_a_pdf_runs_through_the_pipeline_as_large_bytes() -> None:
