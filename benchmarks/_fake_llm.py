@@ -1,6 +1,7 @@
 """A fast OpenAI-compatible fake LLM for the service benchmark, in its own process on 127.0.0.1:
 every `POST /v1/chat/completions` is answered after a fixed latency (`await asyncio.sleep`) with
-a small, valid `chat.completion` whose usage counts are honest estimates (4 characters a token).
+a small, valid `chat.completion` (a fixed reply ending with a checksum of the prompt) whose usage
+counts are honest estimates (4 characters a token).
 
     python -m benchmarks._fake_llm --port 0 --latency 0.2   # prints `listening on 127.0.0.1:PORT`
 
@@ -24,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,8 +99,12 @@ def _read_port(proc: subprocess.Popen[str], log_path: Path) -> int:
 
 
 def _completion(payload: dict[str, Any]) -> dict[str, Any]:
-    chars = sum(len(str(m.get("content", ""))) for m in payload.get("messages") or ())
-    prompt_tokens, completion_tokens = max(1, chars // 4), len(_REPLY) // 4
+    contents = [str(m.get("content", "")) for m in payload.get("messages") or ()]
+    chars = sum(len(c) for c in contents)
+    # The reply ends with a checksum of the prompt: a different document gets different chunk
+    # answers, so its final prompt differs too (a response cache misses it, as it would).
+    reply = f"{_REPLY} [{zlib.crc32(''.join(contents).encode()):08x}]"
+    prompt_tokens, completion_tokens = max(1, chars // 4), len(reply) // 4
     return {
         "id": f"chatcmpl-fake-{time.monotonic_ns()}",
         "object": "chat.completion",
@@ -108,7 +114,7 @@ def _completion(payload: dict[str, Any]) -> dict[str, Any]:
             {
                 "index": 0,
                 "finish_reason": "stop",
-                "message": {"role": "assistant", "content": _REPLY},
+                "message": {"role": "assistant", "content": reply},
             }
         ],
         "usage": {

@@ -12,8 +12,10 @@ more than a lot of what it was meant to measure; this one spends ~0.15 ms.
 
 `--header 'Name: value'` (repeatable) is sent with every request (an API key, say).
 `--vary MARKER`: the body holds MARKER (ASCII) and each request, warm-up included, gets it
-replaced by its own number of the same width, so every request is a different document (a
-response cache then misses every time, as it does for real traffic).
+(every occurrence) replaced by its own number of the same width, so every request is a different document (a
+response cache then misses every time, as it does for real traffic); `--vary-from N` is the
+first number, so that runs against one service do not repeat each other's documents. Each
+answer's `usage.cached_calls` is summed (`cached_calls`), so a run can check it missed.
 `--watch NAME=PID` reports the CPU seconds (utime + stime, all threads) each watched process
 spent during the measured batch, and its resident memory, from /proc; `--rss-every K` samples
 the first watched process's RSS every K answered requests; `--expect-calls N` counts the 200
@@ -58,6 +60,7 @@ def run_load(
     expect_calls: int | None = None,
     headers: Mapping[str, str] | None = None,
     vary: str | None = None,
+    vary_from: int = 1,
 ) -> dict[str, Any]:
     """Run the load generator in a fresh process and return its summary (see the module doc)."""
     root = Path(__file__).resolve().parents[1]
@@ -68,7 +71,7 @@ def run_load(
     argv += [] if expect_calls is None else ["--expect-calls", str(expect_calls)]
     argv += [a for name, pid in watch.items() for a in ("--watch", f"{name}={pid}")]
     argv += [a for k, v in (headers or {}).items() for a in ("--header", f"{k}: {v}")]
-    argv += [] if vary is None else ["--vary", vary]
+    argv += [] if vary is None else ["--vary", vary, "--vary-from", str(vary_from)]
     # The generator stops sending at its time limit and its requests time out after
     # REQUEST_TIMEOUT_S; the outer limit only catches a generator that hangs.
     outer = 2 * time_limit_s + REQUEST_TIMEOUT_S + 30
@@ -109,6 +112,7 @@ class _Batch:
     server_latencies: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     wrong_calls: int = 0
+    cached_calls: int = 0
     issued: int = 0
     stopped_by_time: bool = False
     rss: list[tuple[int, float, int]] = field(default_factory=list)
@@ -163,20 +167,20 @@ class _Connection:
 class _Requests:
     """The request bytes to send next: always the same, or (with a marker) numbered."""
 
-    def __init__(self, request: bytes, marker: bytes | None) -> None:
-        self.head, self.tail, self.width, self.sent = request, b"", 0, 0
+    def __init__(self, request: bytes, marker: bytes | None, first: int = 1) -> None:
+        self.parts, self.width, self.sent = [request], 0, first - 1
         if marker:
-            if request.count(marker) != 1:
-                raise SystemExit(f"--vary {marker.decode()!r}: the body must hold it once.")
-            self.head, self.tail = request.split(marker)
+            if marker not in request:
+                raise SystemExit(f"--vary {marker.decode()!r}: the body does not hold it.")
+            self.parts = request.split(marker)
             self.width = len(marker)
 
     def next(self) -> bytes:
         self.sent += 1
         if not self.width:
-            return self.head
+            return self.parts[0]
         number = str(self.sent).zfill(self.width)[-self.width :].encode()
-        return self.head + number + self.tail
+        return number.join(self.parts)
 
 
 async def _phase(
@@ -214,8 +218,9 @@ async def _phase(
             batch.latencies.append(time.perf_counter() - t0)
             batch.outcomes[str(status)] += 1
             if status == 200 and expect_calls is not None:
-                calls, latency = _answer_facts(body)
+                calls, cached, latency = _answer_facts(body)
                 batch.wrong_calls += calls != expect_calls
+                batch.cached_calls += cached or 0
                 if latency is not None:
                     batch.server_latencies.append(latency)
             done = sum(batch.outcomes.values())
@@ -226,18 +231,19 @@ async def _phase(
     return batch
 
 
-def _answer_facts(body: bytes) -> tuple[Any, float | None]:
-    """`usage.calls` and `latency_s` of a run's answer (None where missing or not JSON)."""
+def _answer_facts(body: bytes) -> tuple[Any, Any, float | None]:
+    """`usage.calls`, `usage.cached_calls` and `latency_s` of a run's answer (None where
+    missing or not JSON)."""
     try:
         answer = json.loads(body)
     except ValueError:
-        return None, None
+        return None, None, None
     if not isinstance(answer, dict):
-        return None, None
-    usage = answer.get("usage")
+        return None, None, None
+    usage = answer.get("usage") if isinstance(answer.get("usage"), dict) else {}
     latency = answer.get("latency_s")
-    calls = usage.get("calls") if isinstance(usage, dict) else None
-    return calls, float(latency) if isinstance(latency, int | float) else None
+    latency_s = float(latency) if isinstance(latency, int | float) else None
+    return usage.get("calls"), usage.get("cached_calls"), latency_s
 
 
 def _percentile(values: list[float], q: int) -> float | None:
@@ -256,7 +262,7 @@ async def _main(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         f"POST {url.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode() + body
-    requests = _Requests(request, args.vary.encode() if args.vary else None)
+    requests = _Requests(request, args.vary.encode() if args.vary else None, args.vary_from)
     watch = {name: int(pid) for name, _, pid in (w.partition("=") for w in args.watch)}
     first_pid = next(iter(watch.values()), None)
     deadline = time.monotonic() + args.time_limit
@@ -292,6 +298,7 @@ async def _main(args: argparse.Namespace, body: bytes) -> dict[str, Any]:
         "errors": {k: v for k, v in sorted(batch.outcomes.items()) if k != "200"},
         "warmup_errors": {k: v for k, v in sorted(warm.outcomes.items()) if k != "200"},
         "wrong_calls": batch.wrong_calls,
+        "cached_calls": batch.cached_calls,
         "stopped_by_time": batch.stopped_by_time or warm.stopped_by_time,
         "wall_s": wall,
         "throughput": ok / wall if wall > 0 else 0.0,
@@ -329,5 +336,6 @@ if __name__ == "__main__":
         "--header", action="append", default=[], help="'Name: value' sent with every request"
     )
     parser.add_argument("--vary", default=None, help="MARKER in the body to number per request")
+    parser.add_argument("--vary-from", type=int, default=1, help="the first number (--vary)")
     cli = parser.parse_args()
     print(json.dumps(asyncio.run(_main(cli, sys.stdin.buffer.read()))))

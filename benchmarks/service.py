@@ -42,6 +42,7 @@ LEVELS, GOAL_C = (16, 64, 256), 64
 GOAL_P50, GOAL_TRACE, GOAL_RSS, GOAL_WORKERS_P50 = 1.10, 0.05, 0.10, 1.25
 WORKERS = 2
 CONFIG = {"llm_backend": "openai", "llm_model": "fake", "llm_cache": "off"}
+_NEXT_DOCUMENT = 1  # the number of the next new document (--vary): see _load
 MARKER = "@@@@@@@@"  # numbered per request by the load generator (--vary): a new document each
 FLAGS = ["--variant", "baseline", "--max-in-flight", "1024"]
 API_KEY = "bench:benchmark-api-key-0123456789"  # PROMPTDAG_API_KEYS: key id "bench"
@@ -102,15 +103,17 @@ def _chunk_config() -> tuple[int, int]:
 def _document(marker: str = "") -> str:
     """About 1.5 windows of numbered sentences: CHUNKS chunks at the default chunk size, cut by
     the pipeline's own chunker (every response is checked for CHUNKS + 1 LLM calls, too). With
-    `marker`, the text starts with it (the load generator numbers it per request)."""
+    `marker`, the text starts and ends with it (the load generator numbers it per request), so
+    each chunk holds it."""
     counter = token_counter(CONFIG["llm_model"])
     window, overlap = _chunk_config()
     sentences: list[str] = [f"Document {marker}."] if marker else []
     while counter.count(" ".join(sentences)) < 1.5 * window:
         sentences.append(_SENTENCE.format(i=len(sentences), n=40 + len(sentences) % 17))
-    text = " ".join(sentences)
+    text = " ".join(sentences) + (f" End of document {marker}." if marker else "")
     chunks = chunking.text_chunks(text, counter.count(text), counter, window, overlap)
     require(len(chunks) == CHUNKS, f"the document makes {len(chunks)} chunks, not {CHUNKS}")
+    require(all(marker in c for c in chunks), "a chunk of the numbered document lacks its number")
     return text
 
 
@@ -235,7 +238,11 @@ def _load(
     vary: str | None = None,
 ) -> Run:
     """One closed-loop run; refuses results that did not measure what they claim. The
-    service's CPU counts every process of it (workers too)."""
+    service's CPU counts every process of it (workers too). With `vary`, the documents are
+    numbered from where the last such run stopped (never the same document twice in a
+    benchmark), and every call must have missed the response cache."""
+    global _NEXT_DOCUMENT
+    first, _NEXT_DOCUMENT = _NEXT_DOCUMENT, _NEXT_DOCUMENT + warmup + requests
     r = run_load(
         svc.url,
         body,
@@ -248,10 +255,15 @@ def _load(
         expect_calls=CHUNKS + 1,
         headers=AUTH,
         vary=vary,
+        vary_from=first,
     )
     r["cpu_s"]["service"] = sum(v for k, v in r["cpu_s"].items() if k.startswith("service"))
     require(r["ok"] > 0, f"no request succeeded at {clients} clients: {r['errors']}")
     require(r["wrong_calls"] == 0, f"{r['wrong_calls']} answers did not make {CHUNKS + 1} calls")
+    require(
+        vary is None or r["cached_calls"] == 0,
+        f"{r['cached_calls']} calls of a run of new documents were cache hits",
+    )
     return r
 
 
@@ -412,9 +424,10 @@ def _measure(sizes: Sizes) -> _Results:
                             )
                         )
                 # the same document every time: after the first, every call is a hit
-                cache["hits"].append(
-                    _load(cached, fake, body, GOAL_C, sizes.trace_requests, warmup=GOAL_C)
-                )
+                hits = _load(cached, fake, body, GOAL_C, sizes.trace_requests, warmup=GOAL_C)
+                calls = hits["ok"] * (CHUNKS + 1)
+                require(hits["cached_calls"] == calls, f"{hits['cached_calls']} hits of {calls}")
+                cache["hits"].append(hits)
         with (
             fake_llm(LATENCY_S, work / "fake-llm-workers.log") as fake,
             _service(work, fake, traces=True, workers=WORKERS) as pool,
