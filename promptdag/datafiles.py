@@ -7,10 +7,11 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["private_file", "write_transaction"]
+__all__ = ["private_file", "set_pragmas", "write_transaction"]
 
 
 def private_file(path: Path) -> None:
@@ -35,3 +36,21 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
+
+
+def set_pragmas(conn: sqlite3.Connection, pragmas: Sequence[str], timeout_s: float = 30.0) -> None:
+    """Run each `PRAGMA`, waiting out other processes that open the same new file at the same
+    moment: switching a new database to WAL takes a lock that SQLite does not wait for (no busy
+    handler), so two workers starting together got "database is locked" at once."""
+    deadline = time.monotonic() + timeout_s
+    for pragma in pragmas:
+        pause = 0.005
+        while True:
+            try:
+                conn.execute(f"PRAGMA {pragma}")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(2 * pause, 0.1)

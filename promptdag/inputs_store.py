@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from promptdag.datafiles import private_file, write_transaction
+from promptdag.datafiles import private_file, set_pragmas, write_transaction
 from promptdag.errors import ConfigError, TraceStoreError
 from promptdag.inputs import LargeBytes
 
@@ -110,8 +110,7 @@ class InputsStore:
             conn = sqlite3.connect(
                 self.path, isolation_level=None, timeout=30, check_same_thread=False
             )
-            for pragma in ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"):
-                conn.execute(f"PRAGMA {pragma}")
+            set_pragmas(conn, ("journal_mode=WAL", "synchronous=FULL", "secure_delete=ON"))
             with write_transaction(conn):
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
                 if version == 0:

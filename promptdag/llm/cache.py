@@ -46,7 +46,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from promptdag.datafiles import private_file
+from promptdag.datafiles import private_file, set_pragmas
 from promptdag.errors import ConfigError
 
 __all__ = [
@@ -130,8 +130,7 @@ def _open(path: Path) -> sqlite3.Connection:
     private_file(path)
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
     try:
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON"):
-            db.execute(f"PRAGMA {pragma}")
+        set_pragmas(db, ("journal_mode=WAL", "synchronous=NORMAL", "secure_delete=ON"))
         db.execute("BEGIN IMMEDIATE")  # one process at a time creates or upgrades the table
         try:
             db.execute(_TABLE)

@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from promptdag.datafiles import private_file, write_transaction
+from promptdag.datafiles import private_file, set_pragmas, write_transaction
 from promptdag.errors import ConfigError, NoTracesError, TraceStoreError, TraceWriterClosedError
 from promptdag.provenance import sha256_text
 from promptdag.redaction import redact_urls
@@ -147,8 +147,9 @@ class _WriterLock:
 def _connect_rw(path: Path, lock: _WriterLock) -> sqlite3.Connection:
     private_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
-    for pragma in ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON"):
-        conn.execute(f"PRAGMA {pragma}")
+    set_pragmas(
+        conn, ("journal_mode=WAL", "synchronous=FULL", "foreign_keys=ON", "secure_delete=ON")
+    )
     with _transaction(conn, lock):
         version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
