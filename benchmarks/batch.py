@@ -12,6 +12,8 @@ import os
 import resource
 import secrets
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -115,6 +117,25 @@ def _batch(
     return wall, summary, rows
 
 
+def _cli_batch(project: Path, source: Path, out: Path) -> tuple[float, dict[str, Any], list]:
+    """`promptdag batch` in a fresh process, as a user runs it, timed from outside (its
+    interpreter and imports included, as the loop's are); its JSON summary and rows."""
+    import pyarrow.parquet as pq
+
+    argv = [str(Path(sys.executable).with_name("promptdag")), "batch", "summarize", str(source)]
+    argv += ["--out", str(out), "--workers", str(WORKERS), "--quiet", "--json"]
+    argv += [a for k, v in OFFLINE.items() for a in ("-c", f"{k}={v}")]
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - start
+    require(proc.returncode == 0, f"promptdag batch failed: {proc.stderr[-2000:]}")
+    require(f"{WORKERS} workers ({WORKERS} forked)" in proc.stderr, "the workers were not forked")
+    summary = json.loads(proc.stdout)
+    rows = pq.read_table(out).to_pylist()
+    out.unlink()
+    return wall, summary, rows
+
+
 @contextlib.contextmanager
 def _local_ray(cpus: int) -> Iterator[None]:
     """A local Ray instance for the Ray runs (started before timing, as a cluster would be);
@@ -169,20 +190,23 @@ def _cpu_bound(
                     walls["loop"].append(time.perf_counter() - start)
                     cpus["loop"].append(_cpu_seconds() - cpu)
                     continue
-                engine = {"engine": "ray"} if kind == "ray" else {}
-                wall, summary, rows = _batch(
-                    project,
-                    folder,
-                    work / f"{kind}.parquet",
-                    workers=WORKERS,
-                    overrides=OFFLINE,
-                    **engine,
-                )
+                if kind == "local":
+                    wall, report, rows = _cli_batch(project, folder, work / "local.parquet")
+                    ok, calls = report["counts"]["ok"], report["usage"]["calls"]
+                else:
+                    wall, summary, rows = _batch(
+                        project,
+                        folder,
+                        work / f"{kind}.parquet",
+                        workers=WORKERS,
+                        overrides=OFFLINE,
+                        engine="ray",
+                    )
+                    ok, calls = summary.ok, summary.calls
                 walls[kind].append(wall)
                 if kind in cpus:
                     cpus[kind].append(_cpu_seconds() - cpu)
-                calls = summary.calls
-                require(summary.ok == PDFS, f"{kind}: {summary.ok} of {PDFS} ok")
+                require(ok == PDFS, f"{kind}: {ok} of {PDFS} ok")
                 require(
                     [r["output_summary"] for r in rows] == answers,
                     f"{kind} engine's summaries differ from the loop's",
@@ -331,8 +355,10 @@ def run(quick: bool = False) -> Report:
             f"{PDFS - LONG_COPIES} short ones; "
             f"{calls} LLM calls in all). *Loop:* a fresh process that builds the pipeline and runs "
             "each PDF in turn (`Pipeline.run`), timed from outside (interpreter, imports, build "
-            f"included). *Local:* `run_batch` with {WORKERS} workers, timed from the call (the "
-            "workers' interpreters, imports and builds, the runs and the final merge included). "
+            f"included). *Local:* `promptdag batch summarize FOLDER --workers {WORKERS}` in a fresh "
+            "process, as a user runs it, timed from outside like the loop (its interpreter and "
+            "imports, its workers forked from it once it has imported what they need, their "
+            "builds, the runs and the final merge included; checked to have forked). "
             f"*Ray:* the same with `engine='ray'` on a local Ray instance with {WORKERS} CPUs "
             "started before timing, as a cluster would be (the actors' start included). Every "
             "run's summaries are checked equal to the loop's, and Ray's result columns to the "
@@ -355,9 +381,10 @@ def run(quick: bool = False) -> Report:
             "The one-process loop needs about one core: its main process and its PDF worker "
             "process take turns. The local engine runs the PDFs on two worker processes (each "
             "with its own PDF worker), so it can keep two cores busy, and it spends about the "
-            f"same CPU as the loop (the CPU column: {used('local')} against {used('loop')}) plus "
-            "its workers' start (a fresh interpreter importing Hamilton, pandas and the openai "
-            "SDK, then the build). Its wall time can only halve when two cores are free for it: "
+            f"same CPU as the loop (the CPU column: {used('local')} against {used('loop')}): its "
+            "workers are forked from the batch process once it has imported Hamilton, pandas and "
+            "the openai SDK, so they only build (as fresh interpreters, as before, each imported "
+            "all of it again: about a second of CPU per worker). Its wall time can only halve when two cores are free for it: "
             "the cores-used figure shows how many it got while this ran, and on this shared "
             "machine other processes held the rest (see the load caution). What it loses to 2× "
             "beyond that is the workers' start and the tail (one worker finished, the other "

@@ -2,8 +2,9 @@
 the pipeline once and running several items at a time on its own event loop (LLM calls overlap;
 CPU-bound steps use its core), rows streamed back as they finish.
 
-Workers are fresh interpreters (`python -c ...`, importing only promptdag and the project, not
-the program that started the batch). Each talks to the batch process over one loopback TCP
+Workers are forked from the batch process once it has imported what they need, while no other
+thread runs (promptdag.batch.forking), else fresh interpreters (`python -c ...`, importing only
+promptdag and the project, not the program that started the batch). Each talks to the batch process over one loopback TCP
 connection (length-prefixed pickles; a worker proves it is one of ours with a random token it
 read on its stdin): items and limiter grants go out, rows and limiter requests come back. The
 batch-wide limiter (`LimiterCore`) lives in the batch process, so `--rpm`, `--tpm` and
@@ -29,6 +30,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from promptdag.batch.forking import ForkedProcess, can_fork, fork_worker, preload
 from promptdag.batch.limits import Grant, LimiterCore
 from promptdag.batch.sources import BatchItem
 from promptdag.batch.worker import BatchWorker, WorkerLost, WorkerSetup
@@ -177,7 +179,7 @@ class _Proc:
     index: int
     generation: int
     ready: asyncio.Future[str]
-    process: asyncio.subprocess.Process | None = None
+    process: asyncio.subprocess.Process | ForkedProcess | None = None
     gone: asyncio.Event = field(default_factory=asyncio.Event)
     writer: asyncio.StreamWriter | None = None
     outbox: _Outbox | None = None
@@ -217,17 +219,23 @@ class LocalEngine:
         self._build_id: str | None = None
         self._closing = False
         self._restarts = 0
+        self.forked = 0  # workers forked from this process (the rest are fresh interpreters)
         self._changed = asyncio.Condition()
         self._background: set[asyncio.Task[None]] = set()
 
     async def launch(self) -> None:
-        """Start the workers (they import and build meanwhile); once only."""
+        """Start the workers (they build meanwhile); once only. While no other thread runs,
+        the workers are forked from this process once it has imported what they need
+        (`promptdag.batch.forking`); otherwise each is a fresh interpreter."""
         if self._server is not None:
             return
         self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
         self._port = self._server.sockets[0].getsockname()[1]
+        fork = can_fork()
+        if fork:
+            preload(self.setup.http_client)
         for index in range(self.workers):
-            await self._spawn(index, 0)
+            await self._spawn(index, 0, fork=fork and can_fork())
 
     async def ready(self, build_id: str) -> None:
         """Wait until every worker has built its pipeline, and check it is the batch's."""
@@ -254,11 +262,20 @@ class LocalEngine:
                 ]
             )
 
-    async def _spawn(self, index: int, generation: int) -> _Proc:
+    async def _spawn(self, index: int, generation: int, *, fork: bool = False) -> _Proc:
         loop = asyncio.get_running_loop()
         proc = _Proc(index, generation, loop.create_future())
         proc.ready.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._procs.append(proc)
+        if fork:
+            args = (self._port, self._token, proc.key, self.setup)
+            sockets = [] if self._server is None else list(self._server.sockets)
+            proc.process = fork_worker(
+                lambda: asyncio.run(_work(*args)), [s.fileno() for s in sockets]
+            )
+            self.forked += 1
+            self._later(self._watch(proc))
+            return proc
         proc.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",

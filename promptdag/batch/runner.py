@@ -376,9 +376,11 @@ class _Run:
             self.summary.workers = self.engine.workers
             limits = self.options.limits
             in_flight = self.options.in_flight or _default_in_flight(limits, self.engine.workers)
+            forked = getattr(self.engine, "forked", 0)
             self.say(
                 f"batch {self.spec.name}: {source.count} inputs from {source.where}, "
-                f"{self.engine.workers} workers, {in_flight} inputs in flight, limits: "
+                f"{self.engine.workers} workers{f' ({forked} forked)' if forked else ''}, "
+                f"{in_flight} inputs in flight, limits: "
                 f"{limits.describe()}"
             )
             self.slots = asyncio.Semaphore(in_flight)
