@@ -134,8 +134,9 @@ async def _measure(reps: int, batch: int) -> Report:
     floor_us, stock_us = median(cpu["floor"]) * 1e6, median(cpu["stock"]) * 1e6
     split = (
         f"About {raw_us:.0f} µs of it is Hamilton's async driver (graph walks, one asyncio task "
-        f"per node, lifecycle dispatch) and {wrap_us:.0f} µs promptdag's run wrapper (request "
-        "checks, deadline scope, task tracking)."
+        f"per node, lifecycle dispatch) and {wrap_us:.0f} µs promptdag's run wrapper (input "
+        "checks, the run's deadline and its record of every LLM call, the fingerprint and the "
+        "result)."
         if wrap_us > 0
         else "Nearly all of it is Hamilton's async driver (graph walks, one asyncio task per node, "
         "lifecycle dispatch); promptdag's run wrapper is too small to separate from the noise."
