@@ -132,8 +132,6 @@ def local_once(folder: str, project: str, out: str) -> None:
 def _batch(
     project: Path, source: Path, out: Path, **options: Any
 ) -> tuple[float, BatchSummary, list[dict]]:
-    import pyarrow.parquet as pq
-
     start = time.perf_counter()
     summary = asyncio.run(
         run_batch(
@@ -142,9 +140,7 @@ def _batch(
     )
     wall = time.perf_counter() - start
     require(summary.failed == 0, f"{summary.failed} items failed: {summary.errors}")
-    rows = pq.read_table(out).to_pylist()
-    out.unlink()
-    return wall, summary, rows
+    return wall, summary, _rows(out)
 
 
 @contextlib.contextmanager

@@ -162,8 +162,10 @@ class NodeScope(BasePreNodeExecute):
 
 
 class _DropHamiltonErrorLogs(logging.Filter):
-    """Hamilton logs a failing node's inputs (document text, passwords) and a chat invitation;
-    promptdag raises a typed error instead, so those records are dropped while a run is on."""
+    """Hamilton's driver logs a chat invitation on every failed run, and its graph walk a
+    failing sync hook's node inputs (document text, passwords); nodes themselves run through
+    NodeTasks, which logs nothing. promptdag raises a typed error instead, so error records of
+    Hamilton's loggers are dropped while a run is on."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno < logging.ERROR

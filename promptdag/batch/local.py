@@ -4,8 +4,8 @@ CPU-bound steps use its core), rows streamed back as they finish.
 
 Workers are forked from the batch process once it has imported what they need, while no other
 thread runs (promptdag.batch.forking), else fresh interpreters (`python -c ...`, importing only
-promptdag and the project, not the program that started the batch). Each talks to the batch process over one loopback TCP
-connection (length-prefixed pickles; a worker proves it is one of ours with a random token it
+promptdag and the project, not the program that started the batch). Each talks to the batch
+process over one loopback TCP connection (length-prefixed pickles; a worker proves it is one of ours with a random token it
 read on its stdin): items and limiter grants go out, rows and limiter requests come back. The
 batch-wide limiter (`LimiterCore`) lives in the batch process, so `--rpm`, `--tpm` and
 `--concurrency` hold across all workers.
@@ -270,12 +270,16 @@ class LocalEngine:
         if fork:
             args = (self._port, self._token, proc.key, self.setup)
             sockets = [] if self._server is None else list(self._server.sockets)
-            proc.process = fork_worker(
-                lambda: asyncio.run(_work(*args)), [s.fileno() for s in sockets]
-            )
-            self.forked += 1
-            self._later(self._watch(proc))
-            return proc
+            try:
+                proc.process = fork_worker(
+                    lambda: asyncio.run(_work(*args)), [s.fileno() for s in sockets]
+                )
+            except OSError:  # fork refused (process or memory limit): a fresh interpreter
+                pass
+            else:
+                self.forked += 1
+                self._later(self._watch(proc))
+                return proc
         proc.process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",

@@ -116,6 +116,7 @@ class RayEngine:
     `await run(item)` concurrently, then `await aclose()`."""
 
     name = "ray"
+    forked = 0  # actors are Ray's processes, never forked from the batch
 
     def __init__(
         self,

@@ -48,6 +48,7 @@ class Engine(Protocol):
 
     name: str
     workers: int
+    forked: int  # workers forked from this process (the local engine; 0 otherwise)
 
     async def launch(self) -> None: ...
 
@@ -376,7 +377,7 @@ class _Run:
             self.summary.workers = self.engine.workers
             limits = self.options.limits
             in_flight = self.options.in_flight or _default_in_flight(limits, self.engine.workers)
-            forked = getattr(self.engine, "forked", 0)
+            forked = self.engine.forked
             self.say(
                 f"batch {self.spec.name}: {source.count} inputs from {source.where}, "
                 f"{self.engine.workers} workers{f' ({forked} forked)' if forked else ''}, "

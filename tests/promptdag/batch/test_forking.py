@@ -71,6 +71,40 @@ asyncio.run(main())
 """
 
 
+REFUSED = """
+import asyncio, errno, json, os, sys
+from pathlib import Path
+from promptdag.batch import BatchOptions, run_batch
+
+def refuse():
+    raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+os.fork = refuse  # as under a process limit
+notes = []
+options = BatchOptions(
+    source=sys.argv[1], out=Path(sys.argv[2]), project=sys.argv[3], progress=False, workers=2,
+    overrides={"llm_cache": "off"},
+)
+summary = asyncio.run(run_batch(options, say=notes.append))
+print(json.dumps({"ok": summary.ok, "notes": notes}))
+"""
+
+
+def test_a_refused_fork_starts_fresh_interpreters_instead(
+    greet_project: Path, tmp_path: Path
+) -> None:
+    source = write_jsonl(tmp_path / "names.jsonl", [{"id": n, "name": n} for n in "abcd"])
+    argv = [sys.executable, "-c", REFUSED, str(source), str(tmp_path / "out.parquet")]
+    proc = subprocess.run(
+        [*argv, str(greet_project)], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.splitlines()[-1])
+    assert report["ok"] == 4
+    assert any("2 workers, " in n for n in report["notes"])
+    assert not any("forked" in n for n in report["notes"])
+
+
 def test_a_forked_process_reports_its_exit_as_the_interpreter_would() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=120, check=False
