@@ -29,6 +29,7 @@ from promptdag.pipeline import LLM_INPUT, NodeScope, Pipeline
 from promptdag.project import Project, load_project, project_modules
 from promptdag.provenance import git_state, require_clean
 from promptdag.redaction import redact_url
+from promptdag.settled_graph import settle_graph
 from promptdag.variants import VariantsFile, load_variants
 
 __all__ = ["PromptGuard", "build_pipeline", "check_links", "resolve_config"]
@@ -300,16 +301,18 @@ def build_pipeline(
     prompts = {n: catalog.packs[pack][n][config[version_key(n)]] for n in catalog.nodes(pack)}
     try:
         with project_modules(proj):
-            driver = use_node_tasks(
-                async_driver.Builder()
-                .with_modules(*proj.dataflow_modules, proj.packs[pack])
-                .with_config(config)
-                .with_adapters(
-                    PromptGuard(list(prompts)),
-                    NodeScope({s.node: s.name for s in proj.contract.llm_steps.values()}),
-                    *adapters,
+            driver = settle_graph(
+                use_node_tasks(
+                    async_driver.Builder()
+                    .with_modules(*proj.dataflow_modules, proj.packs[pack])
+                    .with_config(config)
+                    .with_adapters(
+                        PromptGuard(list(prompts)),
+                        NodeScope({s.node: s.name for s in proj.contract.llm_steps.values()}),
+                        *adapters,
+                    )
+                    .build_without_init()
                 )
-                .build_without_init()
             )
     except (ValueError, ValidationException) as exc:  # Hamilton's graph and validator failures
         raise ConfigError(

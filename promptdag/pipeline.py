@@ -28,7 +28,12 @@ from promptdag.llm.tokens import token_counter
 from promptdag.node_tasks import RUN_TASKS
 from promptdag.project import Project
 from promptdag.prompting import prompt_text
-from promptdag.provenance import fingerprint_id, library_versions, sha256_text
+from promptdag.provenance import (
+    canonical_member,
+    fingerprint_id_of,
+    library_versions,
+    sha256_text,
+)
 from promptdag.redaction import redact_config
 from promptdag.tracing.context import RequestContext, current_request, new_request_id, request_scope
 
@@ -211,14 +216,33 @@ def _fresh(value: Any) -> Any:
 
 def run_fingerprint(build: Mapping[str, Any], rendered: Mapping[str, str]) -> dict[str, Any]:
     """The one recipe of a run's fingerprint: the build info (`Pipeline.build_info`) plus the
-    hash of each prompt as rendered in the run, and an id over all. Shares the build's values."""
-    info = {k: v for k, v in build.items() if k != "prompt_versions"}
+    hash of each prompt as rendered in the run, and an id over all (`fingerprint_id` of the
+    rest; the build's part of its JSON is encoded once per build). Shares the build's values."""
+    info = {k: v for k, v in build.items() if k not in _PER_RUN}
     info["prompts"] = {
         n: {**meta, "rendered_sha256": sha256_text(rendered[n]) if n in rendered else None}
         for n, meta in build["prompt_versions"].items()
     }
-    info["id"] = fingerprint_id(info)
+    members = {**_build_members(build), "prompts": canonical_member("prompts", info["prompts"])}
+    info["id"] = fingerprint_id_of(members)
     return info
+
+
+_PER_RUN = ("prompt_versions", "prompts", "id")  # build keys a run's fingerprint replaces
+_MEMBERS: dict[int, tuple[Mapping[str, Any], dict[str, str]]] = {}  # id(build) → its members
+
+
+def _build_members(build: Mapping[str, Any]) -> dict[str, str]:
+    """The canonical JSON members of a build's fixed part, encoded on its first run. Keyed by
+    the build dict itself (a Pipeline keeps its one build info for its life); a few dozen
+    builds at most are kept."""
+    found = _MEMBERS.get(id(build))
+    if found is None or found[0] is not build:
+        if len(_MEMBERS) >= 64:
+            _MEMBERS.clear()
+        members = {k: canonical_member(k, v) for k, v in build.items() if k not in _PER_RUN}
+        found = _MEMBERS[id(build)] = (build, members)
+    return found[1]
 
 
 @dataclass

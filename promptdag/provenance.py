@@ -16,8 +16,10 @@ from promptdag.errors import DirtyTreeError
 __all__ = [
     "DEPENDENCY_LOCKS",
     "STAMP_FILE",
+    "canonical_member",
     "dependency_lock",
     "fingerprint_id",
+    "fingerprint_id_of",
     "git_state",
     "library_versions",
     "require_clean",
@@ -152,5 +154,18 @@ def dependency_lock(root: Path) -> dict[str, str] | None:
 
 def fingerprint_id(parts: dict[str, Any]) -> str:
     """A short, stable id over everything that determines the output."""
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return sha256_text(canonical)[:16]
+    return sha256_text(json.dumps(parts, **_CANONICAL))[:16]
+
+
+_CANONICAL: dict[str, Any] = {"sort_keys": True, "separators": (",", ":"), "default": str}
+
+
+def canonical_member(key: str, value: Any) -> str:
+    """One `"key":value` member of the canonical JSON that `fingerprint_id` hashes."""
+    return f"{json.dumps(key)}:{json.dumps(value, **_CANONICAL)}"
+
+
+def fingerprint_id_of(members: dict[str, str]) -> str:
+    """`fingerprint_id` of a dict given as its canonical members (`canonical_member` of each
+    key and value): the same id, so that members fixed at build are encoded once, not per run."""
+    return sha256_text("{" + ",".join(members[k] for k in sorted(members)) + "}")[:16]

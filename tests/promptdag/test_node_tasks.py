@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,6 +15,7 @@ from hamilton import async_driver, base, driver
 from hamilton.lifecycle.base import BasePostNodeExecuteAsync, BasePreNodeExecuteAsync
 
 from promptdag.node_tasks import RUN_TASKS, NodeTasks, use_node_tasks
+from tests.promptdag.flowmodule import flow_module
 
 SOURCE = """
 import asyncio
@@ -40,12 +41,9 @@ NODES, EDGES = 4, 8  # a←x; b←a,x; c←a,b,x; d←b,c,a
 
 
 @pytest.fixture(scope="module")
-def module() -> types.ModuleType:
-    mod = types.ModuleType("tests_node_tasks_flow")
-    sys.modules[mod.__name__] = mod  # Hamilton finds functions through their module
-    exec(SOURCE, mod.__dict__)
-    yield mod
-    del sys.modules[mod.__name__]
+def module() -> Iterator[types.ModuleType]:
+    with flow_module("tests_node_tasks_flow", SOURCE) as mod:
+        yield mod
 
 
 def build(module: types.ModuleType, *adapters: Any, lean: bool = True) -> async_driver.AsyncDriver:

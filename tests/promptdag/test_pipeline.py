@@ -69,6 +69,26 @@ def test_same_input_same_config_gives_identical_output_and_fingerprint() -> None
     assert a["provenance"]["id"] == b["provenance"]["id"]
 
 
+def test_fingerprint_id_is_the_canonical_json_hash_of_the_rest() -> None:
+    """The build's members are encoded once per build; the id is still `fingerprint_id` of the
+    whole fingerprint, and follows a rendered prompt's change and a new build's values."""
+    from promptdag.pipeline import run_fingerprint
+    from promptdag.provenance import fingerprint_id
+
+    def reference(fp: dict) -> str:
+        return fingerprint_id({k: v for k, v in fp.items() if k != "id"})
+
+    pipeline = build_pipeline()
+    build = pipeline._build()
+    renders = [{}, {"final_summary_prompt": "one"}, {"final_summary_prompt": "twö \u2028 \x00"}]
+    ids = [run_fingerprint(build, r)["id"] for r in renders]
+    assert ids == [reference(run_fingerprint(build, r)) for r in renders]
+    assert len(set(ids)) == 3
+    other = {**build, "variant": "other", "config": {**build["config"], "ünïcode": [1, 2.5]}}
+    changed = run_fingerprint(other, renders[1])
+    assert changed["id"] == reference(changed) != ids[1]
+
+
 def test_fingerprint_changes_with_the_prompt_version() -> None:
     a = summarize()
     b = summarize(chunk_summary_prompt_version="v1")

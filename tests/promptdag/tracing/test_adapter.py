@@ -283,13 +283,13 @@ def test_the_adapter_adds_no_per_node_hook_and_computes_the_fingerprint_once(
     import promptdag.pipeline
 
     ids: list[str] = []
-    real = promptdag.pipeline.fingerprint_id
+    real = promptdag.pipeline.fingerprint_id_of
 
-    def counted(info: dict[str, Any]) -> str:
-        ids.append(real(info))
+    def counted(members: dict[str, str]) -> str:
+        ids.append(real(members))
         return ids[-1]
 
-    monkeypatch.setattr(promptdag.pipeline, "fingerprint_id", counted)
+    monkeypatch.setattr(promptdag.pipeline, "fingerprint_id_of", counted)
     adapter = TraceAdapter(writer)
 
     async def go() -> RunResult:
