@@ -130,12 +130,14 @@ def local_once(folder: str, project: str, out: str) -> None:
 
 
 def _batch(
-    project: Path, source: Path, out: Path, **options: Any
+    project: Path, source: Path, out: Path, notes: list[str] | None = None, **options: Any
 ) -> tuple[float, BatchSummary, list[dict]]:
     start = time.perf_counter()
+    say = (notes if notes is not None else []).append
     summary = asyncio.run(
         run_batch(
-            BatchOptions(source=str(source), out=out, project=project, progress=False, **options)
+            BatchOptions(source=str(source), out=out, project=project, progress=False, **options),
+            say=say,
         )
     )
     wall = time.perf_counter() - start
@@ -237,6 +239,13 @@ def _rows(out: Path) -> list[dict]:
     return rows
 
 
+def latency_once(items: int, rpm: float | None, work: str, project: str) -> None:
+    """In a fresh process, after the imports (as `promptdag batch` runs: its workers forked
+    from it, checked): `_latency_bound`, printed as JSON."""
+    _imported()
+    print(json.dumps(_latency_bound(items, rpm, Path(work), Path(project))))
+
+
 def _latency_bound(items: int, rpm: float | None, work: Path, project: Path) -> dict[str, float]:
     """LLM calls per second: over the span from the first item's start to the last item's end
     (the workers running), and over the whole batch (their start included)."""
@@ -253,10 +262,12 @@ def _latency_bound(items: int, rpm: float | None, work: Path, project: Path) -> 
         with fake_llm(LATENCY, work / "fake-llm.log", lean=True) as fake:
             config = {"llm_backend": "openai", "llm_base_url": fake.base_url, "llm_model": "fake"}
             start_cpu, fake_start = _cpu_seconds(), fake.cpu_seconds()
+            notes: list[str] = []
             wall, summary, rows = _batch(
                 project,
                 source,
                 work / "latency.parquet",
+                notes,
                 workers=WORKERS,
                 overrides={**OFFLINE, **config},
                 limits=Limits(concurrency=CONCURRENCY, rpm=rpm),
@@ -269,6 +280,8 @@ def _latency_bound(items: int, rpm: float | None, work: Path, project: Path) -> 
         else:
             os.environ["OPENAI_API_KEY"] = saved
     require(summary.ok == items, f"{summary.ok} of {items} ok")
+    forked = f"{WORKERS} workers ({WORKERS} forked)"
+    require(any(forked in n for n in notes), f"the workers were not forked: {notes}")
     first = min(r["finished_at"].timestamp() - r["latency_s"] for r in rows)
     last = max(r["finished_at"].timestamp() for r in rows)
     return {
@@ -290,8 +303,13 @@ def run(quick: bool = False) -> Report:
         project = _project(work)
         walls, outside, cpus, calls = _cpu_bound(reps, work, project)
         lat_items = 1000 if quick else 2000
-        unlimited = _latency_bound(lat_items, None, work, project)
-        limited = _latency_bound(lat_items // 3, RPM, work, project)
+        unlimited, limited = (
+            fresh_process(
+                f"from benchmarks.batch import latency_once; latency_once({n}, {rpm!r}, "
+                f"{str(work)!r}, {str(project)!r})"
+            )
+            for n, rpm in ((lat_items, None), (lat_items // 3, RPM))
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
     loop = median(walls["loop"])
@@ -401,7 +419,9 @@ def run(quick: bool = False) -> Report:
             "(its lean form: a bare ASGI function on uvloop, about half the CPU per request of "
             "the Starlette app the service benchmark uses, since here the fake shares the 2 "
             "cores with the workers it feeds and its CPU is a cost of the instrument), "
-            f"{WORKERS} local workers, `--concurrency {CONCURRENCY}` (then also `--rpm {RPM}`); "
+            f"{WORKERS} local workers, `--concurrency {CONCURRENCY}` (then also `--rpm {RPM}`), "
+            "each batch run in a fresh process after the imports, as `promptdag batch` runs it "
+            "(its workers forked, checked); "
             "calls per second while running = all LLM calls over the span from the first item's "
             "start to the last item's end (so the ramp up and down count against it); overall = "
             "all calls over the whole batch, the workers' start included. Their CPU column: the "
