@@ -217,32 +217,44 @@ def _fresh(value: Any) -> Any:
 def run_fingerprint(build: Mapping[str, Any], rendered: Mapping[str, str]) -> dict[str, Any]:
     """The one recipe of a run's fingerprint: the build info (`Pipeline.build_info`) plus the
     hash of each prompt as rendered in the run, and an id over all (`fingerprint_id` of the
-    rest; the build's part of its JSON is encoded once per build). Shares the build's values."""
+    rest; a Pipeline's build part is encoded once, see `_BuildInfo`). Shares the build's values."""
     info = {k: v for k, v in build.items() if k not in _PER_RUN}
     info["prompts"] = {
         n: {**meta, "rendered_sha256": sha256_text(rendered[n]) if n in rendered else None}
         for n, meta in build["prompt_versions"].items()
     }
-    members = {**_build_members(build), "prompts": canonical_member("prompts", info["prompts"])}
-    info["id"] = fingerprint_id_of(members)
+    fixed = build.members if isinstance(build, _BuildInfo) else _members(build)
+    info["id"] = fingerprint_id_of(
+        {**fixed, "prompts": canonical_member("prompts", info["prompts"])}
+    )
     return info
 
 
 _PER_RUN = ("prompt_versions", "prompts", "id")  # build keys a run's fingerprint replaces
-_MEMBERS: dict[int, tuple[Mapping[str, Any], dict[str, str]]] = {}  # id(build) → its members
 
 
-def _build_members(build: Mapping[str, Any]) -> dict[str, str]:
-    """The canonical JSON members of a build's fixed part, encoded on its first run. Keyed by
-    the build dict itself (a Pipeline keeps its one build info for its life); a few dozen
-    builds at most are kept."""
-    found = _MEMBERS.get(id(build))
-    if found is None or found[0] is not build:
-        if len(_MEMBERS) >= 64:
-            _MEMBERS.clear()
-        members = {k: canonical_member(k, v) for k, v in build.items() if k not in _PER_RUN}
-        found = _MEMBERS[id(build)] = (build, members)
-    return found[1]
+def _members(build: Mapping[str, Any]) -> dict[str, str]:
+    """The canonical JSON members of a build's fixed part (`fingerprint_id`'s encoding)."""
+    return {k: canonical_member(k, v) for k, v in build.items() if k not in _PER_RUN}
+
+
+class _BuildInfo(dict[str, Any]):
+    """A Pipeline's build info, shared by its runs and never changed, with the canonical JSON
+    of its fixed part encoded once (`members`), so a run's fingerprint id encodes only its
+    prompts. Its copies and pickles are plain dicts, which carry no stale encoding."""
+
+    def __init__(self, info: Mapping[str, Any]):
+        super().__init__(info)
+        self.members = _members(info)
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))
 
 
 @dataclass
@@ -259,7 +271,7 @@ class Pipeline:
     prompts: dict[str, PromptVersion]
     git: dict[str, Any]
     _ready: bool = False
-    _build_info: dict[str, Any] | None = None
+    _build_info: _BuildInfo | None = None
     _prompt_outputs: list[str] | None = None
 
     @property
@@ -286,31 +298,33 @@ class Pipeline:
             self._build_info = self._compute_build_info()
         return self._build_info
 
-    def _compute_build_info(self) -> dict[str, Any]:
+    def _compute_build_info(self) -> _BuildInfo:
         graph = self.graph
         config = redact_config(self.config)  # no credentials from llm_base_url in provenance
-        return {
-            "pipeline": self.name,
-            "variant": self.variant,
-            "git": self.git,
-            "config": config,
-            "config_sha256": sha256_text(canonical_config(config)),
-            "graph_version": graph.version,
-            "prompt_versions": {
-                n: {
-                    "version": p.version,
-                    "pack": p.pack,
-                    "source_sha256": graph[n].version,
-                    "defined_at": f"{self.project.relpath(p.file)}:{p.line}",
-                }
-                for n, p in sorted(self.prompts.items())
-            },
-            "llm_steps": {
-                s.name: s.prompt
-                for s in sorted(self.project.contract.llm_steps.values(), key=lambda s: s.name)
-            },
-            "libraries": library_versions(),
-        }
+        return _BuildInfo(
+            {
+                "pipeline": self.name,
+                "variant": self.variant,
+                "git": self.git,
+                "config": config,
+                "config_sha256": sha256_text(canonical_config(config)),
+                "graph_version": graph.version,
+                "prompt_versions": {
+                    n: {
+                        "version": p.version,
+                        "pack": p.pack,
+                        "source_sha256": graph[n].version,
+                        "defined_at": f"{self.project.relpath(p.file)}:{p.line}",
+                    }
+                    for n, p in sorted(self.prompts.items())
+                },
+                "llm_steps": {
+                    s.name: s.prompt
+                    for s in sorted(self.project.contract.llm_steps.values(), key=lambda s: s.name)
+                },
+                "libraries": library_versions(),
+            }
+        )
 
     def prompt_outputs(self) -> list[str]:
         """The prompt nodes this pipeline's outputs depend on (rendered and hashed each run)."""

@@ -71,7 +71,8 @@ def test_same_input_same_config_gives_identical_output_and_fingerprint() -> None
 
 def test_fingerprint_id_is_the_canonical_json_hash_of_the_rest() -> None:
     """The build's members are encoded once per build; the id is still `fingerprint_id` of the
-    whole fingerprint, and follows a rendered prompt's change and a new build's values."""
+    whole fingerprint, and follows a rendered prompt's change and a new build's values (a
+    plain dict, encoded whole)."""
     from promptdag.pipeline import run_fingerprint
     from promptdag.provenance import fingerprint_id
 
@@ -80,6 +81,7 @@ def test_fingerprint_id_is_the_canonical_json_hash_of_the_rest() -> None:
 
     pipeline = build_pipeline()
     build = pipeline._build()
+    assert type(pipeline.build_info()) is dict  # a copy: plain, no encoding to go stale
     renders = [{}, {"final_summary_prompt": "one"}, {"final_summary_prompt": "twö \u2028 \x00"}]
     ids = [run_fingerprint(build, r)["id"] for r in renders]
     assert ids == [reference(run_fingerprint(build, r)) for r in renders]
